@@ -1,0 +1,200 @@
+//! The one tokenizer every model of an experiment shares: a byte-level BPE trained with the
+//! Hugging Face `tokenizers` library (the GPT-2 scheme), stored as a standard `tokenizer.json`.
+//!
+//! Byte-level means every UTF-8 string maps to tokens and back without loss and without an
+//! unknown token: the 256 byte symbols are always in the vocabulary, merges only add to them.
+
+use std::path::Path;
+
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::{AddedToken, NormalizerWrapper, PostProcessorWrapper, TokenizerBuilder};
+
+use crate::DataError;
+
+/// The special tokens in id order: padding, beginning and end of sequence.
+pub const SPECIAL_TOKENS: [&str; 3] = ["<pad>", "<bos>", "<eos>"];
+/// Id of `<pad>` in every tokenizer this crate trains.
+pub const PAD_ID: u32 = 0;
+/// Id of `<bos>` in every tokenizer this crate trains.
+pub const BOS_ID: u32 = 1;
+/// Id of `<eos>` in every tokenizer this crate trains.
+pub const EOS_ID: u32 = 2;
+
+/// A byte-level BPE tokenizer with `<pad>`, `<bos>` and `<eos>` special tokens.
+///
+/// Tokenizers trained here have the special tokens at the fixed ids [`PAD_ID`], [`BOS_ID`] and
+/// [`EOS_ID`]; a `tokenizer.json` loaded from elsewhere keeps its own ids, found by token text.
+/// A literal `<pad>`, `<bos>` or `<eos>` inside a text is encoded as that special token (the
+/// library matches special tokens before anything else); the shipped data contains none.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pad: u32,
+    bos: u32,
+    eos: u32,
+}
+
+/// The GPT-2 byte-level settings: no prefix space, because a prefix space would make
+/// `decode(encode(text))` differ from `text`; the GPT-2 split regex, so merges never cross word
+/// boundaries.
+fn byte_level() -> ByteLevel {
+    ByteLevel::new(false, true, true)
+}
+
+fn library_error(
+    context: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> DataError {
+    let context = context.into();
+    move |source| DataError::Tokenizer { context, source }
+}
+
+impl Tokenizer {
+    /// Trains a tokenizer of at most `vocab_size` entries (special tokens and the 256 byte
+    /// symbols included) on `texts`.
+    ///
+    /// The result depends only on the texts and `vocab_size`: the library picks each merge by
+    /// count with ties broken by token ids, and its parallel counting only sums. It can end up
+    /// smaller than `vocab_size` when the texts offer no more pairs to merge.
+    pub fn train<I, S>(texts: I, vocab_size: usize) -> Result<Self, DataError>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send,
+        S: AsRef<str> + Send,
+    {
+        let mut trainer = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(0)
+            .show_progress(false)
+            .special_tokens(
+                SPECIAL_TOKENS
+                    .iter()
+                    .map(|token| AddedToken::from(*token, true))
+                    .collect(),
+            )
+            // Every byte gets a symbol even if the training texts never use it, so any text
+            // can be encoded later.
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let mut tokenizer = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            ByteLevel,
+            PostProcessorWrapper,
+            ByteLevel,
+        >::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(byte_level()))
+        .with_post_processor(None)
+        .with_decoder(Some(byte_level()))
+        .build()
+        .map_err(library_error("building the BPE tokenizer"))?;
+        tokenizer
+            .train(&mut trainer, texts.into_iter())
+            .map_err(library_error("training the BPE tokenizer"))?;
+        let trained = Tokenizer::from_library(tokenizer.into(), Path::new("<trained>"))?;
+        // The trainer adds special tokens first, in order; the protocol relies on that.
+        debug_assert_eq!((trained.pad, trained.bos, trained.eos), (PAD_ID, BOS_ID, EOS_ID));
+        Ok(trained)
+    }
+
+    /// Wraps a library tokenizer, finding the special tokens by text; `origin` names it in errors.
+    fn from_library(inner: tokenizers::Tokenizer, origin: &Path) -> Result<Self, DataError> {
+        let id = |token: &str| {
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| DataError::MissingSpecialToken {
+                    path: origin.to_path_buf(),
+                    token: token.to_string(),
+                })
+        };
+        let [pad, bos, eos] = SPECIAL_TOKENS;
+        Ok(Tokenizer {
+            pad: id(pad)?,
+            bos: id(bos)?,
+            eos: id(eos)?,
+            inner,
+        })
+    }
+
+    /// Loads any `tokenizer.json` (this crate's or another's) that has `<pad>`, `<bos>` and
+    /// `<eos>` tokens.
+    pub fn load(path: &Path) -> Result<Self, DataError> {
+        if !path.is_file() {
+            return Err(DataError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(library_error(format!("loading {}", path.display())))?;
+        Tokenizer::from_library(inner, path)
+    }
+
+    /// Writes the tokenizer as a (pretty-printed) `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        std::fs::write(path, self.to_json()).map_err(|source| DataError::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The `tokenizer.json` text; identical for identically trained tokenizers.
+    pub fn to_json(&self) -> String {
+        self.inner
+            .to_string(true)
+            .expect("a tokenizer built from serializable parts always serializes")
+    }
+
+    /// Token ids of `text`, without any special token added.
+    ///
+    /// # Panics
+    /// If the library fails, which a byte-level BPE cannot do on a Rust string; a foreign
+    /// `tokenizer.json` with an incomplete alphabet could.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self.inner.encode(text, false) {
+            Ok(encoding) => encoding.get_ids().to_vec(),
+            Err(error) => panic!("tokenizer failed to encode {text:?}: {error}"),
+        }
+    }
+
+    /// The text of `ids`, with `<pad>`, `<bos>`, `<eos>` and any other special token skipped.
+    /// Ids outside the vocabulary are skipped too.
+    ///
+    /// # Panics
+    /// If the library's decoder fails, which the byte-level decoder does not.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let kept: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id != self.pad && id != self.bos && id != self.eos)
+            .collect();
+        match self.inner.decode(&kept, true) {
+            Ok(text) => text,
+            Err(error) => panic!("tokenizer failed to decode {kept:?}: {error}"),
+        }
+    }
+
+    /// Number of entries in the vocabulary, special tokens included; every id is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Id of the padding token.
+    pub fn pad_id(&self) -> u32 {
+        self.pad
+    }
+
+    /// Id of the beginning-of-sequence token.
+    pub fn bos_id(&self) -> u32 {
+        self.bos
+    }
+
+    /// Id of the end-of-sequence token, which closes every training answer.
+    pub fn eos_id(&self) -> u32 {
+        self.eos
+    }
+}

@@ -1,0 +1,103 @@
+//! The cotune SDK: everything a model plugin needs except its model code.
+//!
+//! A plugin author implements [`LanguageModel`] on a burn module (its config type, its forward
+//! passes to hidden states and logits, a key/value cache for generation) and calls
+//! [`export_plugin!`]. The SDK supplies the rest, identically for every architecture:
+//!
+//! - [`Trainer`]: AdamW with decoupled weight decay, warm-up plus cosine learning rate, global
+//!   gradient-norm clipping, cross-entropy over answer tokens with a padding mask, and
+//!   temperature-scaled KL to soft targets (scaled by `T²`);
+//! - greedy generation with the model's key/value cache;
+//! - parameter export and import by name, and checkpoints that include the optimiser state;
+//! - the `abi_stable` glue, with `catch_unwind` around every exported call so a panic becomes a
+//!   [`PluginError`](cotune_abi::PluginError) instead of aborting the host.
+//!
+//! See `docs/plugin-authoring.md` for a walk-through.
+
+pub mod nn;
+pub mod params;
+pub mod plugin;
+pub mod schedule;
+mod trainer;
+
+pub use trainer::{Memory, Trainer};
+
+pub use burn;
+pub use cotune_abi as abi;
+pub use cotune_abi::Structure;
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+/// A language model a plugin offers, implemented on a burn module.
+///
+/// Shapes use `b` for batch, `t` for tokens, `d` for the model width and `v` for the vocabulary.
+/// Sequences are right-padded: a decoder's causal mask already keeps padding after a token from
+/// reaching it, so decoders need no padding mask; encoders get one.
+pub trait LanguageModel: Module + Sized + 'static {
+    /// The model's configuration, parsed from TOML. Use `#[serde(deny_unknown_fields)]` so a
+    /// misspelt key is refused with its name.
+    type Config: serde::de::DeserializeOwned + Clone + Send + Sync + 'static;
+    /// The key/value cache used by [`decode_cached`](Self::decode_cached).
+    type Cache: Send;
+
+    /// The architecture's name (e.g. `gpt2`).
+    const ARCHITECTURE: &'static str;
+    /// Decoder-only or encoder-decoder.
+    const STRUCTURE: Structure;
+
+    /// Checks the configuration; the error names the key and the value.
+    fn validate(config: &Self::Config) -> Result<(), String>;
+    /// Builds the model (parameters may initialise lazily).
+    fn init(config: &Self::Config, device: &Device) -> Self;
+    /// The vocabulary size.
+    fn vocab_size(config: &Self::Config) -> usize;
+    /// Decoder-only: the longest prompt + answer; encoder-decoder: the longest side.
+    fn context_len(config: &Self::Config) -> usize;
+    /// Encoder-decoder only: the token that starts decoding.
+    fn decoder_start_token(_config: &Self::Config) -> u32 {
+        0
+    }
+
+    /// Encoder-decoder only: encodes the prompt.
+    ///
+    /// # Shapes
+    /// - tokens: `[b, t]`, pad_mask: `[b, t]` (true at padding)
+    /// - output: `[b, t, d]`
+    fn encode(&self, tokens: Tensor<2, Int>, pad_mask: Tensor<2, Bool>) -> Tensor<3> {
+        let _ = (tokens, pad_mask);
+        panic!(
+            "{} is decoder-only and has no encoder",
+            Self::ARCHITECTURE
+        )
+    }
+
+    /// The (decoder) stack's hidden states for `tokens` at positions `0..t`, causally masked.
+    ///
+    /// # Shapes
+    /// - tokens: `[b, t]`
+    /// - output: `[b, t, d]`
+    fn decode(&self, tokens: Tensor<2, Int>, memory: Option<&Memory>) -> Tensor<3>;
+
+    /// The same for `tokens` that follow the ones already in `cache`, which it extends.
+    ///
+    /// # Shapes
+    /// - tokens: `[b, n]` at positions `cache_len..cache_len + n`
+    /// - output: `[b, n, d]`
+    fn decode_cached(
+        &self,
+        tokens: Tensor<2, Int>,
+        memory: Option<&Memory>,
+        cache: &mut Self::Cache,
+    ) -> Tensor<3>;
+
+    /// An empty cache.
+    fn new_cache(&self) -> Self::Cache;
+
+    /// The language-model head.
+    ///
+    /// # Shapes
+    /// - hidden: `[b, t, d]`
+    /// - output: `[b, t, v]`
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+}
