@@ -341,6 +341,9 @@ pub struct PluginModule {
     pub version: extern "C" fn() -> RString,
     /// The architectures this plugin can construct.
     pub architectures: extern "C" fn() -> RVec<RString>,
+    /// A small configuration of `architecture` (TOML), fast enough for the conformance suite;
+    /// empty when the architecture is unknown.
+    pub example_config: extern "C" fn(architecture: RStr<'_>) -> RString,
     /// Builds a model of `architecture` from its TOML configuration text, a seed and a device.
     #[sabi(last_prefix_field)]
     pub new_model: extern "C" fn(

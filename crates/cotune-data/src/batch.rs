@@ -52,7 +52,10 @@ pub fn length_bucketed_batches(
     batch_size: usize,
     seed: u64,
 ) -> Vec<Vec<usize>> {
-    assert!(batch_size > 0, "length_bucketed_batches needs batch_size > 0");
+    assert!(
+        batch_size > 0,
+        "length_bucketed_batches needs batch_size > 0"
+    );
     let mut rng = SeededRng::for_stream(seed, "batches");
     let mut order: Vec<usize> = (0..examples.len()).collect();
     rng.shuffle(&mut order);
@@ -79,7 +82,10 @@ mod tests {
             .iter()
             .map(|batch| {
                 let longest = batch.iter().map(|&i| examples[i].len()).max().unwrap_or(0);
-                batch.iter().map(|&i| longest - examples[i].len()).sum::<usize>()
+                batch
+                    .iter()
+                    .map(|&i| longest - examples[i].len())
+                    .sum::<usize>()
             })
             .sum()
     }

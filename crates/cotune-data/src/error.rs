@@ -55,7 +55,9 @@ pub enum DataError {
         token: String,
     },
     /// A split broke one of the leakage invariants; this is a bug in the splitter or its input.
-    #[error("split invariant violated: question {question:?} is held by both {first} and {second}")]
+    #[error(
+        "split invariant violated: question {question:?} is held by both {first} and {second}"
+    )]
     Leak {
         /// The normalised question.
         question: String,

@@ -7,6 +7,8 @@
 //! is drawn from the configuration's seed with a generator that gives the same splits on every
 //! platform ([`SeededRng`]).
 
+#![warn(missing_docs)]
+
 mod batch;
 mod config;
 mod error;

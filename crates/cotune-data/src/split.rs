@@ -177,7 +177,11 @@ impl Benchmark {
         let (names, mixtures): (Vec<String>, Vec<Vec<f64>>) = match config.partition {
             Partition::OneDomain => {
                 let identity = (0..pools.len())
-                    .map(|i| (0..pools.len()).map(|d| if d == i { 1.0 } else { 0.0 }).collect())
+                    .map(|i| {
+                        (0..pools.len())
+                            .map(|d| if d == i { 1.0 } else { 0.0 })
+                            .collect()
+                    })
                     .collect();
                 (config.domains.clone(), identity)
             }
@@ -186,7 +190,10 @@ impl Benchmark {
                 let mixtures = (0..devices)
                     .map(|_| rng.dirichlet(alpha, pools.len()))
                     .collect();
-                ((0..devices).map(|i| format!("device-{i}")).collect(), mixtures)
+                (
+                    (0..devices).map(|i| format!("device-{i}")).collect(),
+                    mixtures,
+                )
             }
         };
         let wanted = |size: usize| -> Vec<Vec<usize>> {
@@ -248,7 +255,9 @@ impl Benchmark {
                 taken[i].2 = test_wanted[i][d];
             }
             for (i, device) in devices.iter_mut().enumerate() {
-                device.valid.extend(records.by_ref().take(valid_wanted[i][d]));
+                device
+                    .valid
+                    .extend(records.by_ref().take(valid_wanted[i][d]));
                 taken[i].1 = valid_wanted[i][d];
             }
             let left = records.len();
@@ -256,7 +265,9 @@ impl Benchmark {
             public_shares.extend(records.by_ref().take(public_count));
             for (i, device) in devices.iter_mut().enumerate() {
                 let before = device.train.len();
-                device.train.extend(records.by_ref().take(train_wanted[i][d]));
+                device
+                    .train
+                    .extend(records.by_ref().take(train_wanted[i][d]));
                 taken[i].0 = device.train.len() - before;
             }
 
@@ -327,7 +338,7 @@ impl Benchmark {
     }
 
     /// Every split with a label naming its holder: "public/train", "public/valid",
-    /// "<device>/train", "<device>/valid", "<device>/test".
+    /// `"<device>/train"`, `"<device>/valid"`, `"<device>/test"`.
     pub fn parties(&self) -> Vec<(String, &[QaRecord])> {
         let mut parties: Vec<(String, &[QaRecord])> = vec![
             ("public/train".into(), &self.public_train),

@@ -30,6 +30,8 @@ pub const EOS_ID: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Cached: the library rebuilds its whole vocabulary map to answer this.
+    vocab_size: usize,
     pad: u32,
     bos: u32,
     eos: u32,
@@ -95,7 +97,10 @@ impl Tokenizer {
             .map_err(library_error("training the BPE tokenizer"))?;
         let trained = Tokenizer::from_library(tokenizer.into(), Path::new("<trained>"))?;
         // The trainer adds special tokens first, in order; the protocol relies on that.
-        debug_assert_eq!((trained.pad, trained.bos, trained.eos), (PAD_ID, BOS_ID, EOS_ID));
+        debug_assert_eq!(
+            (trained.pad, trained.bos, trained.eos),
+            (PAD_ID, BOS_ID, EOS_ID)
+        );
         Ok(trained)
     }
 
@@ -110,7 +115,15 @@ impl Tokenizer {
                 })
         };
         let [pad, bos, eos] = SPECIAL_TOKENS;
+        // One past the largest id rather than the entry count: a foreign file may leave gaps,
+        // and models size their embedding tables by this.
+        let vocab_size = inner
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .map_or(0, |id| id as usize + 1);
         Ok(Tokenizer {
+            vocab_size,
             pad: id(pad)?,
             bos: id(bos)?,
             eos: id(eos)?,
@@ -178,9 +191,10 @@ impl Tokenizer {
         }
     }
 
-    /// Number of entries in the vocabulary, special tokens included; every id is below it.
+    /// One past the largest token id, special tokens included: the embedding table size. For
+    /// tokenizers trained here it is also the number of entries.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Id of the padding token.

@@ -61,7 +61,11 @@ fn assert_no_leak(benchmark: &Benchmark) {
             total += 1;
         }
     }
-    assert_eq!(trained.len(), total, "a question is held twice outside the test sets");
+    assert_eq!(
+        trained.len(),
+        total,
+        "a question is held twice outside the test sets"
+    );
     for device in &benchmark.devices {
         assert!(!device.test.is_empty(), "{} has no test set", device.name);
         for record in &device.test {
@@ -82,7 +86,7 @@ fn default_split_sizes_and_invariants() {
     let names: Vec<&str> = benchmark.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["geography", "chemistry", "acronyms", "iso_codes"]);
     for (device, row) in benchmark.devices.iter().zip(&summary.domains) {
-        assert_eq!(device.domains, [device.name.clone()]);
+        assert_eq!(device.domains, std::slice::from_ref(&device.name));
         assert_eq!(
             (device.train.len(), device.valid.len(), device.test.len()),
             (300, 100, 200)
@@ -94,7 +98,7 @@ fn default_split_sizes_and_invariants() {
             distinct
         );
         // Half of what is left after test and validation goes public (rounded).
-        assert_eq!(row.public, (distinct - 300 + 1) / 2);
+        assert_eq!(row.public, (distinct - 300).div_ceil(2));
     }
     // iso_codes holds 4 questions that differ only in case or punctuation.
     assert_eq!(summary.domains[3].duplicates_removed, 4);
@@ -107,7 +111,10 @@ fn default_split_sizes_and_invariants() {
     );
     assert_eq!(public.valid, 200);
     assert_eq!(benchmark.public_valid.len(), 200);
-    assert_eq!(public.train + public.valid, public.kept + public.from_domains);
+    assert_eq!(
+        public.train + public.valid,
+        public.kept + public.from_domains
+    );
     println!("{}", summary.to_markdown());
 }
 
@@ -123,7 +130,9 @@ fn dirichlet_split_invariants_and_mixtures() {
         assert_eq!(device.valid.len(), 100);
         assert_eq!(device.train.len(), 300);
         let domains: HashSet<&str> = device.train.iter().map(|r| r.domain.as_str()).collect();
-        assert!(domains.iter().all(|d| device.domains.iter().any(|x| x == d)));
+        assert!(domains
+            .iter()
+            .all(|d| device.domains.iter().any(|x| x == d)));
     }
     // With alpha = 0.5 over 4 domains some device must hold more than one domain.
     assert!(benchmark.devices.iter().any(|d| d.domains.len() > 1));
@@ -188,17 +197,22 @@ fn default_tokenizer_is_lossless_on_every_shipped_text() {
 #[test]
 fn tokenizer_training_is_deterministic_and_survives_save_and_load() {
     let prepared = default_prepared();
-    let texts = prepared
-        .benchmark
-        .training_texts(&DataConfig::default().prompt_template);
-    let again = Tokenizer::train(&texts, 1536).unwrap();
-    assert_eq!(again.to_json(), prepared.tokenizer.to_json());
+    let config = DataConfig::default();
+    // The texts before the length filter, as `prepare` trained on them.
+    let (benchmark, _) = Benchmark::build(&config, &root()).unwrap();
+    let again = Tokenizer::train(benchmark.training_texts(&config.prompt_template), 1536).unwrap();
+    // Compared without assert_eq so a failure does not print two whole tokenizer files.
+    assert!(
+        again.to_json() == prepared.tokenizer.to_json(),
+        "retraining on the same texts gave a different tokenizer.json"
+    );
 
     let dir = scratch("tokenizer");
     let path = dir.join("tokenizer.json");
     prepared.tokenizer.save(&path).unwrap();
     let loaded = Tokenizer::load(&path).unwrap();
-    assert_eq!(loaded.to_json(), prepared.tokenizer.to_json());
+    assert!(loaded.to_json() == prepared.tokenizer.to_json());
+    assert_eq!(loaded.vocab_size(), prepared.tokenizer.vocab_size());
     let text = "Question: In which country is the district municipality of Utena?\nAnswer:";
     assert_eq!(loaded.encode(text), prepared.tokenizer.encode(text));
 
@@ -208,7 +222,7 @@ fn tokenizer_training_is_deterministic_and_survives_save_and_load() {
         ..DataConfig::default()
     };
     let via_config = prepare(&config, &root()).unwrap();
-    assert_eq!(via_config.tokenizer.to_json(), prepared.tokenizer.to_json());
+    assert!(via_config.tokenizer.to_json() == prepared.tokenizer.to_json());
 }
 
 #[test]
@@ -223,7 +237,10 @@ fn tokenizer_without_special_tokens_is_refused_by_name() {
     let error = Tokenizer::load(&path).unwrap_err();
     assert!(matches!(error, DataError::MissingSpecialToken { .. }));
     let message = error.to_string();
-    assert!(message.contains("<bos>") && message.contains("tokenizer.json"), "{message}");
+    assert!(
+        message.contains("<bos>") && message.contains("tokenizer.json"),
+        "{message}"
+    );
 
     let missing = dir.join("nowhere.json");
     let message = Tokenizer::load(&missing).unwrap_err().to_string();
@@ -305,7 +322,10 @@ fn malformed_line_names_file_and_line() {
     )
     .unwrap();
     let error = load_jsonl(&path).unwrap_err();
-    assert!(matches!(error, DataError::MalformedRecord { line: 3, .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::MalformedRecord { line: 3, .. }),
+        "{error:?}"
+    );
     let message = error.to_string();
     assert!(message.contains("broken.jsonl:3"), "{message}");
 
@@ -315,7 +335,10 @@ fn malformed_line_names_file_and_line() {
     )
     .unwrap();
     let message = load_jsonl(&path).unwrap_err().to_string();
-    assert!(message.contains("broken.jsonl:1") && message.contains("question"), "{message}");
+    assert!(
+        message.contains("broken.jsonl:1") && message.contains("question"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -351,7 +374,10 @@ fn config_toml_shapes_and_unknown_keys() {
     assert_eq!(one.data.partition, Partition::OneDomain);
     // The resolved config written to a run folder reads back the same.
     let written = toml::to_string(&dirichlet.data).unwrap();
-    assert_eq!(toml::from_str::<DataConfig>(&written).unwrap(), dirichlet.data);
+    assert_eq!(
+        toml::from_str::<DataConfig>(&written).unwrap(),
+        dirichlet.data
+    );
 
     let error = toml::from_str::<Experiment>("[data]\ntest_sise = 10\n").unwrap_err();
     assert!(error.to_string().contains("test_sise"), "{error}");
@@ -359,7 +385,12 @@ fn config_toml_shapes_and_unknown_keys() {
         "[data]\npartition = { dirichlet = { alpha = 0.5, device = 4 } }\n",
     )
     .unwrap_err();
-    assert!(error.to_string().contains("device"), "{error}");
+    // toml words this differently for enum variants ("unexpected keys in table: device, ...").
+    let message = error.to_string();
+    assert!(
+        message.contains("`device`") || message.contains(": device,"),
+        "{message}"
+    );
 }
 
 #[test]

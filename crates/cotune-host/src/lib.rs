@@ -277,6 +277,12 @@ impl Plugin {
         &self.architectures
     }
 
+    /// The plugin's small example configuration of `architecture` (TOML), if it offers one.
+    pub fn example_config(&self, architecture: &str) -> Option<String> {
+        let text = (self.module.example_config())(RStr::from_str(architecture)).into_string();
+        (!text.trim().is_empty()).then_some(text)
+    }
+
     /// Builds a model of `architecture` from TOML configuration text.
     pub fn new_model(
         &self,

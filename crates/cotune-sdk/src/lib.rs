@@ -46,6 +46,10 @@ pub trait LanguageModel: Module + Sized + 'static {
     /// Decoder-only or encoder-decoder.
     const STRUCTURE: Structure;
 
+    /// A small configuration (TOML) that builds quickly, used by the conformance suite and as
+    /// a starting point for users.
+    const EXAMPLE_CONFIG: &'static str;
+
     /// Checks the configuration; the error names the key and the value.
     fn validate(config: &Self::Config) -> Result<(), String>;
     /// Builds the model (parameters may initialise lazily).

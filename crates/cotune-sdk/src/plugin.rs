@@ -194,6 +194,14 @@ macro_rules! export_plugin {
             extern "C" fn architectures() -> RVec<RString> {
                 $crate::plugin::architecture_list(ARCHITECTURES)
             }
+            extern "C" fn example_config(architecture: RStr<'_>) -> RString {
+                $(
+                    if architecture.as_str() == <$model as $crate::LanguageModel>::ARCHITECTURE {
+                        return RString::from(<$model as $crate::LanguageModel>::EXAMPLE_CONFIG);
+                    }
+                )+
+                RString::new()
+            }
             extern "C" fn new_model(
                 architecture: RStr<'_>,
                 config_toml: RStr<'_>,
@@ -214,6 +222,7 @@ macro_rules! export_plugin {
                     name,
                     version,
                     architectures,
+                    example_config,
                     new_model,
                 }
                 .leak_into_prefix()

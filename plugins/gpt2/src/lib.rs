@@ -1,1 +1,319 @@
+//! A GPT-2-like decoder as a cotune plugin.
+//!
+//! Follows "Language Models are Unsupervised Multitask Learners" (Radford et al., 2019) as the
+//! Hugging Face `GPT2LMHeadModel` implements it: token plus learned position embeddings,
+//! pre-LayerNorm blocks of causal multi-head attention (fused query/key/value projection) and a
+//! GELU MLP, a final LayerNorm, and a language-model head tied to the token embedding or not.
+//! Configuration keys and parameter names mirror `GPT2Config` and the checkpoint (`wte`, `wpe`,
+//! `h.N.attn.c_attn`, ...); linear weights are stored `[in, out]`, as GPT-2's Conv1D stores them.
 
+use cotune_sdk::burn;
+use cotune_sdk::burn::module::{Initializer, Module, Param};
+use cotune_sdk::burn::nn::{
+    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use cotune_sdk::burn::tensor::activation::{gelu, gelu_approximate};
+use cotune_sdk::burn::tensor::{Device, Int, Tensor};
+use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::{LanguageModel, Memory, Structure};
+use serde::Deserialize;
+
+/// The model's configuration, with `GPT2Config`'s key names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest sequence (learned positions).
+    #[serde(default = "default_n_positions")]
+    pub n_positions: usize,
+    /// Model width.
+    #[serde(default = "default_n_embd")]
+    pub n_embd: usize,
+    /// Number of blocks.
+    #[serde(default = "default_n_layer")]
+    pub n_layer: usize,
+    /// Attention heads per block.
+    #[serde(default = "default_n_head")]
+    pub n_head: usize,
+    /// MLP width; `4 * n_embd` when absent.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// `gelu_new` (tanh approximation, GPT-2's) or `gelu` (exact).
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Standard deviation of the normal initialisation.
+    #[serde(default = "default_init")]
+    pub initializer_range: f64,
+    /// Share the token embedding with the language-model head.
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_n_positions() -> usize {
+    256
+}
+fn default_n_embd() -> usize {
+    128
+}
+fn default_n_layer() -> usize {
+    4
+}
+fn default_n_head() -> usize {
+    4
+}
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_init() -> f64 {
+    0.02
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Module, Debug)]
+struct Attention {
+    c_attn: Linear,
+    c_proj: Linear,
+    n_head: usize,
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+        let [_, n, d] = x.dims();
+        let qkv = self.c_attn.forward(x);
+        let mut parts = qkv.chunk(3, 2).into_iter();
+        let (q, k, v) = (
+            parts.next().expect("q"),
+            parts.next().expect("k"),
+            parts.next().expect("v"),
+        );
+        let (q, k, v) = (
+            split_heads(q, self.n_head),
+            split_heads(k, self.n_head),
+            split_heads(v, self.n_head),
+        );
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let total = k.dims()[2];
+        let mask = causal_mask(n, total, &q.device()).reshape([1, 1, n, total]);
+        let scale = 1.0 / ((d / self.n_head) as f32).sqrt();
+        let out = attention(q, k, v, scale, None, Some(mask));
+        self.c_proj.forward(merge_heads(out))
+    }
+}
+
+#[derive(Module, Debug)]
+struct Mlp {
+    c_fc: Linear,
+    c_proj: Linear,
+    exact_gelu: bool,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.c_fc.forward(x);
+        let h = if self.exact_gelu {
+            gelu(h)
+        } else {
+            gelu_approximate(h)
+        };
+        self.c_proj.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// A GPT-2-like decoder-only language model.
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Option<Linear>,
+}
+
+impl Gpt2 {
+    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, n] = tokens.dims();
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let device = tokens.device();
+        let positions =
+            Tensor::<1, Int>::arange(offset as i64..(offset + n) as i64, &device).reshape([1, n]);
+        let mut x = self.wte.forward(tokens) + self.wpe.forward(positions);
+        for (i, block) in self.h.iter().enumerate() {
+            x = block.forward(x, cache.as_deref_mut().map(|c| (c, i)));
+        }
+        self.ln_f.forward(x)
+    }
+}
+
+impl LanguageModel for Gpt2 {
+    type Config = Gpt2Config;
+    type Cache = KvCache;
+    const ARCHITECTURE: &'static str = "gpt2";
+    const STRUCTURE: Structure = Structure::DecoderOnly;
+    const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
+
+    fn validate(c: &Gpt2Config) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", c.vocab_size),
+            ("n_positions", c.n_positions),
+            ("n_embd", c.n_embd),
+            ("n_layer", c.n_layer),
+            ("n_head", c.n_head),
+        ];
+        if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{key}` must be positive, got {v}"));
+        }
+        if c.n_embd % c.n_head != 0 {
+            return Err(format!(
+                "`n_embd` ({}) must be divisible by `n_head` ({})",
+                c.n_embd, c.n_head
+            ));
+        }
+        if c.n_inner == Some(0) {
+            return Err("`n_inner` must be positive, got 0".into());
+        }
+        if !matches!(c.activation_function.as_str(), "gelu_new" | "gelu") {
+            return Err(format!(
+                "`activation_function` must be \"gelu_new\" or \"gelu\", got {:?}",
+                c.activation_function
+            ));
+        }
+        if !(c.layer_norm_epsilon > 0.0 && c.initializer_range > 0.0) {
+            return Err(format!(
+                "`layer_norm_epsilon` ({}) and `initializer_range` ({}) must be positive",
+                c.layer_norm_epsilon, c.initializer_range
+            ));
+        }
+        Ok(())
+    }
+
+    fn init(c: &Gpt2Config, device: &Device) -> Self {
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: c.initializer_range,
+        };
+        // GPT-2 scales the residual projections by 1/sqrt(2 * n_layer).
+        let proj = Initializer::Normal {
+            mean: 0.0,
+            std: c.initializer_range / (2.0 * c.n_layer as f64).sqrt(),
+        };
+        let linear = |i: usize, o: usize, init: &Initializer| {
+            LinearConfig::new(i, o)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let norm = || {
+            LayerNormConfig::new(c.n_embd)
+                .with_epsilon(c.layer_norm_epsilon)
+                .init(device)
+        };
+        let d = c.n_embd;
+        let inner = c.n_inner.unwrap_or(4 * d);
+        let h = (0..c.n_layer)
+            .map(|_| Block {
+                ln_1: norm(),
+                attn: Attention {
+                    c_attn: linear(d, 3 * d, &normal),
+                    c_proj: linear(d, d, &proj),
+                    n_head: c.n_head,
+                },
+                ln_2: norm(),
+                mlp: Mlp {
+                    c_fc: linear(d, inner, &normal),
+                    c_proj: linear(inner, d, &proj),
+                    exact_gelu: c.activation_function == "gelu",
+                },
+            })
+            .collect();
+        Gpt2 {
+            wte: EmbeddingConfig::new(c.vocab_size, d)
+                .with_initializer(normal.clone())
+                .init(device),
+            wpe: EmbeddingConfig::new(c.n_positions, d)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                })
+                .init(device),
+            h,
+            ln_f: norm(),
+            lm_head: (!c.tie_word_embeddings).then(|| {
+                LinearConfig::new(d, c.vocab_size)
+                    .with_bias(false)
+                    .with_initializer(normal)
+                    .init(device)
+            }),
+        }
+    }
+
+    fn vocab_size(c: &Gpt2Config) -> usize {
+        c.vocab_size
+    }
+
+    fn context_len(c: &Gpt2Config) -> usize {
+        c.n_positions
+    }
+
+    fn decode(&self, tokens: Tensor<2, Int>, _memory: Option<&Memory>) -> Tensor<3> {
+        self.run(tokens, None)
+    }
+
+    fn decode_cached(
+        &self,
+        tokens: Tensor<2, Int>,
+        _memory: Option<&Memory>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        self.run(tokens, Some(cache))
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.h.len())
+    }
+
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let weight: Param<Tensor<2>> = self.wte.weight.clone();
+                let v = weight.dims()[0];
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(weight.val().transpose())
+                    .reshape([b, t, v])
+            }
+        }
+    }
+}
+
+cotune_sdk::export_plugin! {
+    name: "gpt2",
+    models: [Gpt2],
+}
