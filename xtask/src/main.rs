@@ -1,1 +1,194 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point.
+//!
+//! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
+//!   suite over every plugin in `plugins/`.
+//! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
+//! - `cargo xtask score <predictions.jsonl> [--per-line]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test                          build every plugin, run all tests and the conformance suite
+  conformance <plugin> [--arch A] [--config model.toml]
+                                run the conformance suite on a plugin (name or path to a library)
+  score <file.jsonl> [--per-line]
+                                score {\"prediction\", \"reference\"} lines with EM and Rouge-L
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(err) = run(&args) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "test" => test(rest),
+        "conformance" => conformance(rest),
+        "score" => score(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run_cargo(args: &[&str]) -> Result<()> {
+    println!("==> cargo {}", args.join(" "));
+    let start = Instant::now();
+    let status = cargo()
+        .args(args)
+        .status()
+        .with_context(|| format!("starting cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    println!("    ({:.1}s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The plugin names: every folder under `plugins/` with a Cargo.toml.
+fn plugin_names() -> Result<Vec<String>> {
+    let dir = workspace_root().join("plugins");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.path().join("Cargo.toml").is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if let Some(extra) = args.first() {
+        bail!("`test` takes no arguments, got `{extra}`");
+    }
+    let start = Instant::now();
+    // Plugins are cdylibs that tests load at run time, so they are built first.
+    run_cargo(&["build", "--workspace", "--all-targets"])?;
+    run_cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    let mut failed = Vec::new();
+    for name in plugin_names()? {
+        if !run_conformance(&name, None, None)? {
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("conformance failed for: {}", failed.join(", "));
+    }
+    println!(
+        "\nall tests and conformance checks passed in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn take_flag(args: &[String], flag: &str) -> Result<(Option<String>, Vec<String>)> {
+    let mut value = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag {
+            value = Some(
+                it.next()
+                    .with_context(|| format!("{flag} needs a value"))?
+                    .clone(),
+            );
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((value, rest))
+}
+
+fn conformance(args: &[String]) -> Result<()> {
+    let (arch, rest) = take_flag(args, "--arch")?;
+    let (config, rest) = take_flag(&rest, "--config")?;
+    let [plugin] = rest.as_slice() else {
+        eprint!("{USAGE}");
+        bail!("conformance takes one plugin name or path, got {rest:?}");
+    };
+    if !Path::new(plugin).exists() {
+        // A name: make sure the library is built and current.
+        let package = format!("cotune-{plugin}");
+        if workspace_root().join("plugins").join(plugin).is_dir() {
+            run_cargo(&["build", "-p", &package])?;
+        }
+    }
+    let config = match config {
+        Some(path) => {
+            Some(std::fs::read_to_string(&path).with_context(|| format!("reading config {path}"))?)
+        }
+        None => None,
+    };
+    if run_conformance(plugin, arch.as_deref(), config)? {
+        Ok(())
+    } else {
+        bail!("conformance failed for {plugin}")
+    }
+}
+
+/// Runs the suite on every architecture of a plugin (or the one asked for); prints the tables.
+fn run_conformance(plugin: &str, arch: Option<&str>, config: Option<String>) -> Result<bool> {
+    let loaded = cotune_host::Plugin::open(plugin).map_err(anyhow::Error::msg)?;
+    let archs: Vec<String> = match arch {
+        Some(a) => vec![a.to_string()],
+        None => loaded.architectures().to_vec(),
+    };
+    let mut all_passed = true;
+    for a in archs {
+        let subject = cotune_conformance::Subject::open(plugin, Some(&a), config.clone())
+            .map_err(anyhow::Error::msg)?;
+        let outcomes = cotune_conformance::run_suite(&subject);
+        println!(
+            "\n{}",
+            cotune_conformance::format_table(&subject, &outcomes)
+        );
+        all_passed &= outcomes.iter().all(|o| o.passed);
+    }
+    Ok(all_passed)
+}
+
+fn score(args: &[String]) -> Result<()> {
+    let per_line = args.iter().any(|a| a == "--per-line");
+    let files: Vec<&String> = args.iter().filter(|a| *a != "--per-line").collect();
+    let [file] = files.as_slice() else {
+        eprint!("{USAGE}");
+        bail!("score takes one file, got {files:?}");
+    };
+    let report = cotune_eval::score_jsonl(file, per_line)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::lib_header_from_path;
 use abi_stable::std_types::{RNone, ROption, RResult, RSome, RStr, RString, RVec};
+use cotune_abi::{AbiVersionFn, ModelBox, PluginModuleRef, ABI_VERSION_SYMBOL};
 pub use cotune_abi::{
     AnswerExample, DeviceChoice, DeviceKind, ErrorKind, GenerateOptions, Logits, ModelSpec,
     NamedTensor, ParamSelection, PluginError, StepReport, Structure, TrainOptions, ABI_VERSION,
 };
-use cotune_abi::{AbiVersionFn, ModelBox, PluginModuleRef, ABI_VERSION_SYMBOL};
 
 /// Everything that can go wrong between the host and a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -585,7 +585,11 @@ impl Model {
     }
 
     /// Greedy continuations of `prompts` (without the prompt and the end-of-sequence id).
-    pub fn generate(&self, prompts: &[Vec<u32>], options: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         const CALL: &str = "generate";
         if prompts.is_empty() {
             return Err(self.invalid_input(CALL, "no prompts".into()));
@@ -689,6 +693,12 @@ impl Model {
         self.plugin_result(CALL, out)
     }
 
+    /// The plugin's own calls without the host's validation, so the conformance suite can check
+    /// that a plugin refuses bad input by itself (a stranger's host may not validate).
+    pub fn unvalidated(&mut self) -> Unvalidated<'_> {
+        Unvalidated { model: self }
+    }
+
     /// Writes a checkpoint (parameters and optimiser state) to `path`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref().to_string_lossy().into_owned();
@@ -700,6 +710,49 @@ impl Model {
         let path = path.as_ref().to_string_lossy().into_owned();
         let out = self.inner.load(RStr::from_str(&path));
         self.plugin_result("load", out)
+    }
+}
+
+/// Direct plugin calls that skip the host's input checks (see [`Model::unvalidated`]).
+pub struct Unvalidated<'a> {
+    model: &'a mut Model,
+}
+
+impl Unvalidated<'_> {
+    /// `answer_logits` exactly as given.
+    pub fn answer_logits(&self, batch: &[Example]) -> Result<Logits, PluginError> {
+        self.model
+            .inner
+            .answer_logits(&Model::to_abi_batch(batch))
+            .into_result()
+    }
+
+    /// `train_step` exactly as given.
+    pub fn train_step(
+        &mut self,
+        batch: &[Example],
+        soft_targets: Option<Logits>,
+        options: &TrainOptions,
+    ) -> Result<StepReport, PluginError> {
+        let soft: ROption<Logits> = soft_targets.map_or(RNone, RSome);
+        self.model
+            .inner
+            .train_step(&Model::to_abi_batch(batch), &soft, options)
+            .into_result()
+    }
+
+    /// `generate` exactly as given.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        options: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>, PluginError> {
+        let prompts: RVec<RVec<u32>> = prompts.iter().map(|p| RVec::from(p.clone())).collect();
+        self.model
+            .inner
+            .generate(&prompts, options)
+            .into_result()
+            .map(|out| out.into_iter().map(RVec::into_vec).collect())
     }
 }
 
@@ -724,7 +777,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_refused_with_its_path() {
-        let err = Plugin::load("/nonexistent/libcotune_x.so").unwrap_err().to_string();
+        let err = Plugin::load("/nonexistent/libcotune_x.so")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/libcotune_x.so"), "{err}");
     }
 

@@ -70,10 +70,7 @@ pub trait LanguageModel: Module + Sized + 'static {
     /// - output: `[b, t, d]`
     fn encode(&self, tokens: Tensor<2, Int>, pad_mask: Tensor<2, Bool>) -> Tensor<3> {
         let _ = (tokens, pad_mask);
-        panic!(
-            "{} is decoder-only and has no encoder",
-            Self::ARCHITECTURE
-        )
+        panic!("{} is decoder-only and has no encoder", Self::ARCHITECTURE)
     }
 
     /// The (decoder) stack's hidden states for `tokens` at positions `0..t`, causally masked.

@@ -34,7 +34,10 @@ impl KvCache {
     pub fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let slot = &mut self.layers[layer];
         let (k_all, v_all) = match slot.take() {
-            Some((k_old, v_old)) => (Tensor::cat(vec![k_old, k], 2), Tensor::cat(vec![v_old, v], 2)),
+            Some((k_old, v_old)) => (
+                Tensor::cat(vec![k_old, k], 2),
+                Tensor::cat(vec![v_old, v], 2),
+            ),
             None => (k, v),
         };
         *slot = Some((k_all.clone(), v_all.clone()));

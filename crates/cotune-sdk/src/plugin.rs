@@ -7,8 +7,8 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use burn::tensor::Device;
 use cotune_abi::{
     AnswerExample, DeviceChoice, DeviceKind, ErrorKind, GenerateOptions, Logits, ModelBox,
-    ModelObject, ModelObject_TO, ModelSpec, NamedTensor, ParamSelection, PluginError,
-    PluginResult, StepReport, TrainOptions,
+    ModelObject, ModelObject_TO, ModelSpec, NamedTensor, ParamSelection, PluginError, PluginResult,
+    StepReport, TrainOptions,
 };
 
 use crate::{LanguageModel, Trainer};
@@ -34,7 +34,10 @@ pub fn guard<T>(call: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Plugi
         Ok(result) => result.into(),
         Err(payload) => RResult::RErr(PluginError::new(
             ErrorKind::Panic,
-            format!("the plugin panicked in {call}: {}", panic_message(&*payload)),
+            format!(
+                "the plugin panicked in {call}: {}",
+                panic_message(&*payload)
+            ),
         )),
     }
 }
@@ -130,7 +133,10 @@ pub fn new_model<M: LanguageModel + Sync>(
     guard("new_model", || {
         let device = burn_device(device)?;
         let trainer = Trainer::<M>::from_toml(config_toml.as_str(), seed, device)?;
-        Ok(ModelObject_TO::from_value(PluginModel::new(trainer), TD_Opaque))
+        Ok(ModelObject_TO::from_value(
+            PluginModel::new(trainer),
+            TD_Opaque,
+        ))
     })
 }
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Bytes, Device, Int, Tensor, TensorData};
@@ -332,14 +332,21 @@ impl<M: LanguageModel> Trainer<M> {
         if !(options.learning_rate.is_finite() && options.learning_rate >= 0.0) {
             return Err(err(
                 ErrorKind::InvalidInput,
-                format!("learning_rate {} must be a non-negative number", options.learning_rate),
+                format!(
+                    "learning_rate {} must be a non-negative number",
+                    options.learning_rate
+                ),
             ));
         }
         let vocab = M::vocab_size(&self.config);
         let answer_len = batch.iter().map(|e| e.answer.len()).max().unwrap_or(0);
         if let Some(soft) = soft_targets {
             let expected = [batch.len(), answer_len, vocab];
-            let got = [soft.batch as usize, soft.answer_len as usize, soft.vocab as usize];
+            let got = [
+                soft.batch as usize,
+                soft.answer_len as usize,
+                soft.vocab as usize,
+            ];
             if got != expected || soft.data.len() != expected.iter().product::<usize>() {
                 return Err(err(
                     ErrorKind::ShapeMismatch,
@@ -371,10 +378,8 @@ impl<M: LanguageModel> Trainer<M> {
         let ce = (nll * enc.mask.clone()).sum().mul_scalar(inv_n);
         let (loss, kl) = match soft_targets {
             Some(soft) => {
-                let teacher: Tensor<3> = Tensor::from_data(
-                    TensorData::new(soft.data.to_vec(), [b, a, v]),
-                    &device,
-                );
+                let teacher: Tensor<3> =
+                    Tensor::from_data(TensorData::new(soft.data.to_vec(), [b, a, v]), &device);
                 let log_p = log_softmax(teacher.div_scalar(t), 2);
                 let log_q = log_softmax(enc.logits.div_scalar(t), 2);
                 let kl_pos = (log_p.clone().exp() * (log_p - log_q))
@@ -437,14 +442,20 @@ impl<M: LanguageModel> Trainer<M> {
             if p.len() > ctx {
                 return Err(err(
                     ErrorKind::InvalidInput,
-                    format!("prompt {i} has {} tokens, above the context length {ctx}", p.len()),
+                    format!(
+                        "prompt {i} has {} tokens, above the context length {ctx}",
+                        p.len()
+                    ),
                 ));
             }
         }
         if options.eos_id >= vocab {
             return Err(err(
                 ErrorKind::InvalidInput,
-                format!("eos_id {} is out of range (vocab_size {vocab})", options.eos_id),
+                format!(
+                    "eos_id {} is out of range (vocab_size {vocab})",
+                    options.eos_id
+                ),
             ));
         }
         let device = self.device.clone().without_autodiff();
@@ -532,7 +543,10 @@ impl<M: LanguageModel> Trainer<M> {
     }
 
     /// The selected parameters by name.
-    pub fn export_params(&self, selection: ParamSelection) -> Result<Vec<NamedTensor>, PluginError> {
+    pub fn export_params(
+        &self,
+        selection: ParamSelection,
+    ) -> Result<Vec<NamedTensor>, PluginError> {
         params::export(&self.model, selection)
     }
 

@@ -176,7 +176,8 @@ impl LanguageModel for Gpt2 {
     type Cache = KvCache;
     const ARCHITECTURE: &'static str = "gpt2";
     const STRUCTURE: Structure = Structure::DecoderOnly;
-    const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
+    const EXAMPLE_CONFIG: &'static str =
+        "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
 
     fn validate(c: &Gpt2Config) -> Result<(), String> {
         let positive = [

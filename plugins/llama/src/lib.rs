@@ -1,0 +1,791 @@
+//! A LLaMA-like decoder as a cotune plugin.
+//!
+//! Follows "LLaMA: Open and Efficient Foundation Language Models" (Touvron et al., 2023) with
+//! grouped-query attention ("GQA", Ainslie et al., 2023), as the Hugging Face `LlamaForCausalLM`
+//! implements it: a token embedding, pre-norm blocks of RMSNorm, causal attention with rotary
+//! position embeddings (RoPE, `rotate_half` over the two halves of each head) and
+//! `num_key_value_heads` key/value heads shared by groups of query heads, RMSNorm and a SwiGLU
+//! MLP, a final RMSNorm, and a language-model head tied to the embedding or not. No biases.
+//!
+//! Configuration keys mirror `LlamaConfig`; parameter names mirror the checkpoint without its
+//! `model.` prefix (`embed_tokens`, `layers.N.self_attn.q_proj`, `layers.N.mlp.gate_proj`,
+//! `layers.N.input_layernorm`, `norm`, `lm_head`). Linear weights are stored `[in, out]` (burn's
+//! layout), the transpose of PyTorch's `nn.Linear`: loading a Hugging Face checkpoint transposes
+//! every `*_proj.weight` and `lm_head.weight`; embedding and norm weights load as they are.
+
+use cotune_sdk::burn;
+use cotune_sdk::burn::module::{Initializer, Module, Param};
+use cotune_sdk::burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use cotune_sdk::burn::tensor::activation::silu;
+use cotune_sdk::burn::tensor::{Device, Int, Tensor, TensorData};
+use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::{LanguageModel, Memory, Structure};
+use serde::Deserialize;
+
+/// The model's configuration, with `LlamaConfig`'s key names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// SwiGLU MLP width.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads per layer.
+    pub num_attention_heads: usize,
+    /// Key/value heads per layer (grouped-query attention); `num_attention_heads` when absent.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base period.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Longest sequence (prompt plus answer).
+    pub max_position_embeddings: usize,
+    /// Share the token embedding with the language-model head.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of the normal initialisation.
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+}
+
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_initializer_range() -> f64 {
+    0.02
+}
+
+impl LlamaConfig {
+    /// Key/value heads per layer.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// Root-mean-square layer normalisation with a learned scale named `weight`, as the checkpoint
+/// names it (burn's `RmsNorm` calls it `gamma`).
+#[derive(Module, Debug)]
+struct RmsNorm {
+    weight: Param<Tensor<1>>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(d: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Initializer::Ones.init([d], device),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[b, t, d]`
+    /// - output: `[b, t, d]`
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze()
+    }
+}
+
+/// RoPE's cosine and sine tables for a run of consecutive positions, built once per forward
+/// pass and shared by every layer.
+#[derive(Debug, Clone)]
+struct Rotary {
+    /// `[1, 1, n, dh]`
+    cos: Tensor<4>,
+    /// `[1, 1, n, dh]`
+    sin: Tensor<4>,
+}
+
+impl Rotary {
+    /// Tables for positions `offset..offset + n`: frequency `i` of `dh / 2` is
+    /// `theta^(-2i / dh)`, repeated over both halves of the head, as Hugging Face lays it out.
+    fn new(head_dim: usize, theta: f64, offset: usize, n: usize, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+            .collect();
+        let mut cos = Vec::with_capacity(n * head_dim);
+        let mut sin = Vec::with_capacity(n * head_dim);
+        for p in offset..offset + n {
+            for _ in 0..2 {
+                for f in &inv_freq {
+                    let angle = p as f64 * f;
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                }
+            }
+        }
+        let table =
+            |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, n, head_dim]), device);
+        Self {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+
+    /// Rotates each head's halves: `x * cos + rotate_half(x) * sin`, where
+    /// `rotate_half([x1, x2]) = [-x2, x1]`.
+    ///
+    /// # Shapes
+    /// - x: `[b, h, n, dh]`
+    /// - output: `[b, h, n, dh]`
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// Repeats each key/value head `times` times in place, so query head `h` meets key/value head
+/// `h / times` (Hugging Face's `repeat_kv`).
+///
+/// # Shapes
+/// - x: `[b, kv, t, dh]`
+/// - output: `[b, kv * times, t, dh]`
+fn repeat_kv(x: Tensor<4>, times: usize) -> Tensor<4> {
+    if times == 1 {
+        return x;
+    }
+    let [b, kv, t, dh] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, times, t, dh])
+        .reshape([b, kv * times, t, dh])
+}
+
+#[derive(Module, Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let [_, n, d] = x.dims();
+        let q = rotary.apply(split_heads(self.q_proj.forward(x.clone()), self.num_heads));
+        let k = rotary.apply(split_heads(
+            self.k_proj.forward(x.clone()),
+            self.num_kv_heads,
+        ));
+        let v = split_heads(self.v_proj.forward(x), self.num_kv_heads);
+        // The cache keeps the un-repeated (and already rotated) keys and values.
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let group = self.num_heads / self.num_kv_heads;
+        let (k, v) = (repeat_kv(k, group), repeat_kv(v, group));
+        let total = k.dims()[2];
+        let mask = causal_mask(n, total, &q.device()).reshape([1, 1, n, total]);
+        let scale = 1.0 / ((d / self.num_heads) as f32).sqrt();
+        let out = attention(q, k, v, scale, None, Some(mask));
+        self.o_proj.forward(merge_heads(out))
+    }
+}
+
+#[derive(Module, Debug)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rotary, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+/// A LLaMA-like decoder-only language model.
+#[derive(Module, Debug)]
+pub struct Llama {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    head_dim: usize,
+    rope_theta: f64,
+}
+
+impl Llama {
+    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, n] = tokens.dims();
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let rotary = Rotary::new(self.head_dim, self.rope_theta, offset, n, &tokens.device());
+        let mut x = self.embed_tokens.forward(tokens);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &rotary, cache.as_deref_mut().map(|c| (c, i)));
+        }
+        self.norm.forward(x)
+    }
+}
+
+impl LanguageModel for Llama {
+    type Config = LlamaConfig;
+    type Cache = KvCache;
+    const ARCHITECTURE: &'static str = "llama";
+    const STRUCTURE: Structure = Structure::DecoderOnly;
+    const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nhidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 2\nnum_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 64\n";
+
+    fn validate(c: &LlamaConfig) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", c.vocab_size),
+            ("hidden_size", c.hidden_size),
+            ("intermediate_size", c.intermediate_size),
+            ("num_hidden_layers", c.num_hidden_layers),
+            ("num_attention_heads", c.num_attention_heads),
+            ("num_key_value_heads", c.kv_heads()),
+            ("max_position_embeddings", c.max_position_embeddings),
+        ];
+        if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{key}` must be positive, got {v}"));
+        }
+        if c.hidden_size % c.num_attention_heads != 0 {
+            return Err(format!(
+                "`hidden_size` ({}) must be divisible by `num_attention_heads` ({})",
+                c.hidden_size, c.num_attention_heads
+            ));
+        }
+        if c.num_attention_heads % c.kv_heads() != 0 {
+            return Err(format!(
+                "`num_attention_heads` ({}) must be divisible by `num_key_value_heads` ({})",
+                c.num_attention_heads,
+                c.kv_heads()
+            ));
+        }
+        if c.head_dim() % 2 != 0 {
+            return Err(format!(
+                "the head width `hidden_size / num_attention_heads` ({} / {} = {}) must be even for rotary embeddings",
+                c.hidden_size,
+                c.num_attention_heads,
+                c.head_dim()
+            ));
+        }
+        let positive_reals = [
+            ("rms_norm_eps", c.rms_norm_eps),
+            ("rope_theta", c.rope_theta),
+            ("initializer_range", c.initializer_range),
+        ];
+        if let Some((key, v)) = positive_reals
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(format!("`{key}` must be a positive number, got {v}"));
+        }
+        Ok(())
+    }
+
+    fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: c.initializer_range,
+        };
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_bias(false)
+                .with_initializer(normal.clone())
+                .init(device)
+        };
+        let d = c.hidden_size;
+        let kv = c.kv_heads() * c.head_dim();
+        let ff = c.intermediate_size;
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: linear(d, d),
+                    k_proj: linear(d, kv),
+                    v_proj: linear(d, kv),
+                    o_proj: linear(d, d),
+                    num_heads: c.num_attention_heads,
+                    num_kv_heads: c.kv_heads(),
+                },
+                mlp: Mlp {
+                    gate_proj: linear(d, ff),
+                    up_proj: linear(d, ff),
+                    down_proj: linear(ff, d),
+                },
+                input_layernorm: RmsNorm::new(d, c.rms_norm_eps, device),
+                post_attention_layernorm: RmsNorm::new(d, c.rms_norm_eps, device),
+            })
+            .collect();
+        Llama {
+            embed_tokens: EmbeddingConfig::new(c.vocab_size, d)
+                .with_initializer(normal.clone())
+                .init(device),
+            layers,
+            norm: RmsNorm::new(d, c.rms_norm_eps, device),
+            lm_head: (!c.tie_word_embeddings).then(|| linear(d, c.vocab_size)),
+            head_dim: c.head_dim(),
+            rope_theta: c.rope_theta,
+        }
+    }
+
+    fn vocab_size(c: &LlamaConfig) -> usize {
+        c.vocab_size
+    }
+
+    fn context_len(c: &LlamaConfig) -> usize {
+        c.max_position_embeddings
+    }
+
+    fn decode(&self, tokens: Tensor<2, Int>, _memory: Option<&Memory>) -> Tensor<3> {
+        self.run(tokens, None)
+    }
+
+    fn decode_cached(
+        &self,
+        tokens: Tensor<2, Int>,
+        _memory: Option<&Memory>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        self.run(tokens, Some(cache))
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let weight: Param<Tensor<2>> = self.embed_tokens.weight.clone();
+                let v = weight.dims()[0];
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(weight.val().transpose())
+                    .reshape([b, t, v])
+            }
+        }
+    }
+}
+
+cotune_sdk::export_plugin! {
+    name: "llama",
+    models: [Llama],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cotune_sdk::abi::{
+        AnswerExample, GenerateOptions, NamedTensor, ParamSelection, TrainOptions,
+    };
+    use cotune_sdk::{params, Trainer};
+
+    fn trainer(config: &str, seed: u64) -> Trainer<Llama> {
+        match Trainer::<Llama>::from_toml(config, seed, Device::flex()) {
+            Ok(t) => t,
+            Err(e) => panic!("building the model failed: {}", e.message),
+        }
+    }
+
+    fn refusal(config: &str) -> String {
+        match Trainer::<Llama>::from_toml(config, 0, Device::flex()) {
+            Ok(_) => panic!("the config was accepted:\n{config}"),
+            Err(e) => e.message.to_string(),
+        }
+    }
+
+    fn example(prompt: &[u32], answer: &[u32]) -> AnswerExample {
+        AnswerExample {
+            prompt: prompt.to_vec().into(),
+            answer: answer.to_vec().into(),
+        }
+    }
+
+    fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The example config with `num_key_value_heads` replaced.
+    fn with_kv_heads(kv: usize) -> String {
+        Llama::EXAMPLE_CONFIG.replace(
+            "num_key_value_heads = 2",
+            &format!("num_key_value_heads = {kv}"),
+        )
+    }
+
+    #[test]
+    fn rotary_matches_hand_derived_values() {
+        // head_dim 4, theta 10000: frequencies theta^(-0/4) = 1 and theta^(-2/4) = 0.01, each
+        // used for both halves. For x = [x0, x1, x2, x3], rotate_half(x) = [-x2, -x3, x0, x1], so
+        // at position p: [x0 cos p - x2 sin p, x1 cos(p/100) - x3 sin(p/100),
+        //                 x2 cos p + x0 sin p, x3 cos(p/100) + x1 sin(p/100)].
+        let device = Device::flex();
+        let x = [0.5f32, -1.0, 0.25, 0.75];
+        let input: Tensor<4> =
+            Tensor::from_data(TensorData::new(x.repeat(4), [1, 1, 4, 4]), &device);
+        let expected = [
+            0.5,
+            -1.0,
+            0.25,
+            0.75, // p = 0: unchanged
+            0.059783407,
+            -1.007449875,
+            0.555811069,
+            0.739962667, // p = 1
+            -0.435397775,
+            -1.014799007,
+            0.350612004,
+            0.729851338, // p = 2
+            -0.530276250,
+            -1.022046659,
+            -0.176938120,
+            0.719667025, // p = 3
+        ];
+        let rotary = Rotary::new(4, 10_000.0, 0, 4, &device);
+        let cos = floats(rotary.cos.clone());
+        assert!(
+            max_abs_diff(
+                &cos[4..8],
+                &[0.540302306, 0.999950000, 0.540302306, 0.999950000]
+            ) < 1e-6
+        );
+        let got = floats(rotary.apply(input.clone()));
+        assert!(max_abs_diff(&got, &expected) < 1e-6, "{got:?}");
+
+        // With an offset (cached decoding), positions 2..4 give the last two rows.
+        let tail = input.narrow(2, 0, 2);
+        let got = floats(Rotary::new(4, 10_000.0, 2, 2, &device).apply(tail));
+        assert!(max_abs_diff(&got, &expected[8..]) < 1e-6, "{got:?}");
+    }
+
+    #[test]
+    fn parameter_names_mirror_the_checkpoint() {
+        let t = trainer(Llama::EXAMPLE_CONFIG, 0);
+        let got: Vec<(String, Vec<usize>)> = params::list(t.model())
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        let mut expected = vec![("embed_tokens.weight".to_string(), vec![96, 32])];
+        for n in 0..2 {
+            for (name, shape) in [
+                ("self_attn.q_proj.weight", vec![32, 32]),
+                ("self_attn.k_proj.weight", vec![32, 16]),
+                ("self_attn.v_proj.weight", vec![32, 16]),
+                ("self_attn.o_proj.weight", vec![32, 32]),
+                ("mlp.gate_proj.weight", vec![32, 64]),
+                ("mlp.up_proj.weight", vec![32, 64]),
+                ("mlp.down_proj.weight", vec![64, 32]),
+                ("input_layernorm.weight", vec![32]),
+                ("post_attention_layernorm.weight", vec![32]),
+            ] {
+                expected.push((format!("layers.{n}.{name}"), shape));
+            }
+        }
+        expected.push(("norm.weight".into(), vec![32]));
+        expected.push(("lm_head.weight".into(), vec![32, 96]));
+        assert_eq!(got, expected);
+
+        let tied = trainer(
+            &format!("{}tie_word_embeddings = true\n", Llama::EXAMPLE_CONFIG),
+            0,
+        );
+        let names: Vec<String> = params::list(tied.model())
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names.len(), expected.len() - 1);
+        assert!(!names.iter().any(|n| n.starts_with("lm_head")));
+        let logits = tied.answer_logits(&[example(&[1, 2], &[3])]).unwrap();
+        assert_eq!(logits.vocab, 96);
+    }
+
+    #[test]
+    fn grouped_query_attention_equals_repeated_heads() {
+        let batch = [example(&[5, 6, 7], &[8, 9]), example(&[1, 2], &[3, 4, 10])];
+        let mut grouped = trainer(&with_kv_heads(2), 3);
+        let mut full = trainer(&with_kv_heads(4), 4);
+        // A 2-kv-head model is a 4-kv-head model whose kv head h copies kv head h / 2.
+        let head_dim = 8;
+        let widened: Vec<NamedTensor> = grouped
+            .export_params(ParamSelection::All)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                if !(p.name.ends_with("k_proj.weight") || p.name.ends_with("v_proj.weight")) {
+                    return p;
+                }
+                let (rows, cols) = (p.shape[0] as usize, p.shape[1] as usize);
+                let data = (0..rows)
+                    .flat_map(|r| (0..2 * cols).map(move |c| (r, c)))
+                    .map(|(r, c)| {
+                        let (head, within) = (c / head_dim, c % head_dim);
+                        p.data[r * cols + (head / 2) * head_dim + within]
+                    })
+                    .collect::<Vec<f32>>();
+                NamedTensor {
+                    name: p.name,
+                    shape: vec![rows as u64, 2 * cols as u64].into(),
+                    data: data.into(),
+                }
+            })
+            .collect();
+        full.import_params(&widened).unwrap();
+        let a = grouped.answer_logits(&batch).unwrap();
+        let b = full.answer_logits(&batch).unwrap();
+        assert!(max_abs_diff(&a.data, &b.data) < 1e-5);
+
+        let options = TrainOptions::default();
+        for (i, t) in [&mut grouped, &mut full, &mut trainer(&with_kv_heads(1), 5)]
+            .into_iter()
+            .enumerate()
+        {
+            eprintln!("training {i}");
+            let report = t.train_step(&batch, None, &options).unwrap();
+            assert!(report.loss.is_finite());
+        }
+    }
+
+    #[test]
+    fn cached_decoding_equals_uncached() {
+        let t = trainer(Llama::EXAMPLE_CONFIG, 7);
+        let model = t.model().valid();
+        let device = model.embed_tokens.weight.device();
+        let ids: Vec<i64> = vec![3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38];
+        let tokens: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [2, 7]), &device);
+        let whole = floats(model.decode(tokens.clone(), None));
+        let mut cache = model.new_cache();
+        let pieces: Vec<Tensor<3>> = [(0, 4), (4, 1), (5, 2)]
+            .into_iter()
+            .map(|(start, len)| {
+                model.decode_cached(tokens.clone().narrow(1, start, len), None, &mut cache)
+            })
+            .collect();
+        assert_eq!(cache.len(), 7);
+        let stepped = floats(Tensor::cat(pieces, 1));
+        assert!(max_abs_diff(&whole, &stepped) < 1e-5);
+    }
+
+    #[test]
+    fn cached_generation_equals_uncached_argmax() {
+        let t = trainer(Llama::EXAMPLE_CONFIG, 11);
+        let prompts = vec![vec![4, 8, 15], vec![16, 23, 42], vec![1, 2, 3, 5, 8]];
+        let options = GenerateOptions {
+            max_new_tokens: 6,
+            eos_id: 95,
+        };
+        let generated = t.generate(&prompts, &options).unwrap();
+        for (prompt, got) in prompts.iter().zip(&generated) {
+            let mut seq = prompt.clone();
+            let mut expected = Vec::new();
+            for _ in 0..options.max_new_tokens {
+                // The first answer position's logits predict the token after the prompt.
+                let logits = t.answer_logits(&[example(&seq, &[0])]).unwrap();
+                let row = logits.row(0, 0);
+                let next = (0..row.len())
+                    .max_by(|&i, &j| row[i].total_cmp(&row[j]))
+                    .unwrap() as u32;
+                if next == options.eos_id {
+                    break;
+                }
+                expected.push(next);
+                seq.push(next);
+            }
+            assert_eq!(got, &expected, "prompt {prompt:?}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_refused_by_key_and_value() {
+        let base = Llama::EXAMPLE_CONFIG;
+        let msg = refusal(&format!("{base}hidden_sise = 32\n"));
+        assert!(msg.contains("hidden_sise"), "{msg}");
+        for (from, to, needles) in [
+            (
+                "hidden_size = 32",
+                "hidden_size = 0",
+                &["`hidden_size`", "0"][..],
+            ),
+            (
+                "num_attention_heads = 4",
+                "num_attention_heads = 3",
+                &["`hidden_size` (32)", "`num_attention_heads` (3)"],
+            ),
+            (
+                "num_key_value_heads = 2",
+                "num_key_value_heads = 3",
+                &["`num_key_value_heads` (3)"],
+            ),
+            (
+                "num_key_value_heads = 2",
+                "num_key_value_heads = 0",
+                &["`num_key_value_heads`", "0"],
+            ),
+            (
+                "hidden_size = 32",
+                "hidden_size = 12",
+                &["12 / 4 = 3", "even"],
+            ),
+        ] {
+            let msg = refusal(&base.replace(from, to));
+            for needle in needles {
+                assert!(msg.contains(needle), "{to}: {msg}");
+            }
+        }
+        for (line, key) in [
+            ("rms_norm_eps = 0.0", "`rms_norm_eps`"),
+            ("rope_theta = -1.0", "`rope_theta`"),
+            ("initializer_range = nan", "`initializer_range`"),
+        ] {
+            let msg = refusal(&format!("{base}{line}\n"));
+            assert!(msg.contains(key), "{line}: {msg}");
+        }
+    }
+
+    #[test]
+    fn loss_falls_when_overfitting_one_batch() {
+        let mut t = trainer(Llama::EXAMPLE_CONFIG, 1);
+        let batch = [
+            example(&[10, 11, 12, 13], &[20, 21, 22, 2]),
+            example(&[30, 31, 32], &[40, 41, 2]),
+        ];
+        let options = TrainOptions {
+            learning_rate: 1e-2,
+            ..TrainOptions::default()
+        };
+        let losses: Vec<f32> = (0..40)
+            .map(|_| t.train_step(&batch, None, &options).unwrap().loss)
+            .collect();
+        let (first, last) = (losses[0], losses[losses.len() - 1]);
+        assert!(first > 4.0 && last < 0.1 * first, "{losses:?}");
+    }
+}
+#[cfg(test)]
+mod scratch {
+    use super::*;
+    use cotune_sdk::burn::module::ModuleMapper;
+    use cotune_sdk::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    struct Fix;
+    impl ModuleMapper for Fix {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|old| {
+                let rg = old.is_require_grad();
+                let data = old.to_data();
+                Tensor::from_data(data, &old.device()).set_require_grad(rg)
+            })
+        }
+    }
+    struct Broken;
+    impl ModuleMapper for Broken {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|old| Tensor::from_data(old.to_data(), &old.device()))
+        }
+    }
+    fn step_changes<M: ModuleMapper>(mapper: &mut M) -> f32 {
+        let device = Device::flex().autodiff();
+        let c = toml_cfg();
+        let model = Llama::init(&c, &device).map(mapper);
+        let before = model
+            .norm
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let tokens: Tensor<2, Int> =
+            Tensor::from_data(TensorData::new(vec![1i64, 2, 3], [1, 3]), &device);
+        let loss = model.logits(model.decode(tokens, None)).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut optim = AdamWConfig::new().init();
+        let model = optim.step(1e-2, model, grads);
+        let after = model
+            .norm
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+    fn toml_cfg() -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 96,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e4,
+            max_position_embeddings: 64,
+            tie_word_embeddings: false,
+            initializer_range: 0.02,
+        }
+    }
+    #[test]
+    fn scratch_fix() {
+        eprintln!("fixed: {}", step_changes(&mut Fix));
+        eprintln!(
+            "broken: {}",
+            std::panic::catch_unwind(|| step_changes(&mut Broken)).is_ok()
+        );
+    }
+}
