@@ -102,6 +102,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("param-round-trip", param_round_trip),
     ("checkpoint", checkpoint),
     ("bad-input", bad_input),
+    ("lora-split", lora_split),
+    ("lora-round-trip", lora_round_trip),
 ];
 
 /// Runs every check; a check that panics fails with the panic's message.
@@ -866,6 +868,146 @@ pub fn bad_input(s: &Subject) -> Result<String, String> {
         return Err("refused inputs changed the model".into());
     }
     Ok("host and plugin refuse each with a clear error; model unchanged".into())
+}
+
+impl Subject {
+    /// The subject's configuration with low-rank adapters of rank 2 switched on.
+    pub fn lora_config(&self) -> String {
+        format!("{}\n[lora]\nrank = 2\nalpha = 4.0\n", self.config)
+    }
+
+    /// A fresh model with adapters, with `seed`.
+    pub fn lora_model(&self, seed: u64) -> Result<Model, String> {
+        self.plugin
+            .new_model(
+                &self.architecture,
+                &self.lora_config(),
+                seed,
+                DeviceChoice::FLEX,
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// 13. With adapters on (`[lora] rank = 2`), training changes only adapter tensors: shared
+///     tensors stay bit-identical, adapter tensors move.
+pub fn lora_split(s: &Subject) -> Result<String, String> {
+    let mut model = s.lora_model(14)?;
+    let spec = model.spec().clone();
+    if spec.num_trainable_params >= spec.num_params {
+        return Err(format!(
+            "with adapters, {} of {} parameters are trainable",
+            spec.num_trainable_params, spec.num_params
+        ));
+    }
+    let shared = model.export_params(ParamSelection::Shared).map_err(e)?;
+    let adapters = model
+        .export_params(ParamSelection::DomainSpecific)
+        .map_err(e)?;
+    if adapters.is_empty() {
+        return Err("export_params(DomainSpecific) is empty with adapters on".into());
+    }
+    let adapter_values: usize = adapters.iter().map(|p| p.data.len()).sum();
+    if adapter_values as u64 != spec.num_trainable_params {
+        return Err(format!(
+            "adapter tensors hold {adapter_values} values, spec says {} trainable",
+            spec.num_trainable_params
+        ));
+    }
+    let batch = small_batch(&model, 15);
+    let before = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
+    for step in 0..10 {
+        model
+            .train_step(
+                &batch,
+                None,
+                &TrainOptions {
+                    step,
+                    ..options(1e-2)
+                },
+            )
+            .map_err(e)?;
+    }
+    let after = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
+    let shared_after = model.export_params(ParamSelection::Shared).map_err(e)?;
+    if shared_after != shared {
+        let moved: Vec<&str> = shared
+            .iter()
+            .zip(&shared_after)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.name.as_str())
+            .take(3)
+            .collect();
+        return Err(format!(
+            "training with adapters changed shared tensors: {moved:?}"
+        ));
+    }
+    let adapters_after = model
+        .export_params(ParamSelection::DomainSpecific)
+        .map_err(e)?;
+    let moved = adapters
+        .iter()
+        .zip(&adapters_after)
+        .filter(|(a, b)| a.data != b.data)
+        .count();
+    if moved == 0 {
+        return Err("training with adapters changed no adapter tensor".into());
+    }
+    if !(after < before) {
+        return Err(format!(
+            "adapter training did not lower the loss: {before:.3} -> {after:.3}"
+        ));
+    }
+    Ok(format!(
+        "{} adapter tensors ({adapter_values} values); shared bit-identical, {moved} adapters moved; CE {before:.3} -> {after:.3}",
+        adapters.len()
+    ))
+}
+
+/// 14. Adapter export then import round trips exactly, and importing the shared part too gives
+///     the same logits.
+pub fn lora_round_trip(s: &Subject) -> Result<String, String> {
+    let mut source = s.lora_model(16)?;
+    let batch = small_batch(&source, 17);
+    for step in 0..3 {
+        source
+            .train_step(
+                &batch,
+                None,
+                &TrainOptions {
+                    step,
+                    ..options(1e-2)
+                },
+            )
+            .map_err(e)?;
+    }
+    let adapters = source
+        .export_params(ParamSelection::DomainSpecific)
+        .map_err(e)?;
+    let shared = source.export_params(ParamSelection::Shared).map_err(e)?;
+    let mut target = s.lora_model(18)?;
+    target.import_params(&adapters).map_err(e)?;
+    if target
+        .export_params(ParamSelection::DomainSpecific)
+        .map_err(e)?
+        != adapters
+    {
+        return Err("adapters after import differ from the exported ones".into());
+    }
+    target.import_params(&shared).map_err(e)?;
+    let ls = source.answer_logits(&batch).map_err(e)?;
+    let lt = target.answer_logits(&batch).map_err(e)?;
+    if ls.data != lt.data {
+        return Err(format!(
+            "after importing shared and adapter tensors, logits differ by {:.3e}",
+            max_abs_diff(&ls.data, &lt.data)
+        ));
+    }
+    Ok(format!(
+        "{} adapter + {} shared tensors round trip exactly",
+        adapters.len(),
+        shared.len()
+    ))
 }
 
 /// Convenience for tests: runs the suite and returns the names of failed checks.

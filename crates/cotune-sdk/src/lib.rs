@@ -20,7 +20,7 @@ pub mod plugin;
 pub mod schedule;
 mod trainer;
 
-pub use trainer::{Memory, Trainer};
+pub use trainer::{LoraConfig, Memory, Trainer};
 
 pub use burn;
 pub use cotune_abi as abi;
@@ -45,6 +45,10 @@ pub trait LanguageModel: Module + Sized + 'static {
     const ARCHITECTURE: &'static str;
     /// Decoder-only or encoder-decoder.
     const STRUCTURE: Structure;
+
+    /// Module names that get LoRA adapters when the config has a `[lora]` table without
+    /// `target_modules` (attention query and value by convention). Empty: every matrix.
+    const LORA_TARGETS: &'static [&'static str] = &[];
 
     /// A small configuration (TOML) that builds quickly, used by the conformance suite and as
     /// a starting point for users.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{Lora, ModuleVisitor, Param, ParamGroup};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
@@ -23,6 +23,29 @@ pub struct Memory {
     pub states: Tensor<3>,
     /// `[b, s]`, true at padding.
     pub pad_mask: Tensor<2, Bool>,
+}
+
+/// Low-rank adapters (LoRA, Hu et al. 2021), from the `[lora]` table of a model's config.
+///
+/// With adapters on, every base parameter is frozen and each targeted weight `W` becomes
+/// `W + (alpha / rank) * A B`, with `A` drawn from a normal of standard deviation `1 / rank` and
+/// `B` zero, so attaching adapters leaves the model's output unchanged. The adapter tensors are
+/// the domain-specific parameters (`export_params(DomainSpecific)`); everything else is shared.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank of the adapters.
+    pub rank: usize,
+    /// Scale numerator; the update is scaled by `alpha / rank`. Defaults to `2 * rank`.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Dropout on the adapter input. Only 0 is supported: burn's LoRA has no dropout.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Module names (path segments) whose 2-D weights get adapters; defaults to the
+    /// architecture's `LORA_TARGETS`.
+    #[serde(default)]
+    pub target_modules: Option<Vec<String>>,
 }
 
 /// Serialises seeding and parameter initialisation: burn's CPU backends keep one global random
@@ -88,32 +111,77 @@ fn pad_mask(lens: &[usize], width: usize, device: &Device) -> Tensor<2, Bool> {
 }
 
 impl<M: LanguageModel> Trainer<M> {
-    /// Parses the TOML configuration and builds a model, seeding its initialisation.
+    /// Parses the TOML configuration (the model's keys plus an optional `[lora]` table) and
+    /// builds a model, seeding its initialisation.
     pub fn from_toml(config_toml: &str, seed: u64, device: Device) -> Result<Self, PluginError> {
-        let config: M::Config = toml::from_str(config_toml).map_err(|e| {
+        let bad = |e: String| {
             err(
                 ErrorKind::InvalidConfig,
-                format!("{} config: {}", M::ARCHITECTURE, e.to_string().trim()),
+                format!("{} config: {}", M::ARCHITECTURE, e.trim()),
             )
-        })?;
-        Self::new(config, seed, device)
+        };
+        let mut table: toml::Table = toml::from_str(config_toml).map_err(|e| bad(e.to_string()))?;
+        let lora = match table.remove("lora") {
+            Some(value) => Some(
+                value
+                    .try_into::<LoraConfig>()
+                    .map_err(|e| bad(format!("[lora]: {e}")))?,
+            ),
+            None => None,
+        };
+        let config: M::Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        Self::new(config, lora, seed, device)
     }
 
     /// Builds a model from a parsed configuration, seeding its initialisation.
-    pub fn new(config: M::Config, seed: u64, device: Device) -> Result<Self, PluginError> {
+    pub fn new(
+        config: M::Config,
+        lora: Option<LoraConfig>,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self, PluginError> {
         M::validate(&config).map_err(|e| {
             err(
                 ErrorKind::InvalidConfig,
                 format!("{} config: {e}", M::ARCHITECTURE),
             )
         })?;
+        if let Some(l) = &lora {
+            if l.rank == 0 {
+                return Err(err(
+                    ErrorKind::InvalidConfig,
+                    "lora.rank must be positive, got 0",
+                ));
+            }
+            if l.dropout != 0.0 {
+                return Err(err(
+                    ErrorKind::InvalidConfig,
+                    format!("lora.dropout = {} is not supported (only 0)", l.dropout),
+                ));
+            }
+            if let Some(a) = l.alpha.filter(|a| !(a.is_finite() && *a > 0.0)) {
+                return Err(err(
+                    ErrorKind::InvalidConfig,
+                    format!("lora.alpha must be positive, got {a}"),
+                ));
+            }
+        }
         let device = device.autodiff();
         let model = {
             let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             device.seed(seed);
             let model = M::init(&config, &device);
             model.visit(&mut Materialize);
-            model
+            match &lora {
+                Some(l) => {
+                    let model = Self::attach_lora(model, l)?;
+                    model.visit(&mut Materialize);
+                    model
+                }
+                None => model,
+            }
         };
         let defaults = TrainOptions::default();
         Ok(Self {
@@ -126,6 +194,38 @@ impl<M: LanguageModel> Trainer<M> {
                 defaults.grad_clip_norm.to_bits(),
             ),
         })
+    }
+
+    /// Freezes the base and attaches adapters to the targeted 2-D weights.
+    fn attach_lora(model: M, lora: &LoraConfig) -> Result<M, PluginError> {
+        let targets: Vec<String> = match &lora.target_modules {
+            Some(t) => t.clone(),
+            None => M::LORA_TARGETS.iter().map(|s| s.to_string()).collect(),
+        };
+        let paths: Vec<String> = params::list(&model)
+            .into_iter()
+            .filter(|p| p.shape.len() == 2)
+            .filter(|p| {
+                let parts: Vec<&str> = p.name.split('.').collect();
+                targets.is_empty()
+                    || parts[..parts.len() - 1]
+                        .iter()
+                        .any(|seg| targets.iter().any(|t| t == seg))
+            })
+            .map(|p| p.name)
+            .collect();
+        if paths.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "lora.target_modules {targets:?} match no 2-D weight of {}",
+                    M::ARCHITECTURE
+                ),
+            ));
+        }
+        let alpha = lora.alpha.unwrap_or(2.0 * lora.rank as f64);
+        Ok(model
+            .apply_lora(Lora::new(lora.rank, alpha).set_param_group(ParamGroup::from_paths(paths))))
     }
 
     /// The parsed configuration.

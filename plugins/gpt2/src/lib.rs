@@ -176,6 +176,8 @@ impl LanguageModel for Gpt2 {
     type Cache = KvCache;
     const ARCHITECTURE: &'static str = "gpt2";
     const STRUCTURE: Structure = Structure::DecoderOnly;
+    // GPT-2 fuses query, key and value into `c_attn`; adapting it is PEFT's GPT-2 default.
+    const LORA_TARGETS: &'static [&'static str] = &["c_attn"];
     const EXAMPLE_CONFIG: &'static str =
         "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
 
