@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
 //!   suite over every plugin in `plugins/`.
 //! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
+//! - `cargo xtask bench [--steps N] [--torch PYTHON]`
 //! - `cargo xtask score <predictions.jsonl> [--per-line]`
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ commands:
   test                          build every plugin, run all tests and the conformance suite
   conformance <plugin> [--arch A] [--config model.toml]
                                 run the conformance suite on a plugin (name or path to a library)
+  bench [--steps N] [--torch PYTHON] [--out FILE]
+                                tokens/s of every plugin at a fixed shape (and PyTorch's)
   score <file.jsonl> [--per-line]
                                 score {\"prediction\", \"reference\"} lines with EM and Rouge-L
 ";
@@ -39,6 +42,7 @@ fn run(args: &[String]) -> Result<()> {
         "test" => test(rest),
         "conformance" => conformance(rest),
         "score" => score(rest),
+        "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -179,6 +183,18 @@ fn run_conformance(plugin: &str, arch: Option<&str>, config: Option<String>) -> 
         all_passed &= outcomes.iter().all(|o| o.passed);
     }
     Ok(all_passed)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut build = vec!["build".to_string(), "-p".into(), "cotune-bench".into()];
+    for name in plugin_names()? {
+        build.push("-p".into());
+        build.push(format!("cotune-{name}"));
+    }
+    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut run = vec!["run", "--quiet", "-p", "cotune-bench", "--"];
+    run.extend(args.iter().map(String::as_str));
+    run_cargo(&run)
 }
 
 fn score(args: &[String]) -> Result<()> {
