@@ -715,6 +715,21 @@ pub fn param_round_trip(s: &Subject) -> Result<String, String> {
             max_abs_diff(&ls.data, &lt.data)
         ));
     }
+    // Imported parameters must still train: every tensor moves in the next step.
+    target.train_step(&batch, None, &options(1e-2)).map_err(e)?;
+    let trained = target.export_params(ParamSelection::All).map_err(e)?;
+    let frozen: Vec<&str> = trained
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.data == b.data)
+        .map(|(a, _)| a.name.as_str())
+        .take(5)
+        .collect();
+    if !frozen.is_empty() {
+        return Err(format!(
+            "after import, a training step left these tensors unchanged (frozen by the import?): {frozen:?}"
+        ));
+    }
     let shared = source.export_params(ParamSelection::Shared).map_err(e)?;
     let specific = source
         .export_params(ParamSelection::DomainSpecific)
@@ -729,7 +744,7 @@ pub fn param_round_trip(s: &Subject) -> Result<String, String> {
     }
     let values: usize = exported.iter().map(|p| p.data.len()).sum();
     Ok(format!(
-        "{} tensors ({values} values) exact; wrong name/shape/size refused",
+        "{} tensors ({values} values) exact and still trainable; wrong name/shape/size refused",
         exported.len()
     ))
 }

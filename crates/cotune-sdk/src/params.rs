@@ -157,7 +157,12 @@ impl ModuleMapper for Importer<'_> {
             Some(value) => {
                 let shape: Vec<usize> = value.shape.iter().map(|&d| d as usize).collect();
                 let data = TensorData::new(value.data.to_vec(), shape);
-                param.map(|old| Tensor::from_data(data, &old.device()))
+                // A tensor built from data is untracked: carry the old one's gradient setting
+                // over, or an imported parameter would silently stop training.
+                param.map(|old| {
+                    let require_grad = old.is_require_grad();
+                    Tensor::from_data(data, &old.device()).set_require_grad(require_grad)
+                })
             }
             None => param,
         }

@@ -192,7 +192,7 @@ impl LanguageModel for Gpt2 {
         if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{key}` must be positive, got {v}"));
         }
-        if c.n_embd % c.n_head != 0 {
+        if !c.n_embd.is_multiple_of(c.n_head) {
             return Err(format!(
                 "`n_embd` ({}) must be divisible by `n_head` ({})",
                 c.n_embd, c.n_head

@@ -39,18 +39,18 @@ pub struct LlamaConfig {
     /// Key/value heads per layer (grouped-query attention); `num_attention_heads` when absent.
     #[serde(default)]
     pub num_key_value_heads: Option<usize>,
-    /// RMSNorm epsilon.
+    /// RMSNorm epsilon; 1e-6 when absent, as in `LlamaConfig`.
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
-    /// RoPE base period.
+    /// RoPE base period; 10000 when absent.
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
     /// Longest sequence (prompt plus answer).
     pub max_position_embeddings: usize,
-    /// Share the token embedding with the language-model head.
+    /// Share the token embedding with the language-model head; false when absent.
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    /// Standard deviation of the normal initialisation.
+    /// Standard deviation of the normal initialisation; 0.02 when absent.
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
 }
@@ -275,6 +275,8 @@ impl LanguageModel for Llama {
     type Cache = KvCache;
     const ARCHITECTURE: &'static str = "llama";
     const STRUCTURE: Structure = Structure::DecoderOnly;
+    // PEFT's default for LLaMA: adapters on the query and value projections.
+    const LORA_TARGETS: &'static [&'static str] = &["q_proj", "v_proj"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nhidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 2\nnum_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 64\n";
 
     fn validate(c: &LlamaConfig) -> Result<(), String> {
@@ -559,6 +561,28 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with("lm_head")));
         let logits = tied.answer_logits(&[example(&[1, 2], &[3])]).unwrap();
         assert_eq!(logits.vocab, 96);
+    }
+
+    #[test]
+    fn lora_adapts_query_and_value_projections_by_default() {
+        let t = trainer(&format!("{}[lora]\nrank = 2\n", Llama::EXAMPLE_CONFIG), 0);
+        let adapters = t.export_params(ParamSelection::DomainSpecific).unwrap();
+        // Adapter tensors are named `<weight>.lora.a` and `<weight>.lora.b`.
+        let mut adapted: Vec<&str> = adapters
+            .iter()
+            .map(|p| p.name.rsplitn(3, '.').nth(2).unwrap())
+            .collect();
+        adapted.dedup();
+        assert_eq!(adapters.len(), 2 * adapted.len());
+        assert_eq!(
+            adapted,
+            [
+                "layers.0.self_attn.q_proj.weight",
+                "layers.0.self_attn.v_proj.weight",
+                "layers.1.self_attn.q_proj.weight",
+                "layers.1.self_attn.v_proj.weight",
+            ]
+        );
     }
 
     #[test]
