@@ -418,6 +418,8 @@ impl LanguageModel for T5 {
     type Cache = T5Cache;
     const ARCHITECTURE: &'static str = "t5";
     const STRUCTURE: Structure = Structure::EncoderDecoder;
+    // PEFT's T5 default: every `q` and `v`, so self- and cross-attention in both stacks.
+    const LORA_TARGETS: &'static [&'static str] = &["q", "v"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nd_model = 32\nd_kv = 8\nd_ff = 64\nnum_layers = 2\nnum_heads = 4\nrelative_attention_num_buckets = 8\nrelative_attention_max_distance = 20\n";
 
     fn validate(c: &T5Config) -> Result<(), String> {
@@ -553,11 +555,7 @@ impl LanguageModel for T5 {
         self.encoder.forward(
             self.shared.forward(tokens),
             0,
-            key_padding_mask(
-                pad_mask.bool_and(
-                    Tensor::<2, Bool>::full([1, 1], false, &Device::flex()).expand([2, 8]),
-                ),
-            ),
+            key_padding_mask(pad_mask),
             None,
             None,
         )

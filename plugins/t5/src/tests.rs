@@ -74,80 +74,64 @@ fn argmax_row(logits: &Logits, i: usize) -> Vec<u32> {
         .collect()
 }
 
+fn assert_buckets(
+    bidirectional: bool,
+    buckets: usize,
+    max_distance: usize,
+    relative: &[i64],
+    expected: &[usize],
+) {
+    for (&position, &bucket) in relative.iter().zip(expected) {
+        assert_eq!(
+            relative_position_bucket(position, bidirectional, buckets, max_distance),
+            bucket,
+            "relative position {position}, bidirectional {bidirectional}, {buckets} buckets, max distance {max_distance}"
+        );
+    }
+}
+
 #[test]
 fn buckets_match_hugging_face_formula() {
     // Worked by hand from `_relative_position_bucket`: for distances at or past max_exact the
     // bucket is max_exact + trunc(ln(distance / max_exact) / ln(max_distance / max_exact)
     // * (buckets - max_exact)), capped at buckets - 1.
-    // The example's 8 buckets, max distance 20. Bidirectional: 4 per side, max_exact 2,
-    // e.g. -6: 2 + trunc(ln 3 / ln 10 * 2 = 0.954) = 2; -7: 2 + trunc(1.088) = 3.
-    let bidirectional_8_20 = [
-        (0, 0),
-        (-1, 1),
-        (1, 5),
-        (-2, 2),
-        (3, 6),
-        (-6, 2),
-        (-7, 3),
-        (7, 7),
-        (-19, 3),
-        (-20, 3),
-        (100, 7),
-    ];
+    //
+    // The example's 8 buckets, max distance 20. Bidirectional: 4 per side (later keys from 4),
+    // max_exact 2; e.g. -6: 2 + trunc(ln 3 / ln 10 * 2 = 0.954) = 2; -7: 2 + trunc(1.088) = 3.
+    assert_buckets(
+        true,
+        8,
+        20,
+        &[0, -1, 1, -2, 3, -6, -7, 7, -19, -20, 100],
+        &[0, 1, 5, 2, 6, 2, 3, 7, 3, 3, 7],
+    );
     // Unidirectional: max_exact 4, later keys in bucket 0; e.g. -6: 4 + trunc(ln 1.5 / ln 5
     // * 4 = 1.008) = 5; -13: 4 + trunc(2.929) = 6; -14: 4 + trunc(3.114) = 7.
-    let unidirectional_8_20 = [
-        (5, 0),
-        (0, 0),
-        (-3, 3),
-        (-4, 4),
-        (-5, 4),
-        (-6, 5),
-        (-9, 6),
-        (-13, 6),
-        (-14, 7),
-        (-20, 7),
-        (-1000, 7),
-    ];
-    // T5's defaults, 32 buckets and max distance 128: bidirectional max_exact 8, e.g. -12:
+    assert_buckets(
+        false,
+        8,
+        20,
+        &[5, 0, -3, -4, -5, -6, -9, -13, -14, -20, -1000],
+        &[0, 0, 3, 4, 4, 5, 6, 6, 7, 7, 7],
+    );
+    // T5's defaults, 32 buckets and max distance 128. Bidirectional max_exact 8; e.g. -12:
     // 8 + trunc(ln 1.5 / ln 16 * 8 = 1.170) = 9; -16: 8 + 2 = 10; -127: 8 + trunc(7.977) = 15.
-    let bidirectional_32_128 = [
-        (-1, 1),
-        (1, 17),
-        (-8, 8),
-        (-12, 9),
-        (-16, 10),
-        (16, 26),
-        (-127, 15),
-        (-128, 15),
-        (500, 31),
-    ];
-    // Unidirectional max_exact 16: -20: 16 + trunc(ln 1.25 / ln 8 * 16 = 1.717) = 17;
+    assert_buckets(
+        true,
+        32,
+        128,
+        &[-1, 1, -8, -12, -16, 16, -127, -128, 500],
+        &[1, 17, 8, 9, 10, 26, 15, 15, 31],
+    );
+    // Unidirectional max_exact 16; e.g. -20: 16 + trunc(ln 1.25 / ln 8 * 16 = 1.717) = 17;
     // -64: 16 + trunc(10.667) = 26; -127: 16 + trunc(15.94) = 31.
-    let unidirectional_32_128 = [
-        (3, 0),
-        (-15, 15),
-        (-16, 16),
-        (-20, 17),
-        (-64, 26),
-        (-127, 31),
-        (-128, 31),
-    ];
-    let cases: [(bool, usize, usize, &[(i64, usize)]); 4] = [
-        (true, 8, 20, &bidirectional_8_20),
-        (false, 8, 20, &unidirectional_8_20),
-        (true, 32, 128, &bidirectional_32_128),
-        (false, 32, 128, &unidirectional_32_128),
-    ];
-    for (bidirectional, buckets, max_distance, expected) in cases {
-        for &(relative, bucket) in expected {
-            assert_eq!(
-                relative_position_bucket(relative, bidirectional, buckets, max_distance),
-                bucket,
-                "relative position {relative}, bidirectional {bidirectional}, {buckets} buckets, max distance {max_distance}"
-            );
-        }
-    }
+    assert_buckets(
+        false,
+        32,
+        128,
+        &[3, -15, -16, -20, -64, -127, -128],
+        &[0, 15, 16, 17, 26, 31, 31],
+    );
 }
 
 #[test]
@@ -197,13 +181,25 @@ fn cached_decoding_matches_full_decoding() {
 
 #[test]
 fn generation_equals_uncached_argmax() {
-    let trainer = trainer(&[]);
-    let prompts = vec![vec![5, 6, 7, 8, 9, 10], vec![3, 4]];
+    // A fresh model repeats one token; a briefly trained one produces varied answers, so
+    // the comparison covers several distinct decoding steps.
+    let mut trainer = trainer(&[]);
+    let batch = [
+        example(&[5, 6, 7, 8, 9, 10], &[20, 33, 20, 41, 1]),
+        example(&[3, 4], &[50, 51, 52, 1]),
+    ];
+    overfit(&mut trainer, &batch, 30);
+    let prompts = vec![vec![5, 6, 7, 8, 9, 10], vec![3, 4], vec![7, 7, 3]];
     let options = GenerateOptions {
         max_new_tokens: 6,
         eos_id: 1,
     };
     let generated = trainer.generate(&prompts, &options).expect("generation");
+    assert_eq!(
+        generated[..2],
+        [vec![20, 33, 20, 41], vec![50, 51, 52]],
+        "the trained answers"
+    );
     for (prompt, tokens) in prompts.iter().zip(&generated) {
         // Uncached: answer position j sees [start] + answer[..j]; a stop shows as eos.
         let mut answer = tokens.clone();
@@ -327,6 +323,22 @@ fn bad_configs_are_refused_by_name() {
     }
 }
 
+/// Trains on `batch` for `steps` steps at a high learning rate; returns the losses.
+fn overfit(trainer: &mut Trainer<T5>, batch: &[AnswerExample], steps: usize) -> Vec<f32> {
+    let options = TrainOptions {
+        learning_rate: 1e-2,
+        ..TrainOptions::default()
+    };
+    (0..steps)
+        .map(|_| {
+            trainer
+                .train_step(batch, None, &options)
+                .expect("a step")
+                .loss
+        })
+        .collect()
+}
+
 #[test]
 fn loss_falls_when_overfitting_one_batch() {
     let mut trainer = trainer(&[]);
@@ -334,19 +346,7 @@ fn loss_falls_when_overfitting_one_batch() {
         example(&[5, 6, 7, 8], &[20, 21, 22, 1]),
         example(&[9, 10], &[30, 31, 1]),
     ];
-    let options = TrainOptions {
-        learning_rate: 1e-2,
-        ..TrainOptions::default()
-    };
-    let mut losses = Vec::new();
-    for _ in 0..30 {
-        losses.push(
-            trainer
-                .train_step(&batch, None, &options)
-                .expect("a step")
-                .loss,
-        );
-    }
+    let losses = overfit(&mut trainer, &batch, 30);
     let (first, last) = (losses[0], losses[losses.len() - 1]);
     assert!(
         last < 0.25 * first,
