@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's one entry point.
 //!
+//! - `cargo xtask run [--config F] [--resume RUN_DIR]`: run an experiment (default
+//!   `configs/default.toml`).
 //! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
 //!   suite over every plugin in `plugins/`.
 //! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
@@ -15,6 +17,8 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
+  run [--config F] [--resume RUN_DIR]
+                                run an experiment (default configs/default.toml) into runs/
   test                          build every plugin, run all tests and the conformance suite
   conformance <plugin> [--arch A] [--config model.toml]
                                 run the conformance suite on a plugin (name or path to a library)
@@ -39,6 +43,7 @@ fn run(args: &[String]) -> Result<()> {
     };
     let rest = &args[1..];
     match command.as_str() {
+        "run" => run_experiment(rest),
         "test" => test(rest),
         "conformance" => conformance(rest),
         "score" => score(rest),
@@ -93,6 +98,33 @@ fn plugin_names() -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+fn run_experiment(args: &[String]) -> Result<()> {
+    let (config, rest) = take_flag(args, "--config")?;
+    let (resume, rest) = take_flag(&rest, "--resume")?;
+    if let Some(extra) = rest.first() {
+        eprint!("{USAGE}");
+        bail!("unexpected argument `{extra}`");
+    }
+    // The runner loads plugins by name from the build folder, so they are built first.
+    let mut build = vec!["build".to_string()];
+    for name in plugin_names()? {
+        build.push("-p".into());
+        build.push(format!("cotune-{name}"));
+    }
+    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    let config = PathBuf::from(config.unwrap_or_else(|| "configs/default.toml".into()));
+    let start = Instant::now();
+    let folder = cotune_protocol::run(&config, resume.as_deref().map(Path::new))?;
+    println!(
+        "run finished in {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        folder.display()
+    );
+    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {

@@ -17,12 +17,17 @@
 #![warn(missing_docs)]
 
 mod error;
+mod evaluate;
 mod jsonl;
 mod normalize;
 mod rouge;
 mod summary;
 
 pub use error::{EvalError, LineError};
+pub use evaluate::{
+    evaluate, evaluate_with, generate_answers, report_of, write_predictions, EvalOptions,
+    EvaluateError, Evaluation, Prediction,
+};
 pub use jsonl::{score_jsonl, LineScore, ScoreReport};
 pub use normalize::{exact_match, exact_match_raw, normalize_answer};
 pub use rouge::{rouge_l, RougeScore};

@@ -1,0 +1,560 @@
+//! The server's preparation steps of Co-PLMs, and the training loops every phase shares.
+//!
+//! * [`pretrain_cached`]: the server LLM (or a device SLM that starts "pre-trained") is trained
+//!   on the public corpus with early stopping on `public_valid`, a stand-in for the pre-training
+//!   a real LLM has had. The best checkpoint is cached on disk, keyed by a hash of the model's
+//!   config text, the data description, the seed, the plugin's name, version and architecture
+//!   and the training settings, so a rerun reuses it.
+//! * [`distill`]: the distilled proxy model (DPM) learns from the LLM on the public corpus:
+//!   `(1 - w) * CE + w * T² * KL(teacher || student)` over the answer tokens (the SDK's
+//!   `train_step` computes this when given soft targets).
+//! * [`train_epoch`] and [`mutual_learning_epoch`]: one pass of supervised or distillation
+//!   training, and one pass of deep mutual learning between two models (each trained on CE plus
+//!   KL to the other's answer logits, both computed before either update), which the protocol's
+//!   DST and SAML phases are made of.
+
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use cotune_data::{length_bucketed_batches, Example as DataExample};
+use cotune_host::{DeviceChoice, Example, HostError, Logits, Model, Plugin, TrainOptions};
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong while pre-training, distilling or training.
+#[derive(Debug, thiserror::Error)]
+pub enum DistillError {
+    /// A model call failed.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was being done.
+        what: String,
+        /// The host's error.
+        #[source]
+        source: HostError,
+    },
+    /// A cache file could not be read or written.
+    #[error("cache file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A phase was given no examples.
+    #[error("{0} has no examples")]
+    NoExamples(String),
+    /// A setting is out of range.
+    #[error("setting {key} = {value}: {reason}")]
+    InvalidSetting {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+fn host(what: impl Into<String>) -> impl FnOnce(HostError) -> DistillError {
+    let what = what.into();
+    move |source| DistillError::Host { what, source }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DistillError + '_ {
+    move |source| DistillError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Optimiser and loss settings of one training phase.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// Peak learning rate (constant after warm-up).
+    pub learning_rate: f32,
+    /// Steps of linear warm-up, counted over the whole life of the model in this phase.
+    pub warmup_steps: u32,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f32,
+    /// Global gradient-norm clip; 0 disables it.
+    pub grad_clip_norm: f32,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Distillation temperature `T`.
+    pub temperature: f32,
+    /// Weight `w` of the `T²`-scaled KL term; `1 - w` weighs the cross-entropy.
+    pub kl_weight: f32,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-3,
+            warmup_steps: 10,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            batch_size: 16,
+            temperature: 2.0,
+            kl_weight: 0.5,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// The step options of step `step`.
+    pub fn options(&self, step: u32) -> TrainOptions {
+        TrainOptions {
+            learning_rate: self.learning_rate,
+            warmup_steps: self.warmup_steps,
+            total_steps: 0,
+            step,
+            min_lr_ratio: 0.1,
+            weight_decay: self.weight_decay,
+            grad_clip_norm: self.grad_clip_norm,
+            temperature: self.temperature,
+            kl_weight: self.kl_weight,
+        }
+    }
+
+    fn check(&self) -> Result<(), DistillError> {
+        if self.batch_size == 0 {
+            return Err(DistillError::InvalidSetting {
+                key: "batch_size",
+                value: "0".into(),
+                reason: "expected at least 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Means over one pass of training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// Optimiser steps taken.
+    pub steps: u32,
+    /// Mean optimised loss.
+    pub loss: f32,
+    /// Mean cross-entropy to the reference answers.
+    pub cross_entropy: f32,
+    /// Mean KL to the soft targets (0 without them).
+    pub kl: f32,
+}
+
+#[derive(Default)]
+struct Means {
+    n: u32,
+    loss: f64,
+    ce: f64,
+    kl: f64,
+}
+
+impl Means {
+    fn add(&mut self, r: &cotune_host::StepReport) {
+        self.n += 1;
+        self.loss += f64::from(r.loss);
+        self.ce += f64::from(r.cross_entropy);
+        self.kl += f64::from(r.kl);
+    }
+    fn report(&self) -> EpochReport {
+        let n = f64::from(self.n.max(1));
+        EpochReport {
+            steps: self.n,
+            loss: (self.loss / n) as f32,
+            cross_entropy: (self.ce / n) as f32,
+            kl: (self.kl / n) as f32,
+        }
+    }
+}
+
+/// The data crate's examples as the host's.
+pub fn to_host_examples(examples: &[DataExample]) -> Vec<Example> {
+    examples
+        .iter()
+        .map(|e| Example::new(e.prompt.clone(), e.answer.clone()))
+        .collect()
+}
+
+/// Length-bucketed batches of `examples` in a seeded order.
+pub fn batches(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<Example>> {
+    let as_data: Vec<DataExample> = examples
+        .iter()
+        .map(|e| DataExample {
+            prompt: e.prompt.clone(),
+            answer: e.answer.clone(),
+        })
+        .collect();
+    length_bucketed_batches(&as_data, batch_size, seed)
+        .into_iter()
+        .map(|idx| idx.into_iter().map(|i| examples[i].clone()).collect())
+        .collect()
+}
+
+/// One pass over `examples`: `student` is trained on cross-entropy, plus KL to `teacher`'s answer
+/// logits when a teacher is given. `step` is the student's schedule counter, advanced per step.
+pub fn train_epoch(
+    student: &mut Model,
+    teacher: Option<&Model>,
+    examples: &[Example],
+    settings: &TrainSettings,
+    seed: u64,
+    step: &mut u32,
+) -> Result<EpochReport, DistillError> {
+    settings.check()?;
+    let mut means = Means::default();
+    for batch in batches(examples, settings.batch_size, seed) {
+        let soft = match teacher {
+            Some(t) => Some(
+                t.answer_logits(&batch)
+                    .map_err(host(format!("teacher {} answer logits", t.label())))?,
+            ),
+            None => None,
+        };
+        let report = student
+            .train_step(&batch, soft, &settings.options(*step))
+            .map_err(host(format!("training {}", student.label())))?;
+        *step += 1;
+        means.add(&report);
+    }
+    Ok(means.report())
+}
+
+/// One side of deep mutual learning.
+pub struct Learner<'a> {
+    /// The model trained.
+    pub model: &'a mut Model,
+    /// The model whose logits the other side learns from; `None` means `model` itself. (A
+    /// distilled proxy teaches with its domain adapters on but trains its shared part.)
+    pub teacher_view: Option<&'a Model>,
+    /// Its settings.
+    pub settings: &'a TrainSettings,
+    /// Its schedule counter.
+    pub step: &'a mut u32,
+}
+
+impl Learner<'_> {
+    fn logits(&self, batch: &[Example]) -> Result<Logits, DistillError> {
+        let view: &Model = self.teacher_view.unwrap_or(self.model);
+        view.answer_logits(batch)
+            .map_err(host(format!("{} answer logits", view.label())))
+    }
+}
+
+/// One pass of deep mutual learning over `examples`: on every batch both sides' answer logits
+/// are computed first, then each side takes a step on CE plus KL to the other's logits.
+pub fn mutual_learning_epoch(
+    left: Learner<'_>,
+    right: Learner<'_>,
+    examples: &[Example],
+    seed: u64,
+) -> Result<(EpochReport, EpochReport), DistillError> {
+    left.settings.check()?;
+    let (mut ml, mut mr) = (Means::default(), Means::default());
+    for batch in batches(examples, left.settings.batch_size, seed) {
+        let from_left = left.logits(&batch)?;
+        let from_right = right.logits(&batch)?;
+        let rl = left
+            .model
+            .train_step(&batch, Some(from_right), &left.settings.options(*left.step))
+            .map_err(host(format!("mutual learning of {}", left.model.label())))?;
+        *left.step += 1;
+        let rr = right
+            .model
+            .train_step(
+                &batch,
+                Some(from_left),
+                &right.settings.options(*right.step),
+            )
+            .map_err(host(format!("mutual learning of {}", right.model.label())))?;
+        *right.step += 1;
+        ml.add(&rl);
+        mr.add(&rr);
+    }
+    Ok((ml.report(), mr.report()))
+}
+
+/// Mean cross-entropy per answer token of `model` on `examples`.
+pub fn mean_cross_entropy(
+    model: &Model,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<f64, DistillError> {
+    if examples.is_empty() {
+        return Err(DistillError::NoExamples("the validation set".into()));
+    }
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for batch in examples.chunks(batch_size.max(1)) {
+        let logits = model
+            .answer_logits(batch)
+            .map_err(host(format!("validating {}", model.label())))?;
+        for (b, ex) in batch.iter().enumerate() {
+            for (t, &target) in ex.answer.iter().enumerate() {
+                let row = logits.row(b, t);
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let lse = max as f64
+                    + row
+                        .iter()
+                        .map(|&v| ((v - max) as f64).exp())
+                        .sum::<f64>()
+                        .ln();
+                total += lse - row[target as usize] as f64;
+                count += 1;
+            }
+        }
+    }
+    Ok(total / count.max(1) as f64)
+}
+
+/// Settings of pre-training on the public corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// The most passes over the public training set.
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation cross-entropy.
+    pub patience: usize,
+    /// Optimiser settings (the KL fields are unused).
+    pub train: TrainSettings,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            max_epochs: 10,
+            patience: 2,
+            train: TrainSettings::default(),
+        }
+    }
+}
+
+/// What pre-training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainReport {
+    /// The cache key (hex).
+    pub key: String,
+    /// Validation cross-entropy after each epoch.
+    pub valid_cross_entropy: Vec<f64>,
+    /// Training means of each epoch.
+    pub epochs: Vec<EpochReport>,
+    /// The 1-based epoch whose checkpoint was kept.
+    pub best_epoch: usize,
+    /// Whether this run loaded the cache instead of training (not stored in the cache).
+    #[serde(default)]
+    pub from_cache: bool,
+}
+
+/// A model pre-trained on the public corpus.
+pub struct Pretrained {
+    /// The model at its best validation epoch.
+    pub model: Model,
+    /// What was done.
+    pub report: PretrainReport,
+}
+
+/// What identifies a model to build: the plugin, the architecture, its config text and seed.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelRecipe<'a> {
+    /// The loaded plugin.
+    pub plugin: &'a Plugin,
+    /// The architecture.
+    pub architecture: &'a str,
+    /// The model's TOML config text.
+    pub config: &'a str,
+    /// The initialisation seed.
+    pub seed: u64,
+}
+
+impl ModelRecipe<'_> {
+    /// Builds the model, freshly initialised.
+    pub fn build(&self) -> Result<Model, DistillError> {
+        self.plugin
+            .new_model(
+                self.architecture,
+                self.config,
+                self.seed,
+                DeviceChoice::FLEX,
+            )
+            .map_err(host(format!(
+                "building {}/{}",
+                self.plugin.name(),
+                self.architecture
+            )))
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of `parts` (length-prefixed, so part boundaries matter), as 16
+/// hex digits. Stable across Rust versions, unlike the standard library's hasher.
+pub fn stable_hash(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for part in parts {
+        eat(&(part.len() as u64).to_le_bytes());
+        eat(part.as_bytes());
+    }
+    format!("{h:016x}")
+}
+
+/// Pre-trains `recipe`'s model on `train` with early stopping on `valid`, or loads the cached
+/// result from `cache_dir`. `data_key` must describe the data exactly (e.g. the serialised data
+/// config and the tokenizer), since it is part of the cache key.
+pub fn pretrain_cached(
+    recipe: ModelRecipe<'_>,
+    data_key: &str,
+    train: &[Example],
+    valid: &[Example],
+    config: &PretrainConfig,
+    cache_dir: &Path,
+) -> Result<Pretrained, DistillError> {
+    let settings = serde_json::to_string(config).expect("settings serialise");
+    let seed = recipe.seed.to_string();
+    let key = stable_hash(&[
+        "pretrain-v1",
+        recipe.plugin.name(),
+        recipe.plugin.version(),
+        recipe.architecture,
+        recipe.config,
+        &seed,
+        data_key,
+        &settings,
+    ]);
+    let dir = cache_dir.join(format!(
+        "pretrain-{}-{}-{key}",
+        recipe.plugin.name(),
+        recipe.architecture
+    ));
+    let checkpoint = dir.join("model.ckpt");
+    let report_path = dir.join("report.json");
+    let mut model = recipe.build()?;
+    if report_path.is_file() && checkpoint.is_file() {
+        let text = std::fs::read_to_string(&report_path).map_err(io(&report_path))?;
+        if let Ok(mut report) = serde_json::from_str::<PretrainReport>(&text) {
+            model
+                .load(&checkpoint)
+                .map_err(host(format!("loading {}", checkpoint.display())))?;
+            report.from_cache = true;
+            return Ok(Pretrained { model, report });
+        }
+    }
+    if train.is_empty() {
+        return Err(DistillError::NoExamples("the public training set".into()));
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let best_path = dir.join("best.ckpt.partial");
+    let mut report = PretrainReport {
+        key,
+        valid_cross_entropy: Vec::new(),
+        epochs: Vec::new(),
+        best_epoch: 0,
+        from_cache: false,
+    };
+    let mut best = f64::INFINITY;
+    let mut step = 0u32;
+    for epoch in 0..config.max_epochs.max(1) {
+        let seed = recipe.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
+        let r = train_epoch(&mut model, None, train, &config.train, seed, &mut step)?;
+        let ce = mean_cross_entropy(&model, valid, config.train.batch_size)?;
+        eprintln!(
+            "  pretrain {}/{} epoch {}: train CE {:.3}, valid CE {ce:.3}",
+            recipe.plugin.name(),
+            recipe.architecture,
+            epoch + 1,
+            r.cross_entropy
+        );
+        report.epochs.push(r);
+        report.valid_cross_entropy.push(ce);
+        if ce < best {
+            best = ce;
+            report.best_epoch = epoch + 1;
+            model
+                .save(&best_path)
+                .map_err(host(format!("saving {}", best_path.display())))?;
+        } else if epoch + 1 - report.best_epoch >= config.patience.max(1) {
+            break;
+        }
+    }
+    model
+        .load(&best_path)
+        .map_err(host(format!("loading {}", best_path.display())))?;
+    std::fs::rename(&best_path, &checkpoint).map_err(io(&checkpoint))?;
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    std::fs::write(&report_path, text).map_err(io(&report_path))?;
+    Ok(Pretrained { model, report })
+}
+
+/// Settings of DPM distillation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// Passes over the public training set.
+    pub epochs: usize,
+    /// Optimiser settings; `kl_weight` and `temperature` shape the distillation loss.
+    pub train: TrainSettings,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 2,
+            train: TrainSettings {
+                kl_weight: 0.7,
+                ..TrainSettings::default()
+            },
+        }
+    }
+}
+
+/// Distils `teacher` (the LLM) into `student` (the DPM) on `examples`: each step minimises
+/// `(1 - w) * CE + w * T² * KL` to the teacher's answer logits.
+pub fn distill(
+    teacher: &Model,
+    student: &mut Model,
+    examples: &[Example],
+    config: &DistillConfig,
+    seed: u64,
+) -> Result<Vec<EpochReport>, DistillError> {
+    if examples.is_empty() {
+        return Err(DistillError::NoExamples("the distillation set".into()));
+    }
+    let mut step = 0u32;
+    let mut reports = Vec::new();
+    for epoch in 0..config.epochs {
+        let r = train_epoch(
+            student,
+            Some(teacher),
+            examples,
+            &config.train,
+            seed.wrapping_mul(1000).wrapping_add(epoch as u64),
+            &mut step,
+        )?;
+        eprintln!(
+            "  distill {} <- {} epoch {}: CE {:.3}, KL {:.3}",
+            student.label(),
+            teacher.label(),
+            epoch + 1,
+            r.cross_entropy,
+            r.kl
+        );
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_hash_is_stable_and_boundary_aware() {
+        assert_eq!(stable_hash(&["a", "b"]), stable_hash(&["a", "b"]));
+        assert_ne!(stable_hash(&["ab", ""]), stable_hash(&["a", "b"]));
+        assert_eq!(stable_hash(&[]), "cbf29ce484222325");
+    }
+}

@@ -1,0 +1,467 @@
+//! The experiment configuration (one TOML file) and its checks before any training.
+
+use std::path::{Path, PathBuf};
+
+use cotune_data::{DataConfig, Partition};
+use cotune_distill::{DistillConfig, PretrainConfig, TrainSettings};
+use cotune_eval::EvalOptions;
+use cotune_host::Plugin;
+use serde::{Deserialize, Serialize};
+
+/// Everything wrong with a configuration, found before any training starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type (the message
+    /// names the key and the line).
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config {}: key `{key}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, dotted (`devices[2].domain`).
+        key: String,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+}
+
+/// A method (and baseline) of the comparison, selected by `method = "..."`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// DST + device SAML + upload + (optional FedAvg) + server SAML + download.
+    CoPlms,
+    /// Each SLM tuned on its own data only.
+    Standalone,
+    /// DPMs trained on local data and averaged; no mutual learning.
+    Fedavg,
+    /// `co-plms` without domain-specific tuning.
+    CoPlmsNoDst,
+    /// `co-plms` without mutual learning (SLM and DPM each tuned on local data alone).
+    CoPlmsNoSaml,
+    /// The LLM tuned on all devices' data: an upper bound that breaks privacy.
+    Centralized,
+}
+
+impl Method {
+    /// The name used in configs and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::CoPlms => "co-plms",
+            Method::Standalone => "standalone",
+            Method::Fedavg => "fedavg",
+            Method::CoPlmsNoDst => "co-plms-no-dst",
+            Method::CoPlmsNoSaml => "co-plms-no-saml",
+            Method::Centralized => "centralized",
+        }
+    }
+
+    /// Every implemented method.
+    pub const ALL: [Method; 6] = [
+        Method::CoPlms,
+        Method::Standalone,
+        Method::Fedavg,
+        Method::CoPlmsNoDst,
+        Method::CoPlmsNoSaml,
+        Method::Centralized,
+    ];
+
+    /// Whether devices hold a distilled proxy model.
+    pub fn uses_dpm(self) -> bool {
+        matches!(
+            self,
+            Method::CoPlms | Method::Fedavg | Method::CoPlmsNoDst | Method::CoPlmsNoSaml
+        )
+    }
+
+    /// Whether the server LLM changes during the rounds.
+    pub fn trains_llm(self) -> bool {
+        matches!(
+            self,
+            Method::CoPlms | Method::CoPlmsNoDst | Method::CoPlmsNoSaml | Method::Centralized
+        )
+    }
+}
+
+/// Where the device-side mutual learning runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferSet {
+    /// The device's own training questions.
+    #[default]
+    Local,
+    /// The local questions plus questions of the public corpus, sent down once.
+    Public,
+    /// The local questions plus questions the DPM writes in the domain's style and answers.
+    Synthetic,
+}
+
+/// How the server treats the uploaded DPMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    /// Weighted FedAvg (by training-set size) into one DPM.
+    #[default]
+    Fedavg,
+    /// One DPM per device.
+    PerDevice,
+}
+
+/// Where a device's SLM starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlmInit {
+    /// Random weights.
+    #[default]
+    Random,
+    /// Pre-trained on the public corpus by the same cached step as the LLM.
+    PretrainedPublic,
+}
+
+/// A model: which plugin, which architecture, and its config keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The plugin's name (`gpt2`, `llama`, `t5`) or a path to its library.
+    pub plugin: String,
+    /// The architecture; defaults to the plugin's first.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// The model's config keys, passed to the plugin as TOML text.
+    pub config: toml::Table,
+}
+
+impl ModelEntry {
+    /// The config text given to the plugin.
+    pub fn config_text(&self) -> String {
+        toml::to_string(&self.config).expect("a TOML table always serialises")
+    }
+}
+
+/// The distilled proxy model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpmEntry {
+    /// The plugin's name or library path.
+    pub plugin: String,
+    /// The architecture; defaults to the plugin's first.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// The model's config keys (without `[lora]`).
+    pub config: toml::Table,
+    /// Rank of the domain-specific low-rank adapters.
+    #[serde(default = "default_lora_rank")]
+    pub lora_rank: usize,
+}
+
+fn default_lora_rank() -> usize {
+    4
+}
+
+impl DpmEntry {
+    /// The plain model (no adapters).
+    pub fn model(&self) -> ModelEntry {
+        ModelEntry {
+            plugin: self.plugin.clone(),
+            architecture: self.architecture.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// Config text of the copy with adapters (base frozen).
+    pub fn adapted_config_text(&self) -> String {
+        format!(
+            "{}\n[lora]\nrank = {}\n",
+            self.model().config_text(),
+            self.lora_rank
+        )
+    }
+}
+
+/// One edge device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// The domain (file stem in the data folder) of its private data.
+    pub domain: String,
+    /// Its small language model.
+    pub slm: ModelEntry,
+    /// Where its SLM starts.
+    #[serde(default)]
+    pub init: SlmInit,
+    /// Its own DPM, if not the shared `[dpm]` (FedAvg needs them all equal).
+    #[serde(default)]
+    pub dpm: Option<DpmEntry>,
+}
+
+/// Training hyper-parameters of the rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoundSettings {
+    /// Passes over the local data per round (SLM and DPM local tuning, DST).
+    pub local_epochs: usize,
+    /// Passes of device-side mutual learning per round.
+    pub saml_epochs: usize,
+    /// Passes of server-side mutual learning per round.
+    pub server_epochs: usize,
+    /// Public examples subsampled per round for the server side.
+    pub server_public_sample: usize,
+    /// The device-side transfer set.
+    pub transfer: TransferSet,
+    /// Extra transfer examples per device per round (`public` and `synthetic`).
+    pub transfer_size: usize,
+    /// The server's treatment of uploaded DPMs.
+    pub aggregation: Aggregation,
+    /// Share of devices taking part in each round (at least one does).
+    pub device_fraction: f64,
+    /// SLM optimiser and loss settings.
+    pub slm: TrainSettings,
+    /// DPM settings (SAML and local tuning of its shared part).
+    pub dpm: TrainSettings,
+    /// DST settings (the adapters).
+    pub dst: TrainSettings,
+    /// LLM settings.
+    pub llm: TrainSettings,
+}
+
+impl Default for RoundSettings {
+    fn default() -> Self {
+        Self {
+            local_epochs: 1,
+            saml_epochs: 1,
+            server_epochs: 1,
+            server_public_sample: 200,
+            transfer: TransferSet::Local,
+            transfer_size: 100,
+            aggregation: Aggregation::Fedavg,
+            device_fraction: 1.0,
+            slm: TrainSettings::default(),
+            dpm: TrainSettings::default(),
+            dst: TrainSettings::default(),
+            llm: TrainSettings {
+                learning_rate: 3e-4,
+                ..TrainSettings::default()
+            },
+        }
+    }
+}
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The run's name (the run folder is `<runs_dir>/<name>-<timestamp>`).
+    pub name: String,
+    /// The method.
+    pub method: Method,
+    /// Seed of every model initialisation and sampling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Co-tuning rounds.
+    pub rounds: usize,
+    /// Where run folders go (relative to the run root).
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// Where cached pre-trained and distilled models go (relative to the run root).
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// The data; `domains` is replaced by the devices' domains.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Answer generation in evaluation.
+    #[serde(default)]
+    pub eval: EvalOptions,
+    /// Most public training examples used (a seeded subsample; all when absent).
+    #[serde(default)]
+    pub max_public: Option<usize>,
+    /// Most test records evaluated per device (all when absent).
+    #[serde(default)]
+    pub max_test: Option<usize>,
+    /// Pre-training of the LLM (and of pre-trained SLMs).
+    #[serde(default)]
+    pub pretrain: PretrainConfig,
+    /// Distillation of the first DPM.
+    #[serde(default)]
+    pub distill: DistillConfig,
+    /// Round hyper-parameters.
+    #[serde(default)]
+    pub train: RoundSettings,
+    /// The server's LLM.
+    pub llm: ModelEntry,
+    /// The distilled proxy model.
+    pub dpm: DpmEntry,
+    /// The edge devices.
+    pub devices: Vec<DeviceEntry>,
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("runs/cache")
+}
+
+/// The loaded plugins of a checked configuration.
+pub struct Plugins {
+    /// The LLM's.
+    pub llm: Plugin,
+    /// Each device's DPM's (the shared `[dpm]` or the device's own).
+    pub dpms: Vec<Plugin>,
+    /// Each device's SLM's.
+    pub slms: Vec<Plugin>,
+}
+
+impl ExperimentConfig {
+    /// Parses `text`, read from `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: ExperimentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        config.data.domains = config.devices.iter().map(|d| d.domain.clone()).collect();
+        Ok(config)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The DPM of device `i`.
+    pub fn dpm_of(&self, i: usize) -> &DpmEntry {
+        self.devices[i].dpm.as_ref().unwrap_or(&self.dpm)
+    }
+
+    /// Checks everything that can be checked before training: values, the domain files (data
+    /// relative to `root`), the plugins, and that FedAvg has one DPM architecture. Returns the
+    /// loaded plugins.
+    pub fn check(&self, path: &Path, root: &Path) -> Result<Plugins, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason,
+        };
+        if self.devices.is_empty() {
+            return Err(invalid("devices".into(), "at least one device".into()));
+        }
+        if self.rounds == 0 {
+            return Err(invalid("rounds".into(), "expected at least 1".into()));
+        }
+        if !(self.train.device_fraction > 0.0 && self.train.device_fraction <= 1.0) {
+            return Err(invalid(
+                "train.device_fraction".into(),
+                format!(
+                    "expected a share in (0, 1], got {}",
+                    self.train.device_fraction
+                ),
+            ));
+        }
+        if self.data.partition != Partition::OneDomain {
+            return Err(invalid(
+                "data.partition".into(),
+                "the runner maps one device to one domain; use \"one-domain\"".into(),
+            ));
+        }
+        self.data
+            .validate()
+            .map_err(|e| invalid("data".into(), e.to_string()))?;
+        for (i, d) in self.devices.iter().enumerate() {
+            let file = self.data.domain_path(root, &d.domain);
+            if !file.is_file() {
+                return Err(invalid(
+                    format!("devices[{i}].domain"),
+                    format!(
+                        "device {i}'s domain {:?} has no data file {}",
+                        d.domain,
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        let public = self.data.public_path(root);
+        if !public.is_file() {
+            return Err(invalid(
+                "data.public_file".into(),
+                format!("no public corpus file {}", public.display()),
+            ));
+        }
+        let find = |key: String, entry: &ModelEntry| -> Result<Plugin, ConfigError> {
+            let plugin =
+                Plugin::open(&entry.plugin).map_err(|e| invalid(key.clone(), e.to_string()))?;
+            if let Some(arch) = &entry.architecture {
+                if !plugin.architectures().contains(arch) {
+                    return Err(invalid(
+                        format!("{key}.architecture"),
+                        format!(
+                            "plugin {} offers no architecture {arch:?} (it offers {:?})",
+                            entry.plugin,
+                            plugin.architectures()
+                        ),
+                    ));
+                }
+            }
+            Ok(plugin)
+        };
+        let llm = find("llm.plugin".into(), &self.llm)?;
+        let mut dpms = Vec::new();
+        let mut slms = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            slms.push(find(format!("devices[{i}].slm.plugin"), &d.slm)?);
+            let key = if d.dpm.is_some() {
+                format!("devices[{i}].dpm.plugin")
+            } else {
+                "dpm.plugin".into()
+            };
+            dpms.push(find(key, &self.dpm_of(i).model())?);
+        }
+        let fedavg = self.method == Method::Fedavg
+            || (self.method.uses_dpm() && self.train.aggregation == Aggregation::Fedavg);
+        if fedavg {
+            for i in 1..self.devices.len() {
+                let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());
+                if a != b {
+                    return Err(invalid(
+                        format!("devices[{i}].dpm"),
+                        format!(
+                            "FedAvg averages DPM parameters, so every device needs the same DPM; \
+                             device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
+                            b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Plugins { llm, dpms, slms })
+    }
+}
+
+/// The architecture of `entry` on `plugin`.
+pub fn architecture_of(entry: &ModelEntry, plugin: &Plugin) -> String {
+    entry
+        .architecture
+        .clone()
+        .or_else(|| plugin.architectures().first().cloned())
+        .unwrap_or_default()
+}
