@@ -6,7 +6,10 @@
 //! workspace's `Cargo.lock` (so it resolves to the very dependency versions the workspace
 //! uses), and it is built with the workspace's target folder (so the compiled burn is reused,
 //! not rebuilt). The fixture's own `Cargo.toml` repeats the workspace's profile settings, which
-//! the artifacts' hashes depend on.
+//! the artifacts' hashes depend on. Features count too: a fixture reuses the burn built for a
+//! lone plugin (`cargo build -p cotune-gpt2`); a target folder that has only seen `--workspace`
+//! builds (burn with every workspace crate's features combined) compiles burn once more for the
+//! fixtures, and keeps it for the next run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
