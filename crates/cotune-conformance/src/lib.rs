@@ -246,6 +246,22 @@ fn options(lr: f32) -> TrainOptions {
     }
 }
 
+/// `steps` training steps on one batch, the schedule position counting from zero.
+fn train(
+    model: &mut Model,
+    batch: &[Example],
+    soft: Option<&Logits>,
+    steps: u32,
+    opts: TrainOptions,
+) -> Result<(), String> {
+    for step in 0..steps {
+        model
+            .train_step(batch, soft.cloned(), &TrainOptions { step, ..opts })
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
 fn small_batch(model: &Model, seed: u64) -> Vec<Example> {
     let v = vocab(model);
     let mut t = Tokens(seed);
@@ -463,11 +479,7 @@ pub fn learning(s: &Subject) -> Result<String, String> {
     let batch = small_batch(&model, 6);
     let before = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
     let opts = options(1e-2);
-    for step in 0..50 {
-        model
-            .train_step(&batch, None, &TrainOptions { step, ..opts })
-            .map_err(e)?;
-    }
+    train(&mut model, &batch, None, 50, opts)?;
     let after = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
     let cut = 1.0 - after / before;
     if cut.is_nan() || cut < 0.8 {
@@ -539,11 +551,7 @@ pub fn mutual_learning(s: &Subject) -> Result<String, String> {
         temperature,
         ..options(1e-2)
     };
-    for step in 0..40 {
-        model
-            .train_step(&batch, Some(target.clone()), &TrainOptions { step, ..opts })
-            .map_err(e)?;
-    }
+    train(&mut model, &batch, Some(&target), 40, opts)?;
     let after = kl_to(
         &batch,
         &target,
@@ -566,18 +574,7 @@ pub fn generation(s: &Subject) -> Result<String, String> {
     let mut model = s.model(9)?;
     // A little training gives the model preferences, so argmax is not a coin toss.
     let batch = small_batch(&model, 10);
-    for step in 0..5 {
-        model
-            .train_step(
-                &batch,
-                None,
-                &TrainOptions {
-                    step,
-                    ..options(1e-2)
-                },
-            )
-            .map_err(e)?;
-    }
+    train(&mut model, &batch, None, 5, options(1e-2))?;
     let v = vocab(&model);
     let mut t = Tokens(11);
     let prompts = vec![t.seq(5, v), t.seq(5, v), t.seq(8, v), t.seq(3, v)];
@@ -757,10 +754,7 @@ pub fn checkpoint(s: &Subject) -> Result<String, String> {
     let mut a = s.model(12)?;
     let batch = small_batch(&a, 13);
     let opts = options(5e-3);
-    for step in 0..3 {
-        a.train_step(&batch, None, &TrainOptions { step, ..opts })
-            .map_err(e)?;
-    }
+    train(&mut a, &batch, None, 3, opts)?;
     a.save(&path).map_err(e)?;
     let mut b = s.model(99)?;
     b.load(&path).map_err(e)?;
@@ -932,18 +926,7 @@ pub fn lora_split(s: &Subject) -> Result<String, String> {
     }
     let batch = small_batch(&model, 15);
     let before = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
-    for step in 0..10 {
-        model
-            .train_step(
-                &batch,
-                None,
-                &TrainOptions {
-                    step,
-                    ..options(1e-2)
-                },
-            )
-            .map_err(e)?;
-    }
+    train(&mut model, &batch, None, 10, options(1e-2))?;
     let after = cross_entropy(&batch, &model.answer_logits(&batch).map_err(e)?);
     let shared_after = model.export_params(ParamSelection::Shared).map_err(e)?;
     if shared_after != shared {
@@ -985,18 +968,7 @@ pub fn lora_split(s: &Subject) -> Result<String, String> {
 pub fn lora_round_trip(s: &Subject) -> Result<String, String> {
     let mut source = s.lora_model(16)?;
     let batch = small_batch(&source, 17);
-    for step in 0..3 {
-        source
-            .train_step(
-                &batch,
-                None,
-                &TrainOptions {
-                    step,
-                    ..options(1e-2)
-                },
-            )
-            .map_err(e)?;
-    }
+    train(&mut source, &batch, None, 3, options(1e-2))?;
     let adapters = source
         .export_params(ParamSelection::DomainSpecific)
         .map_err(e)?;
