@@ -170,6 +170,18 @@ impl Means {
     }
 }
 
+static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Training steps taken by this process so far (for progress display).
+pub fn steps_taken() -> u64 {
+    STEPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one training step taken outside this crate's loops.
+pub fn count_step() {
+    STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The data crate's examples as the host's.
 pub fn to_host_examples(examples: &[DataExample]) -> Vec<Example> {
     examples
@@ -217,6 +229,7 @@ pub fn train_epoch(
             .train_step(&batch, soft, &settings.options(*step))
             .map_err(host(format!("training {}", student.label())))?;
         *step += 1;
+        count_step();
         means.add(&report);
     }
     Ok(means.report())
@@ -261,6 +274,7 @@ pub fn mutual_learning_epoch(
             .train_step(&batch, Some(from_right), &left.settings.options(*left.step))
             .map_err(host(format!("mutual learning of {}", left.model.label())))?;
         *left.step += 1;
+        count_step();
         let rr = right
             .model
             .train_step(
@@ -270,6 +284,7 @@ pub fn mutual_learning_epoch(
             )
             .map_err(host(format!("mutual learning of {}", right.model.label())))?;
         *right.step += 1;
+        count_step();
         ml.add(&rl);
         mr.add(&rr);
     }

@@ -51,6 +51,9 @@ pub enum Method {
     Standalone,
     /// DPMs trained on local data and averaged; no mutual learning.
     Fedavg,
+    /// FedMKT: the LLM and the SLMs exchange top-k answer distributions on public examples
+    /// and learn from each other's (min-CE selection on the server).
+    Fedmkt,
     /// `co-plms` without domain-specific tuning.
     CoPlmsNoDst,
     /// `co-plms` without mutual learning (SLM and DPM each tuned on local data alone).
@@ -66,6 +69,7 @@ impl Method {
             Method::CoPlms => "co-plms",
             Method::Standalone => "standalone",
             Method::Fedavg => "fedavg",
+            Method::Fedmkt => "fedmkt",
             Method::CoPlmsNoDst => "co-plms-no-dst",
             Method::CoPlmsNoSaml => "co-plms-no-saml",
             Method::Centralized => "centralized",
@@ -73,10 +77,11 @@ impl Method {
     }
 
     /// Every implemented method.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::CoPlms,
         Method::Standalone,
         Method::Fedavg,
+        Method::Fedmkt,
         Method::CoPlmsNoDst,
         Method::CoPlmsNoSaml,
         Method::Centralized,
@@ -94,7 +99,11 @@ impl Method {
     pub fn trains_llm(self) -> bool {
         matches!(
             self,
-            Method::CoPlms | Method::CoPlmsNoDst | Method::CoPlmsNoSaml | Method::Centralized
+            Method::CoPlms
+                | Method::CoPlmsNoDst
+                | Method::CoPlmsNoSaml
+                | Method::Centralized
+                | Method::Fedmkt
         )
     }
 }
@@ -230,6 +239,8 @@ pub struct RoundSettings {
     pub aggregation: Aggregation,
     /// Share of devices taking part in each round (at least one does).
     pub device_fraction: f64,
+    /// `fedmkt`: token distributions kept per answer position in a knowledge message.
+    pub top_k: usize,
     /// SLM optimiser and loss settings.
     pub slm: TrainSettings,
     /// DPM settings (SAML and local tuning of its shared part).
@@ -251,6 +262,7 @@ impl Default for RoundSettings {
             transfer_size: 100,
             aggregation: Aggregation::Fedavg,
             device_fraction: 1.0,
+            top_k: 16,
             slm: TrainSettings::default(),
             dpm: TrainSettings::default(),
             dst: TrainSettings::default(),
@@ -273,6 +285,14 @@ pub struct ExperimentConfig {
     /// Seed of every model initialisation and sampling.
     #[serde(default)]
     pub seed: u64,
+    /// Seed of the cached pre-training of the LLM and of pre-trained SLMs; defaults to `seed`.
+    /// Fixing it across seeds treats them as given pre-trained checkpoints, as real ones are.
+    #[serde(default)]
+    pub pretrain_seed: Option<u64>,
+    /// Devices trained (and evaluated) at the same time; 0 means one per available core.
+    /// Results do not depend on it.
+    #[serde(default)]
+    pub threads: usize,
     /// Co-tuning rounds.
     pub rounds: usize,
     /// Where run folders go (relative to the run root).
@@ -365,6 +385,12 @@ impl ExperimentConfig {
         };
         if self.devices.is_empty() {
             return Err(invalid("devices".into(), "at least one device".into()));
+        }
+        if self.method == Method::Fedmkt && self.train.top_k == 0 {
+            return Err(invalid(
+                "train.top_k".into(),
+                "fedmkt sends the top-k answer distributions; expected k >= 1, got 0".into(),
+            ));
         }
         if self.rounds == 0 {
             return Err(invalid("rounds".into(), "expected at least 1".into()));

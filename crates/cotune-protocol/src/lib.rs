@@ -10,8 +10,12 @@
 
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod config;
+pub mod fedmkt;
 pub mod message;
+pub mod plot;
+mod progress;
 pub mod roles;
 mod run;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use cotune_data::{encode_example, prepare, Prepared, QaRecord, SeededRng, Tokenizer};
+use cotune_data::{encode_example, prepare, DataConfig, Prepared, QaRecord, SeededRng, Tokenizer};
 use cotune_distill::{
     distill, pretrain_cached, stable_hash, to_host_examples, DistillConfig, ModelRecipe, Pretrained,
 };
@@ -15,9 +15,12 @@ use cotune_host::{Example, Model, Plugin, Structure};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    architecture_of, Aggregation, ExperimentConfig, Method, Plugins, SlmInit, TransferSet,
+    architecture_of, Aggregation, ExperimentConfig, Method, Plugins, RoundSettings, SlmInit,
+    TransferSet,
 };
+use crate::progress::{self, Progress};
 use crate::roles::{Device, DeviceLosses, DistilledProxy, RoundSeed, Server};
+use crate::{fedmkt, plot};
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -105,7 +108,20 @@ macro_rules! progress {
 }
 
 /// Runs `config_path` (relative paths from the current directory) or resumes `resume`.
+///
+/// A comparison file (one with a `[compare]` table, see [`crate::compare`]) runs every variant
+/// and seed it names and returns the comparison folder; `resume` may then be that folder.
 pub fn run(config_path: &Path, resume: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let root = std::env::current_dir()?;
+    let comparison = match resume {
+        Some(dir) => dir.join("compare.toml").is_file(),
+        None => std::fs::read_to_string(config_path)
+            .map(|t| crate::compare::is_comparison(&t))
+            .unwrap_or(false),
+    };
+    if comparison {
+        return crate::compare::run_comparison(config_path, resume, &root, None);
+    }
     run_with(&RunOptions {
         config: config_path.to_path_buf(),
         resume: resume.map(Path::to_path_buf),
@@ -133,7 +149,7 @@ struct State {
     initial_down: Vec<u64>,
 }
 
-fn utc_stamp() -> String {
+pub(crate) fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -199,6 +215,7 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
         config.rounds,
         run_dir.display()
     );
+    let _status = progress::Status::start(config.rounds);
     let resume_state = match &options.resume {
         Some(_) => read_resume_state(&run_dir)?,
         None => None,
@@ -227,6 +244,7 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
             1
         }
     };
+    progress::rounds_done(first_round - 1);
     for round in first_round..=state.config.rounds {
         let t = Instant::now();
         let (losses, server_losses, bytes) = state.run_round(round)?;
@@ -247,6 +265,7 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
         };
         state.finish_round(record)?;
         state.save_checkpoint(round)?;
+        progress::rounds_done(round);
     }
     write_results(&state)?;
     progress!(
@@ -391,7 +410,8 @@ fn setup(
     // The server LLM, pre-trained on the public corpus (cached).
     let llm_arch = architecture_of(&config.llm, &plugins.llm);
     let llm_text = config.llm.config_text();
-    let llm_recipe = recipe(&plugins.llm, &llm_arch, &llm_text, config.seed);
+    let pretrain_seed = config.pretrain_seed.unwrap_or(config.seed);
+    let llm_recipe = recipe(&plugins.llm, &llm_arch, &llm_text, pretrain_seed);
     let llm = if resume.is_some() {
         let mut m = llm_recipe.build()?;
         load(&mut m, "llm")?;
@@ -518,7 +538,7 @@ fn setup(
                 // Pre-trained SLMs of one config share the cache: seed from the config only.
                 SlmInit::PretrainedPublic => {
                     let r = ModelRecipe {
-                        seed: config.seed.wrapping_add(100),
+                        seed: pretrain_seed.wrapping_add(100),
                         ..r
                     };
                     let p = pretrain_cached(
@@ -657,6 +677,14 @@ impl State {
         idx
     }
 
+    /// Worker threads for per-device work.
+    fn threads(&self) -> usize {
+        match self.config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// One round of the method; returns per-device losses, server losses and bytes.
     #[allow(clippy::type_complexity)]
     fn run_round(
@@ -674,82 +702,47 @@ impl State {
             })
             .collect();
         let mut losses = vec![DeviceLosses::default(); n];
-        let mut uploads: Vec<(usize, Vec<u8>)> = Vec::new();
         progress!(
             "round {round}/{}: devices {:?}",
             self.config.rounds,
             participants
         );
-        for &i in &participants {
-            let seed = self.seed(round, i);
-            let (tokenizer, data) = (&self.tokenizer, &self.config.data);
-            let dev = &mut self.devices[i];
-            let l = &mut losses[i];
-            match method {
-                Method::Standalone => {
-                    l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
-                }
-                Method::Centralized => {}
-                Method::Fedavg => {
-                    l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
-                    l.dpm = dev.tune_dpm_locally(train.local_epochs, &train.dpm, seed)?;
-                }
-                Method::CoPlms | Method::CoPlmsNoDst | Method::CoPlmsNoSaml => {
-                    if method != Method::CoPlmsNoDst {
-                        l.dst = dev.domain_specific_tuning(train.local_epochs, &train.dst, seed)?;
-                    }
-                    if method == Method::CoPlmsNoSaml {
-                        l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
-                        l.dpm = dev.tune_dpm_locally(train.local_epochs, &train.dpm, seed)?;
-                    } else {
-                        let mut transfer = dev.train.clone();
-                        match train.transfer {
-                            TransferSet::Local => {}
-                            TransferSet::Public => {
-                                transfer.extend(dev.public_transfer.iter().cloned())
-                            }
-                            TransferSet::Synthetic => transfer.extend(dev.synthetic_transfer(
-                                tokenizer,
-                                &data.prompt_template,
-                                train.transfer_size,
-                                data.max_prompt_tokens,
-                                data.max_answer_tokens,
-                                seed,
-                            )?),
-                        }
-                        l.transfer_examples = transfer.len();
-                        (l.slm, l.dpm) = dev.mutual_learning(
-                            &transfer,
-                            train.saml_epochs,
-                            &train.slm,
-                            &train.dpm,
-                            seed,
-                        )?;
-                    }
-                }
-            }
-            if method.uses_dpm() {
-                let proxy = dev.dpm.as_ref().expect("DPM methods build proxies");
-                let message = proxy.upload()?;
-                bytes[i].1 += message.len() as u64;
-                uploads.push((i, message));
-            }
-            progress!(
-                "  device {} ({}): slm CE {:?}, dpm CE {:?}, dst CE {:?}",
-                dev.name,
-                dev.slm.label(),
-                l.slm.map(|r| r.cross_entropy),
-                l.dpm.map(|r| r.cross_entropy),
-                l.dst.map(|r| r.cross_entropy)
-            );
-        }
-
-        // Server side.
-        let mut server_losses = serde_json::Map::new();
         let server_seed = self.seed(round, usize::MAX);
         let sample = self
             .server
             .public_sample(train.server_public_sample, server_seed.of(0, 0));
+        let mut server_losses = serde_json::Map::new();
+        if method == Method::Fedmkt {
+            self.fedmkt_round(
+                &participants,
+                &sample,
+                round,
+                &mut losses,
+                &mut bytes,
+                &mut server_losses,
+            )?;
+            return Ok((losses, serde_json::Value::Object(server_losses), bytes));
+        }
+
+        // Device side, devices in parallel (each one's work depends only on its own state).
+        let threads = self.threads();
+        let seeds: Vec<RoundSeed> = (0..n).map(|i| self.seed(round, i)).collect();
+        let (tokenizer, data) = (&self.tokenizer, &self.config.data);
+        progress::phase("devices", participants.len());
+        let results = for_devices(&mut self.devices, &participants, threads, |i, dev| {
+            device_round(dev, method, &train, tokenizer, data, seeds[i])
+        })?;
+        let mut uploads: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, (l, upload)) in results {
+            if let Some(message) = upload {
+                bytes[i].1 += message.len() as u64;
+                uploads.push((i, message));
+            }
+            losses[i] = l;
+        }
+
+        // Server side.
+        progress::phase("server", 1);
         let aggregate = method == Method::Fedavg || train.aggregation == Aggregation::Fedavg;
         if method.uses_dpm() {
             let mut downloads: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -806,6 +799,7 @@ impl State {
                 .flat_map(|d| d.train.iter().cloned())
                 .collect();
             let mut last = None;
+            let bar = Progress::new("server LLM on all device data", train.local_epochs);
             for e in 0..train.local_epochs {
                 last = Some(cotune_distill::train_epoch(
                     &mut self.server.llm,
@@ -815,6 +809,7 @@ impl State {
                     server_seed.of(1, e),
                     &mut self.server.llm_step,
                 )?);
+                bar.tick();
             }
             server_losses.insert("llm".into(), serde_json::to_value(last)?);
             for &i in &participants {
@@ -822,6 +817,88 @@ impl State {
             }
         }
         Ok((losses, serde_json::Value::Object(server_losses), bytes))
+    }
+
+    /// One FedMKT round: local SLM tuning, top-k knowledge up, min-CE selection and LLM
+    /// learning on the server, the LLM's top-k down, SLMs learning from it.
+    fn fedmkt_round(
+        &mut self,
+        participants: &[usize],
+        sample: &[Example],
+        round: usize,
+        losses: &mut [DeviceLosses],
+        bytes: &mut [Bytes],
+        server_losses: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let train = self.config.train.clone();
+        let threads = self.threads();
+        let seeds: Vec<RoundSeed> = (0..self.devices.len())
+            .map(|i| self.seed(round, i))
+            .collect();
+        // Down: the round's public examples (the server picks them; devices hold no corpus).
+        let sample_message = fedmkt::encode_examples(sample);
+        let batch = train.slm.batch_size.max(1);
+        // Devices: local tuning, then their knowledge on the public sample.
+        progress::phase("devices: local tuning", participants.len());
+        let ups = for_devices(&mut self.devices, participants, threads, |i, dev| {
+            let l = dev.tune_slm_locally(train.local_epochs, &train.slm, seeds[i])?;
+            let received = fedmkt::decode_examples(&sample_message)?;
+            let knowledge = fedmkt::top_k(&dev.slm, &received, train.top_k, batch)?;
+            Ok((l, fedmkt::encode_topk(&knowledge)))
+        })?;
+        let mut candidates = Vec::new();
+        for (i, (l, message)) in ups {
+            losses[i].slm = l;
+            bytes[i].2 += sample_message.len() as u64;
+            bytes[i].1 += message.len() as u64;
+            candidates.push(
+                fedmkt::decode_topk(&message)
+                    .with_context(|| format!("knowledge upload of device {i}"))?,
+            );
+        }
+        // Server: its own knowledge (sent down), then the LLM learns from the selected uploads.
+        progress::phase("server", 1);
+        let llm_knowledge = fedmkt::top_k(&self.server.llm, sample, train.top_k, batch)?;
+        let down = fedmkt::encode_topk(&llm_knowledge);
+        let vocab = self.server.llm.spec().vocab_size as usize;
+        let selected = fedmkt::select_min_ce(sample, &candidates, vocab)?;
+        let server_seed = self.seed(round, usize::MAX);
+        let mut last = None;
+        for e in 0..train.server_epochs {
+            last = Some(fedmkt::train_on_targets(
+                &mut self.server.llm,
+                sample,
+                &selected,
+                &train.llm,
+                server_seed.of(2, e),
+                &mut self.server.llm_step,
+            )?);
+        }
+        server_losses.insert("llm".into(), serde_json::to_value(last)?);
+        // Devices: learn from the LLM's knowledge on the same examples.
+        progress::phase("devices: learning from the LLM", participants.len());
+        let learned = for_devices(&mut self.devices, participants, threads, |i, dev| {
+            let received = fedmkt::decode_examples(&sample_message)?;
+            let targets = fedmkt::decode_topk(&down)?;
+            let mut last = None;
+            for e in 0..train.saml_epochs {
+                last = Some(fedmkt::train_on_targets(
+                    &mut dev.slm,
+                    &received,
+                    &targets,
+                    &train.slm,
+                    seeds[i].of(7, e),
+                    &mut dev.slm_step,
+                )?);
+            }
+            Ok(last)
+        })?;
+        for (i, l) in learned {
+            bytes[i].2 += down.len() as u64;
+            losses[i].slm = l.or(losses[i].slm);
+            losses[i].transfer_examples = sample.len();
+        }
+        Ok(())
     }
 
     fn eval_model(
@@ -850,28 +927,50 @@ impl State {
     ) -> anyhow::Result<RoundRecord> {
         let dir = self.run_dir.join(format!("predictions/round-{round}"));
         let method = self.config.method;
-        let mut devices = Vec::new();
-        for (i, dev) in self.devices.iter().enumerate() {
-            let slm = if method == Method::Centralized && round > 0 {
-                None
-            } else {
-                let e = self.eval_model(
+        // Every model's evaluation is independent: run them in parallel, the LLM's (the
+        // largest) first.
+        let all_tests: Vec<QaRecord> = self
+            .devices
+            .iter()
+            .flat_map(|d| d.test.iter().cloned())
+            .collect();
+        let mut jobs: Vec<(&Model, &[QaRecord], PathBuf)> = Vec::new();
+        if with_llm {
+            jobs.push((&self.server.llm, &all_tests, dir.join("llm.jsonl")));
+        }
+        let mut slots = Vec::new();
+        for dev in &self.devices {
+            let slm = !(method == Method::Centralized && round > 0);
+            let slm_slot = slm.then(|| {
+                jobs.push((
                     &dev.slm,
                     &dev.test,
-                    &dir.join(format!("{}-slm.jsonl", dev.name)),
-                )?;
-                Some(Scores::from(e.report.macro_average))
-            };
-            let dpm = match &dev.dpm {
-                Some(p) => {
-                    let e = self.eval_model(
-                        &p.adapted,
-                        &dev.test,
-                        &dir.join(format!("{}-dpm.jsonl", dev.name)),
-                    )?;
-                    Some(Scores::from(e.report.macro_average))
-                }
-                None => None,
+                    dir.join(format!("{}-slm.jsonl", dev.name)),
+                ));
+                jobs.len() - 1
+            });
+            let dpm_slot = dev.dpm.as_ref().map(|p| {
+                jobs.push((
+                    &p.adapted,
+                    &dev.test,
+                    dir.join(format!("{}-dpm.jsonl", dev.name)),
+                ));
+                jobs.len() - 1
+            });
+            slots.push((slm_slot, dpm_slot));
+        }
+        progress::phase("evaluation", jobs.len());
+        let evaluations = parallel_map(jobs, self.threads(), |(model, records, file)| {
+            let e = self
+                .eval_model(model, records, &file)
+                .with_context(|| format!("evaluating {}", model.label()))?;
+            progress::tick();
+            Ok(e)
+        })?;
+        let mut devices = Vec::new();
+        for (i, dev) in self.devices.iter().enumerate() {
+            let score = |slot: Option<usize>| {
+                slot.map(|k| Scores::from(evaluations[k].report.macro_average))
             };
             let (losses, participated, up, down) =
                 rows.get(i)
@@ -881,21 +980,16 @@ impl State {
                 device: dev.name.clone(),
                 slm_architecture: dev.slm.label().to_string(),
                 participated,
-                slm,
-                dpm,
+                slm: score(slots[i].0),
+                dpm: score(slots[i].1),
                 losses: serde_json::to_value(losses)?,
                 bytes_up: up,
                 bytes_down: down,
             });
         }
-        let llm = if with_llm {
-            let all: Vec<QaRecord> = self
-                .devices
-                .iter()
-                .flat_map(|d| d.test.iter().cloned())
-                .collect();
-            let e = self.eval_model(&self.server.llm, &all, &dir.join("llm.jsonl"))?;
-            Some(LlmRecord {
+        let llm = with_llm.then(|| {
+            let e = &evaluations[0];
+            LlmRecord {
                 macro_average: e.report.macro_average.into(),
                 per_domain: e
                     .report
@@ -903,10 +997,8 @@ impl State {
                     .iter()
                     .map(|d| (d.domain.clone(), Scores::from(d.summary)))
                     .collect(),
-            })
-        } else {
-            None
-        };
+            }
+        });
         Ok(RoundRecord {
             round,
             method: method.name().into(),
@@ -1128,5 +1220,265 @@ fn write_results(state: &State) -> anyhow::Result<()> {
     }
     std::fs::write(state.run_dir.join("results.md"), md)?;
     std::fs::write(state.run_dir.join("results.csv"), csv)?;
+    write_plots(&state.run_dir, &state.config, records)?;
+    Ok(())
+}
+
+/// Runs `f` on every participating device, `threads` at a time, and returns the results in
+/// device order. Each device's work touches only that device, so the results do not depend on
+/// `threads`.
+fn for_devices<T: Send>(
+    devices: &mut [Device],
+    participants: &[usize],
+    threads: usize,
+    f: impl Fn(usize, &mut Device) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<(usize, T)>> {
+    let chosen: Vec<(usize, &mut Device)> = devices
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| participants.contains(i))
+        .collect();
+    let name = |d: &Device| d.name.clone();
+    if threads <= 1 || chosen.len() <= 1 {
+        let mut out = Vec::with_capacity(chosen.len());
+        for (i, dev) in chosen {
+            let who = name(dev);
+            out.push((i, f(i, dev).with_context(|| format!("device {i} ({who})"))?));
+            progress::tick();
+        }
+        return Ok(out);
+    }
+    let names: Vec<(usize, String)> = chosen.iter().map(|(i, d)| (*i, name(d))).collect();
+    let queue: Vec<std::sync::Mutex<Option<(usize, &mut Device)>>> = chosen
+        .into_iter()
+        .map(|c| std::sync::Mutex::new(Some(c)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(queue.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(slot) = queue.get(k) else { break };
+                let (i, dev) = slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .expect("each slot is taken once");
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, dev)));
+                progress::tick();
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    let mut out = Vec::with_capacity(results.len());
+    for (i, r) in results {
+        let who = names
+            .iter()
+            .find(|(k, _)| *k == i)
+            .map(|(_, n)| n.as_str())
+            .unwrap_or("?");
+        match r {
+            Ok(Ok(v)) => out.push((i, v)),
+            Ok(Err(e)) => return Err(e.context(format!("device {i} ({who})"))),
+            Err(panic) => {
+                bail!(
+                    "device {i} ({who}): its worker panicked: {}",
+                    panic_text(&panic)
+                )
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The device side of one round of `method` (every method but `fedmkt`): returns its losses
+/// and, for methods with a distilled proxy, the serialised shared part it uploads.
+fn device_round(
+    dev: &mut Device,
+    method: Method,
+    train: &RoundSettings,
+    tokenizer: &Tokenizer,
+    data: &DataConfig,
+    seed: RoundSeed,
+) -> anyhow::Result<(DeviceLosses, Option<Vec<u8>>)> {
+    let mut l = DeviceLosses::default();
+    match method {
+        Method::Standalone => {
+            l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
+        }
+        Method::Centralized => {}
+        Method::Fedmkt => bail!("fedmkt rounds run through fedmkt_round"),
+        Method::Fedavg => {
+            l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
+            l.dpm = dev.tune_dpm_locally(train.local_epochs, &train.dpm, seed)?;
+        }
+        Method::CoPlms | Method::CoPlmsNoDst | Method::CoPlmsNoSaml => {
+            if method != Method::CoPlmsNoDst {
+                l.dst = dev.domain_specific_tuning(train.local_epochs, &train.dst, seed)?;
+            }
+            if method == Method::CoPlmsNoSaml {
+                l.slm = dev.tune_slm_locally(train.local_epochs, &train.slm, seed)?;
+                l.dpm = dev.tune_dpm_locally(train.local_epochs, &train.dpm, seed)?;
+            } else {
+                let mut transfer = dev.train.clone();
+                match train.transfer {
+                    TransferSet::Local => {}
+                    TransferSet::Public => transfer.extend(dev.public_transfer.iter().cloned()),
+                    TransferSet::Synthetic => transfer.extend(dev.synthetic_transfer(
+                        tokenizer,
+                        &data.prompt_template,
+                        train.transfer_size,
+                        data.max_prompt_tokens,
+                        data.max_answer_tokens,
+                        seed,
+                    )?),
+                }
+                l.transfer_examples = transfer.len();
+                (l.slm, l.dpm) = dev.mutual_learning(
+                    &transfer,
+                    train.saml_epochs,
+                    &train.slm,
+                    &train.dpm,
+                    seed,
+                )?;
+            }
+        }
+    }
+    let upload = match &dev.dpm {
+        Some(proxy) if method.uses_dpm() => Some(proxy.upload()?),
+        _ => None,
+    };
+    progress!(
+        "  device {} ({}): slm CE {:?}, dpm CE {:?}, dst CE {:?}",
+        dev.name,
+        dev.slm.label(),
+        l.slm.map(|r| r.cross_entropy),
+        l.dpm.map(|r| r.cross_entropy),
+        l.dst.map(|r| r.cross_entropy)
+    );
+    Ok((l, upload))
+}
+
+/// `f` over `items`, `threads` at a time, results in the items' order.
+fn parallel_map<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue: Vec<std::sync::Mutex<Option<T>>> = items
+        .into_iter()
+        .map(|t| std::sync::Mutex::new(Some(t)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<std::thread::Result<anyhow::Result<R>>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(n) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(slot) = queue.get(k) else { break };
+                let item = slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .expect("each item is taken once");
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
+                *results[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(k, r)| {
+            match r
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("every item ran")
+            {
+                Ok(r) => r,
+                Err(panic) => bail!("worker {k} panicked: {}", panic_text(&panic)),
+            }
+        })
+        .collect()
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// `plots/em.svg` and `plots/rouge_l.svg`: each device's SLM score per round, and the LLM's
+/// macro average (dashed) when the method changes it.
+fn write_plots(
+    run_dir: &Path,
+    config: &ExperimentConfig,
+    records: &[RoundRecord],
+) -> anyhow::Result<()> {
+    let dir = run_dir.join("plots");
+    std::fs::create_dir_all(&dir)?;
+    type Metric = (&'static str, &'static str, fn(&Scores) -> f64);
+    let metrics: [Metric; 2] = [
+        ("em", "exact match (%)", |s| s.em),
+        ("rouge_l", "Rouge-L F1 (%)", |s| s.rouge_l),
+    ];
+    for (file, label, f) in metrics {
+        let mut series = Vec::new();
+        if let Some(first) = records.first() {
+            for (i, d) in first.devices.iter().enumerate() {
+                series.push(plot::Series {
+                    label: format!("{} ({})", d.device, d.slm_architecture),
+                    points: records
+                        .iter()
+                        .filter_map(|r| {
+                            r.devices
+                                .get(i)
+                                .and_then(|d| d.slm)
+                                .map(|s| (r.round, 100.0 * f(&s)))
+                        })
+                        .collect(),
+                    dashed: false,
+                });
+            }
+        }
+        let llm: Vec<(usize, f64)> = records
+            .iter()
+            .filter_map(|r| {
+                r.llm
+                    .as_ref()
+                    .map(|l| (r.round, 100.0 * f(&l.macro_average)))
+            })
+            .collect();
+        if !llm.is_empty() {
+            series.push(plot::Series {
+                label: "server LLM (macro)".into(),
+                points: llm,
+                dashed: true,
+            });
+        }
+        let title = format!(
+            "{}: {} per round, SLMs ({})",
+            config.name,
+            label,
+            config.method.name()
+        );
+        std::fs::write(
+            dir.join(format!("{file}.svg")),
+            plot::line_chart(&title, label, &series),
+        )?;
+    }
     Ok(())
 }

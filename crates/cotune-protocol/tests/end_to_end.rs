@@ -66,6 +66,8 @@ fn check_outputs(run: &Path, rounds: usize) {
         "results.md",
         "results.csv",
         "tokenizer.json",
+        "plots/em.svg",
+        "plots/rouge_l.svg",
     ] {
         assert!(run.join(file).is_file(), "{} has no {file}", run.display());
     }
@@ -100,6 +102,14 @@ fn every_method_runs_the_smoke_config() {
                 .iter()
                 .all(|d| d.bytes_up > 0 && d.bytes_down > 0));
             assert!(last.devices.iter().all(|d| d.dpm.is_some()));
+        }
+        if method == Method::Fedmkt {
+            // Knowledge (top-k distributions) crosses the network, parameters do not.
+            assert!(last
+                .devices
+                .iter()
+                .all(|d| d.bytes_up > 0 && d.bytes_down > 0 && d.dpm.is_none()));
+            assert!(last.llm.is_some(), "fedmkt trains the LLM");
         }
         if method == Method::Standalone {
             assert!(last
@@ -197,4 +207,224 @@ fn bad_configs_fail_before_training() {
         &smoke.replace("rounds = 2", "rounds = 2\nroundz = 3"),
         &["roundz"],
     );
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let config = variant(tmp.path(), "killed", "co-plms", 3, "");
+    // The uninterrupted run (it also fills the pre-training cache).
+    let full = run_with(&options(config.clone(), &runs, &cache)).unwrap();
+    // The same run in another process, killed as soon as round 1's checkpoint is complete.
+    let killed_runs = tmp.path().join("killed-runs");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cotune-run"))
+        .arg(&config)
+        .arg("--runs-dir")
+        .arg(&killed_runs)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let run_dir = loop {
+        let state = std::fs::read_dir(&killed_runs).ok().and_then(|mut d| {
+            d.next()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.join("state/state.json").is_file())
+        });
+        if let Some(dir) = state {
+            child.kill().unwrap();
+            break dir;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run exited ({status}) before round 1 was checkpointed");
+        }
+        assert!(
+            started.elapsed().as_secs() < 600,
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("state/state.json")).unwrap())
+            .unwrap();
+    let completed = state["completed"].as_u64().unwrap();
+    assert!(completed < 3, "killed after round {completed} of 3");
+    assert!(
+        !run_dir.join("results.md").exists(),
+        "the killed run must not have finished"
+    );
+    let resumed = run_with(&RunOptions {
+        resume: Some(run_dir.clone()),
+        ..options(PathBuf::new(), &killed_runs, &cache)
+    })
+    .unwrap();
+    assert_eq!(resumed, run_dir);
+    check_outputs(&resumed, 3);
+    assert_eq!(scores(&metrics(&full)), scores(&metrics(&resumed)));
+}
+
+#[test]
+fn device_threads_do_not_change_the_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let mut outcomes = Vec::new();
+    for threads in [1, 2] {
+        let path = variant(tmp.path(), &format!("t{threads}"), "co-plms", 1, "");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("seed = 0", &format!("seed = 0\nthreads = {threads}"));
+        std::fs::write(&path, text).unwrap();
+        let run = run_with(&options(path, &runs, &cache)).unwrap();
+        outcomes.push(scores(&metrics(&run)));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
+#[test]
+fn a_comparison_runs_every_variant_and_seed_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("configs/smoke.toml"),
+        tmp.path().join("smoke.toml"),
+    )
+    .unwrap();
+    let file = tmp.path().join("cmp.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[compare]
+name = "cmp"
+base = "smoke.toml"
+seeds = [0, 1]
+pretrain_seed = 0
+set = {{ rounds = 1, runs_dir = {runs:?}, cache_dir = {cache:?} }}
+
+[[compare.variants]]
+name = "co-plms/public"
+method = "co-plms"
+set = {{ "train.transfer" = "public" }}
+
+[[compare.variants]]
+name = "fedmkt"
+method = "fedmkt"
+set = {{ "devices.*.init" = "random" }}
+"#,
+            runs = tmp.path().join("runs").display().to_string(),
+            cache = tmp.path().join("cache").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let dir = cotune_protocol::compare::run_comparison(&file, None, &root(), None).unwrap();
+    let md = std::fs::read_to_string(dir.join("comparison.md")).unwrap();
+    for needle in ["co-plms/public", "fedmkt", "±", "## EM", "## Rouge-L"] {
+        assert!(md.contains(needle), "{needle:?} missing from\n{md}");
+    }
+    let csv = std::fs::read_to_string(dir.join("comparison.csv")).unwrap();
+    // Two variants x (2 devices + average + LLM) x 2 metrics + a bytes line per variant.
+    assert_eq!(csv.lines().count(), 1 + 2 * 4 * 2 + 2, "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.ends_with(",2") || l.contains("bytes")),
+        "{csv}"
+    );
+    for run in [
+        "co-plms-public-seed0",
+        "co-plms-public-seed1",
+        "fedmkt-seed0",
+        "fedmkt-seed1",
+    ] {
+        check_outputs(&dir.join(run), 1);
+    }
+    // Resuming a finished comparison reruns nothing and writes the same table.
+    let before = std::fs::metadata(dir.join("fedmkt-seed1/metrics.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let again = cotune_protocol::compare::run_comparison(&file, Some(&dir), &root(), None).unwrap();
+    assert_eq!(again, dir);
+    let after = std::fs::metadata(dir.join("fedmkt-seed1/metrics.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+    let md2 = std::fs::read_to_string(dir.join("comparison.md")).unwrap();
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("Wall time"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&md), strip(&md2));
+}
+
+#[test]
+fn bad_comparisons_fail_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("configs/smoke.toml"),
+        tmp.path().join("smoke.toml"),
+    )
+    .unwrap();
+    let check = |body: &str, expect: &[&str]| {
+        let file = tmp.path().join("bad-cmp.toml");
+        std::fs::write(&file, body).unwrap();
+        let err = format!(
+            "{:#}",
+            cotune_protocol::compare::run_comparison(&file, None, &root(), Some(tmp.path()))
+                .unwrap_err()
+        );
+        for e in expect {
+            assert!(err.contains(e), "{err:?} should mention {e:?}");
+        }
+    };
+    let head = "[compare]\nname = \"c\"\nbase = \"smoke.toml\"\nseeds = [0]\n";
+    check(
+        &format!("{head}[[compare.variants]]\nname = \"a\"\nmethod = \"fedprox\"\n"),
+        &["fedprox", "variant \"a\""],
+    );
+    check(
+        &format!("{head}[[compare.variants]]\nname = \"a\"\nmethod = \"co-plms\"\nset = {{ \"devices.9.init\" = \"random\" }}\n"),
+        &["devices.9.init", "index 9"],
+    );
+    check(
+        "[compare]\nname = \"c\"\nbase = \"nowhere.toml\"\nseeds = [0]\n[[compare.variants]]\nname = \"a\"\nmethod = \"co-plms\"\n",
+        &["nowhere.toml"],
+    );
+    check(
+        &format!("{head}colour = 1\n[[compare.variants]]\nname = \"a\"\nmethod = \"co-plms\"\n"),
+        &["colour"],
+    );
+    // Nothing was started.
+    assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| {
+        let p = e.unwrap().path();
+        !p.file_name().unwrap().to_string_lossy().starts_with("c-")
+    }));
+}
+
+#[test]
+fn every_shipped_config_passes_its_checks() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if cotune_protocol::compare::is_comparison(&text) {
+            let runs = cotune_protocol::compare::check_comparison(&path, &root())
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(runs >= 3, "{}: {runs} runs", path.display());
+        } else {
+            check_config(&path, &root()).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "smoke, default, compare and paper configs");
 }
