@@ -412,6 +412,63 @@ fn setup(
     let llm_text = config.llm.config_text();
     let pretrain_seed = config.pretrain_seed.unwrap_or(config.seed);
     let llm_recipe = recipe(&plugins.llm, &llm_arch, &llm_text, pretrain_seed);
+    if resume.is_none() {
+        // Every pre-training (the LLM's and each distinct pre-trained SLM's) is independent:
+        // run them in parallel to fill the cache, which the steps below then read.
+        let slm_specs: Vec<(usize, String, String)> = config
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.init == SlmInit::PretrainedPublic)
+            .map(|(i, d)| {
+                (
+                    i,
+                    architecture_of(&d.slm, &plugins.slms[i]),
+                    d.slm.config_text(),
+                )
+            })
+            .collect();
+        let mut jobs = vec![("the LLM".to_string(), llm_recipe)];
+        let mut seen = Vec::new();
+        for (i, arch, text) in &slm_specs {
+            let id = (
+                plugins.slms[*i].path().to_path_buf(),
+                arch.clone(),
+                text.clone(),
+            );
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            jobs.push((
+                format!("the SLM of {}", config.devices[*i].domain),
+                recipe(
+                    &plugins.slms[*i],
+                    arch,
+                    text,
+                    pretrain_seed.wrapping_add(100),
+                ),
+            ));
+        }
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        progress::phase("pre-training", jobs.len());
+        parallel_map(jobs, threads, |(who, r)| {
+            let p = pretrain_cached(
+                r,
+                &data_key,
+                &public_train,
+                &public_valid,
+                &config.pretrain,
+                &cache_dir,
+            )
+            .with_context(|| format!("pre-training {who}"))?;
+            progress::tick();
+            Ok(p.report)
+        })?;
+    }
     let llm = if resume.is_some() {
         let mut m = llm_recipe.build()?;
         load(&mut m, "llm")?;
