@@ -190,8 +190,8 @@ pub fn to_host_examples(examples: &[DataExample]) -> Vec<Example> {
         .collect()
 }
 
-/// Length-bucketed batches of `examples` in a seeded order.
-pub fn batches(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<Example>> {
+/// Length-bucketed batches of `examples` in a seeded order, as indices.
+pub fn batch_indices(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
     let as_data: Vec<DataExample> = examples
         .iter()
         .map(|e| DataExample {
@@ -200,6 +200,11 @@ pub fn batches(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<Ex
         })
         .collect();
     length_bucketed_batches(&as_data, batch_size, seed)
+}
+
+/// Length-bucketed batches of `examples` in a seeded order.
+pub fn batches(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<Example>> {
+    batch_indices(examples, batch_size, seed)
         .into_iter()
         .map(|idx| idx.into_iter().map(|i| examples[i].clone()).collect())
         .collect()

@@ -14,11 +14,10 @@
 //! by spreading that remaining mass evenly over the other tokens, so the distribution it
 //! learns from keeps the sender's top-k probabilities exactly (at temperature 1).
 
-use cotune_data::{length_bucketed_batches, Example as DataExample};
-use cotune_distill::{EpochReport, TrainSettings};
+use cotune_distill::{batch_indices, EpochReport, TrainSettings};
 use cotune_host::{Example, Logits, Model};
 
-use crate::message::DecodeError;
+use crate::message::{DecodeError, Reader};
 
 const TOPK_MAGIC: &[u8; 8] = b"CTTOPK01";
 const EXAMPLES_MAGIC: &[u8; 8] = b"CTEXMP01";
@@ -175,65 +174,9 @@ pub fn encode_topk(entries: &[ExampleTopK]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        match self.at.checked_add(n).filter(|&e| e <= self.bytes.len()) {
-            Some(end) => {
-                let s = &self.bytes[self.at..end];
-                self.at = end;
-                Ok(s)
-            }
-            None => Err(DecodeError {
-                offset: self.at,
-                reason: format!("needs {n} more bytes, {} left", self.bytes.len() - self.at),
-            }),
-        }
-    }
-    fn magic(&mut self, magic: &[u8; 8], what: &str) -> Result<(), DecodeError> {
-        if self.take(8)? != magic {
-            return Err(DecodeError {
-                offset: 0,
-                reason: format!("not a {what} message (bad magic)"),
-            });
-        }
-        Ok(())
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn u32s(&mut self, n: usize) -> Result<Vec<u32>, DecodeError> {
-        Ok(self
-            .take(n.saturating_mul(4))?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-            .collect())
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, DecodeError> {
-        Ok(self
-            .take(n.saturating_mul(4))?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-            .collect())
-    }
-    fn end(&self) -> Result<(), DecodeError> {
-        if self.at != self.bytes.len() {
-            return Err(DecodeError {
-                offset: self.at,
-                reason: format!("{} trailing bytes", self.bytes.len() - self.at),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Reads a buffer written by [`encode_topk`].
 pub fn decode_topk(bytes: &[u8]) -> Result<Vec<ExampleTopK>, DecodeError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     r.magic(TOPK_MAGIC, "top-k")?;
     let count = r.u64()? as usize;
     let mut out = Vec::with_capacity(count.min(1 << 16));
@@ -267,7 +210,7 @@ pub fn encode_examples(examples: &[Example]) -> Vec<u8> {
 
 /// Reads a buffer written by [`encode_examples`].
 pub fn decode_examples(bytes: &[u8]) -> Result<Vec<Example>, DecodeError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     r.magic(EXAMPLES_MAGIC, "examples")?;
     let count = r.u64()? as usize;
     let mut out = Vec::with_capacity(count.min(1 << 16));
@@ -347,15 +290,8 @@ pub fn train_on_targets(
         }
     }
     let vocab = student.spec().vocab_size as usize;
-    let as_data: Vec<DataExample> = examples
-        .iter()
-        .map(|e| DataExample {
-            prompt: e.prompt.clone(),
-            answer: e.answer.clone(),
-        })
-        .collect();
     let (mut n, mut loss, mut ce, mut kl) = (0u32, 0f64, 0f64, 0f64);
-    for idx in length_bucketed_batches(&as_data, settings.batch_size, seed) {
+    for idx in batch_indices(examples, settings.batch_size, seed) {
         let batch: Vec<Example> = idx.iter().map(|&i| examples[i].clone()).collect();
         let answer_len = batch.iter().map(|e| e.answer.len()).max().unwrap_or(0);
         let mut data = vec![0f32; idx.len() * answer_len * vocab];

@@ -40,15 +40,25 @@ pub fn encode_params(params: &[NamedTensor]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
+/// A cursor over a received message; every read checks the length first.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        match end {
+impl<'a> Reader<'a> {
+    /// Starts at the first byte of `bytes`.
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    /// Where the next read starts.
+    pub(crate) fn offset(&self) -> usize {
+        self.at
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        match self.at.checked_add(n).filter(|&e| e <= self.bytes.len()) {
             Some(end) => {
                 let s = &self.bytes[self.at..end];
                 self.at = end;
@@ -60,27 +70,61 @@ impl Reader<'_> {
             }),
         }
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+
+    /// Checks the 8-byte magic of a `what` message.
+    pub(crate) fn magic(&mut self, magic: &[u8; 8], what: &str) -> Result<(), DecodeError> {
+        if self.take(8)? != magic {
+            return Err(DecodeError {
+                offset: 0,
+                reason: format!("not a {what} message (bad magic)"),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
+    }
+
+    pub(crate) fn u32s(&mut self, n: usize) -> Result<Vec<u32>, DecodeError> {
+        Ok(self
+            .take(n.saturating_mul(4))?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+
+    pub(crate) fn f32s(&mut self, n: usize) -> Result<Vec<f32>, DecodeError> {
+        Ok(self
+            .take(n.saturating_mul(4))?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+
+    /// Fails unless every byte was read.
+    pub(crate) fn end(&self) -> Result<(), DecodeError> {
+        if self.at != self.bytes.len() {
+            return Err(DecodeError {
+                offset: self.at,
+                reason: format!("{} trailing bytes", self.bytes.len() - self.at),
+            });
+        }
+        Ok(())
     }
 }
 
 /// Reads a buffer written by [`encode_params`].
 pub fn decode_params(bytes: &[u8]) -> Result<Vec<NamedTensor>, DecodeError> {
-    let mut r = Reader { bytes, at: 0 };
-    if r.take(8)? != MAGIC {
-        return Err(DecodeError {
-            offset: 0,
-            reason: "not a parameter message (bad magic)".into(),
-        });
-    }
+    let mut r = Reader::new(bytes);
+    r.magic(MAGIC, "parameter")?;
     let count = r.u64()? as usize;
     let mut out = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let len = r.u64()? as usize;
-        let at = r.at;
+        let at = r.offset();
         let name = std::str::from_utf8(r.take(len)?)
             .map_err(|e| DecodeError {
                 offset: at,
@@ -93,23 +137,14 @@ pub fn decode_params(bytes: &[u8]) -> Result<Vec<NamedTensor>, DecodeError> {
             shape.push(r.u64()?);
         }
         let n: u64 = shape.iter().product();
-        let raw = r.take((n as usize).saturating_mul(4))?;
-        let data: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        let data = r.f32s(n as usize)?;
         out.push(NamedTensor {
             name: RString::from(name),
             shape: RVec::from(shape),
             data: RVec::from(data),
         });
     }
-    if r.at != bytes.len() {
-        return Err(DecodeError {
-            offset: r.at,
-            reason: format!("{} trailing bytes", bytes.len() - r.at),
-        });
-    }
+    r.end()?;
     Ok(out)
 }
 

@@ -1295,63 +1295,12 @@ fn for_devices<T: Send>(
         .enumerate()
         .filter(|(i, _)| participants.contains(i))
         .collect();
-    let name = |d: &Device| d.name.clone();
-    if threads <= 1 || chosen.len() <= 1 {
-        let mut out = Vec::with_capacity(chosen.len());
-        for (i, dev) in chosen {
-            let who = name(dev);
-            out.push((i, f(i, dev).with_context(|| format!("device {i} ({who})"))?));
-            progress::tick();
-        }
-        return Ok(out);
-    }
-    let names: Vec<(usize, String)> = chosen.iter().map(|(i, d)| (*i, name(d))).collect();
-    let queue: Vec<std::sync::Mutex<Option<(usize, &mut Device)>>> = chosen
-        .into_iter()
-        .map(|c| std::sync::Mutex::new(Some(c)))
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(queue.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(slot) = queue.get(k) else { break };
-                let (i, dev) = slot
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .expect("each slot is taken once");
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, dev)));
-                progress::tick();
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::with_capacity(results.len());
-    for (i, r) in results {
-        let who = names
-            .iter()
-            .find(|(k, _)| *k == i)
-            .map(|(_, n)| n.as_str())
-            .unwrap_or("?");
-        match r {
-            Ok(Ok(v)) => out.push((i, v)),
-            Ok(Err(e)) => return Err(e.context(format!("device {i} ({who})"))),
-            Err(panic) => {
-                bail!(
-                    "device {i} ({who}): its worker panicked: {}",
-                    panic_text(&panic)
-                )
-            }
-        }
-    }
-    Ok(out)
+    parallel_map(chosen, threads, |(i, dev)| {
+        let who = dev.name.clone();
+        let r = f(i, dev).with_context(|| format!("device {i} ({who})"))?;
+        progress::tick();
+        Ok((i, r))
+    })
 }
 
 /// The device side of one round of `method` (every method but `fedmkt`): returns its losses
