@@ -73,7 +73,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DistillError + '_ {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
-    /// Peak learning rate (constant after warm-up).
+    /// Peak learning rate (constant after warm-up unless `total_steps` is set).
     pub learning_rate: f32,
     /// Steps of linear warm-up, counted over the whole life of the model in this phase.
     pub warmup_steps: u32,
@@ -87,6 +87,9 @@ pub struct TrainSettings {
     pub temperature: f32,
     /// Weight `w` of the `T²`-scaled KL term; `1 - w` weighs the cross-entropy.
     pub kl_weight: f32,
+    /// Step at which a cosine decay after warm-up reaches 10% of the peak; 0 keeps the rate
+    /// constant. Pre-training sets it from `max_epochs` when `cosine` is on.
+    pub total_steps: u32,
 }
 
 impl Default for TrainSettings {
@@ -99,6 +102,7 @@ impl Default for TrainSettings {
             batch_size: 16,
             temperature: 2.0,
             kl_weight: 0.5,
+            total_steps: 0,
         }
     }
 }
@@ -109,7 +113,7 @@ impl TrainSettings {
         TrainOptions {
             learning_rate: self.learning_rate,
             warmup_steps: self.warmup_steps,
-            total_steps: 0,
+            total_steps: self.total_steps,
             step,
             min_lr_ratio: 0.1,
             weight_decay: self.weight_decay,
@@ -338,6 +342,8 @@ pub struct PretrainConfig {
     pub patience: usize,
     /// Optimiser settings (the KL fields are unused).
     pub train: TrainSettings,
+    /// Decay the learning rate along a cosine over `max_epochs` (to 10% of the peak).
+    pub cosine: bool,
 }
 
 impl Default for PretrainConfig {
@@ -346,6 +352,7 @@ impl Default for PretrainConfig {
             max_epochs: 10,
             patience: 2,
             train: TrainSettings::default(),
+            cosine: true,
         }
     }
 }
@@ -477,9 +484,14 @@ pub fn pretrain_cached(
     };
     let mut best = f64::INFINITY;
     let mut step = 0u32;
+    let mut settings = config.train;
+    if config.cosine && settings.total_steps == 0 {
+        let per_epoch = batch_indices(train, settings.batch_size.max(1), 0).len();
+        settings.total_steps = (per_epoch * config.max_epochs.max(1)) as u32;
+    }
     for epoch in 0..config.max_epochs.max(1) {
         let seed = recipe.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
-        let r = train_epoch(&mut model, None, train, &config.train, seed, &mut step)?;
+        let r = train_epoch(&mut model, None, train, &settings, seed, &mut step)?;
         let ce = mean_cross_entropy(&model, valid, config.train.batch_size)?;
         eprintln!(
             "  pretrain {}/{} epoch {}: train CE {:.3}, valid CE {ce:.3}",

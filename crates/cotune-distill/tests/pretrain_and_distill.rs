@@ -34,6 +34,7 @@ fn pretraining_is_cached_and_distillation_runs() {
             batch_size: 8,
             ..TrainSettings::default()
         },
+        cosine: true,
     };
     let cache = tempfile::tempdir().unwrap();
     let (train, valid) = (examples(32, 0), examples(8, 1));
