@@ -5,8 +5,12 @@
 //! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
 //!   suite over every plugin in `plugins/`.
 //! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
-//! - `cargo xtask bench [--steps N] [--torch PYTHON]`
+//! - `cargo xtask bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]`
 //! - `cargo xtask score <predictions.jsonl> [--per-line]`
+//! - `cargo xtask generate --checkpoint <folder> --prompt "..." --max-new-tokens N [--ids]`
+//! - `cargo xtask export --out <folder> (--checkpoint <folder> | --plugin P --config F) [--load F]`
+
+mod hf;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,10 +26,18 @@ commands:
   test                          build every plugin, run all tests and the conformance suite
   conformance <plugin> [--arch A] [--config model.toml]
                                 run the conformance suite on a plugin (name or path to a library)
-  bench [--steps N] [--torch PYTHON] [--out FILE]
-                                tokens/s of every plugin at a fixed shape (and PyTorch's)
+  bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]
+                                tokens/s and peak memory of every plugin at a fixed shape,
+                                side by side with transformers' models given a Python with torch
   score <file.jsonl> [--per-line]
                                 score {\"prediction\", \"reference\"} lines with EM and Rouge-L
+  generate --checkpoint <folder> (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
+           [--ids] [--eos-id ID] [--extra-config model.toml]
+                                greedy continuation from a Hugging Face model folder
+  export --out <folder> (--checkpoint <folder> [--config extra.toml]
+                         | --plugin P [--arch A] --config model.toml) [--load <cotune checkpoint>]
+                                write a model (optionally a saved cotune checkpoint) as a
+                                Hugging Face folder that transformers loads
 ";
 
 fn main() {
@@ -48,6 +60,8 @@ fn run(args: &[String]) -> Result<()> {
         "conformance" => conformance(rest),
         "score" => score(rest),
         "bench" => bench(rest),
+        "generate" => hf::generate(rest),
+        "export" => hf::export(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -84,6 +98,16 @@ fn run_cargo(args: &[&str]) -> Result<()> {
     }
     println!("    ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Builds every plugin in `plugins/`, so the host finds current libraries by name.
+fn build_plugins() -> Result<()> {
+    let mut build = vec!["build".to_string()];
+    for name in plugin_names()? {
+        build.push("-p".into());
+        build.push(format!("cotune-{name}"));
+    }
+    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// The plugin names: every folder under `plugins/` with a Cargo.toml.

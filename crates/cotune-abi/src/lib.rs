@@ -30,7 +30,10 @@ use abi_stable::{
 };
 
 /// The version of this interface. Bumped on every change that is not an appended prefix field.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2 added Hugging Face checkpoints: [`PluginModule::hf_architecture`],
+/// [`PluginModule::new_model_from_hf`] and [`ModelObject::export_hf`].
+pub const ABI_VERSION: u32 = 2;
 
 /// The raw symbol every plugin exports: `extern "C" fn() -> u32` returning its [`ABI_VERSION`].
 pub const ABI_VERSION_SYMBOL: &str = "cotune_abi_version";
@@ -320,8 +323,12 @@ pub trait ModelObject: Send + Sync {
     fn save(&self, path: RStr<'_>) -> PluginResult<()>;
 
     /// Reads a checkpoint written by `save` from a model of the same configuration.
-    #[sabi(last_prefix_field)]
     fn load(&mut self, path: RStr<'_>) -> PluginResult<()>;
+
+    /// Writes the model as a Hugging Face folder (`config.json` and `model.safetensors`) at
+    /// `folder`, creating it; low-rank adapters are merged into the weights they adapt.
+    #[sabi(last_prefix_field)]
+    fn export_hf(&self, folder: RStr<'_>) -> PluginResult<()>;
 }
 
 /// An owned model object from a plugin.
@@ -345,10 +352,24 @@ pub struct PluginModule {
     /// empty when the architecture is unknown.
     pub example_config: extern "C" fn(architecture: RStr<'_>) -> RString,
     /// Builds a model of `architecture` from its TOML configuration text, a seed and a device.
-    #[sabi(last_prefix_field)]
     pub new_model: extern "C" fn(
         architecture: RStr<'_>,
         config_toml: RStr<'_>,
+        seed: u64,
+        device: DeviceChoice,
+    ) -> PluginResult<ModelBox>,
+    /// The Hugging Face class name (`config.json`'s `architectures`, e.g. `GPT2LMHeadModel`)
+    /// whose checkpoints `architecture` loads; empty when it has no Hugging Face mapping.
+    pub hf_architecture: extern "C" fn(architecture: RStr<'_>) -> RString,
+    /// Builds a model of `architecture` from a Hugging Face folder (`config.json`,
+    /// `model.safetensors`). `extra_toml` holds keys of the plugin's own configuration that
+    /// Hugging Face's lacks or that override it (e.g. a `[lora]` table); it may be empty. The
+    /// seed initialises what the checkpoint does not hold (adapters).
+    #[sabi(last_prefix_field)]
+    pub new_model_from_hf: extern "C" fn(
+        architecture: RStr<'_>,
+        folder: RStr<'_>,
+        extra_toml: RStr<'_>,
         seed: u64,
         device: DeviceChoice,
     ) -> PluginResult<ModelBox>,

@@ -1,12 +1,23 @@
 //! `cargo xtask bench`: tokens per second of every plugin at a fixed shape, through the plugin
-//! boundary, plus the overhead of that boundary (the GPT-2 model stepped in-process versus
-//! through its plugin) and, when asked, the same GPT-2 shape in PyTorch.
+//! boundary, side by side with the same model in PyTorch (`transformers`) when a Python with
+//! torch is given, plus each model's peak memory and the overhead of the plugin boundary (the
+//! GPT-2 model stepped in-process versus through its plugin).
 //!
-//! Usage: `cotune-bench [--steps N] [--torch PYTHON] [--out FILE]`
+//! Usage: `cotune-bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]`
+//!
+//! For a profiler: `cotune-bench --section PLUGIN --train-only --steps N` runs N training steps
+//! of one plugin in this process and nothing else.
 //!
 //! Every figure is the median over `N` timed repetitions after 3 warm-up repetitions. Tokens are
 //! counted as prompt + answer tokens per example for training and answer logits, and as generated
 //! tokens for generation.
+//!
+//! Each plugin runs in a child process of its own (this binary with `--section PLUGIN`), so its
+//! peak resident set size is its own: the peak memory reported per model is the process's peak
+//! resident set size (`VmHWM`) minus its resident set size once the model is built. Resident
+//! size rather than an allocation counter because the model's allocations happen inside the
+//! plugin library, whose allocator a counter in this binary does not see; the PyTorch reference
+//! measures the same way (`ru_maxrss` minus the size after building), so the two compare.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +29,7 @@ use cotune_host::{
 };
 use cotune_sdk::burn::tensor::Device;
 use cotune_sdk::Trainer;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const BATCH: usize = 16;
 const PROMPT: usize = 32;
@@ -43,6 +54,13 @@ const SHAPES: &[Shape] = &[
         plugin: "t5",
         config: include_str!("../configs/t5.toml"),
     },
+];
+
+/// The three measures, as (JSON key, table label).
+const MEASURES: [(&str, &str); 3] = [
+    ("train_tokens_per_s", "train"),
+    ("answer_logits_tokens_per_s", "answer logits"),
+    ("generate_tokens_per_s", "generate"),
 ];
 
 fn batch(vocab: u32, seed: u64) -> Vec<Example> {
@@ -86,18 +104,19 @@ fn options(step: u32) -> TrainOptions {
     }
 }
 
-/// Peak resident memory of this process so far, in MiB (Linux; `None` elsewhere).
-fn peak_rss_mib() -> Option<f64> {
+/// A size line of `/proc/self/status` (`VmHWM`, `VmRSS`) in MiB (Linux; `None` elsewhere).
+fn status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
-fn bench_model(model: &mut Model, reps: usize) -> Result<serde_json::Value> {
+fn bench_model(model: &mut Model, reps: usize) -> Result<Value> {
     let vocab = model.spec().vocab_size;
     let data = batch(vocab, 1);
     let tokens = (BATCH * (PROMPT + ANSWER)) as f64;
+    let baseline = status_mib("VmRSS:");
     let mut step = 0;
     let train = median_secs(reps, || {
         step += 1;
@@ -109,8 +128,9 @@ fn bench_model(model: &mut Model, reps: usize) -> Result<serde_json::Value> {
         Ok(())
     })?;
     let prompts: Vec<Vec<u32>> = data.iter().map(|e| e.prompt.clone()).collect();
-    // An end-of-sequence id outside the vocabulary's used range is unlikely to be produced, so
-    // every prompt runs to the cap; the count below uses what was really generated.
+    // The last id as end of sequence: an untrained model rarely produces it, so prompts run to
+    // the cap. A row that stops early is counted with its end-of-sequence token, the rows still
+    // running are what the time is spent on.
     let gen_opts = GenerateOptions {
         max_new_tokens: ANSWER as u32,
         eos_id: vocab - 1,
@@ -118,17 +138,55 @@ fn bench_model(model: &mut Model, reps: usize) -> Result<serde_json::Value> {
     let mut generated = 0usize;
     let gen = median_secs(reps.min(5), || {
         let out = model.generate(&prompts, &gen_opts)?;
-        generated = out.iter().map(|o| o.len().max(1)).sum();
+        generated = out.iter().map(|o| (o.len() + 1).min(ANSWER)).sum();
         Ok(())
     })?;
+    let peak = status_mib("VmHWM:");
     Ok(json!({
         "params": model.spec().num_params,
         "train_tokens_per_s": tokens / train,
         "answer_logits_tokens_per_s": tokens / logits,
         "generate_tokens_per_s": generated as f64 / gen,
         "train_step_ms": train * 1e3,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
+        "model_peak_mib": peak.zip(baseline).map(|(p, b)| p - b),
     }))
+}
+
+/// One plugin's section, run in this (child) process; prints its JSON on stdout. With
+/// `train_only`, runs `reps` training steps and nothing else (for a profiler).
+fn section(plugin: &str, reps: usize, train_only: bool) -> Result<()> {
+    let shape = SHAPES
+        .iter()
+        .find(|s| s.plugin == plugin)
+        .with_context(|| format!("no bench shape for plugin `{plugin}`"))?;
+    let loaded = Plugin::find(shape.plugin).map_err(anyhow::Error::msg)?;
+    let arch = loaded.architectures()[0].clone();
+    let mut model = loaded.new_model(&arch, shape.config, 0, DeviceChoice::FLEX)?;
+    if train_only {
+        let data = batch(model.spec().vocab_size, 1);
+        for step in 0..reps {
+            model.train_step(&data, None, &options(step as u32))?;
+        }
+        return Ok(());
+    }
+    let r = bench_model(&mut model, reps)?;
+    println!("{r}");
+    Ok(())
+}
+
+/// Runs one plugin's section in a child process and reads its JSON.
+fn run_section(plugin: &str, reps: usize) -> Result<Value> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let out = Command::new(&exe)
+        .args(["--section", plugin, "--steps", &reps.to_string()])
+        .output()
+        .with_context(|| format!("running {} --section {plugin}", exe.display()))?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("reading the {plugin} section's JSON"))
 }
 
 /// The GPT-2 bench model stepped directly, without the plugin boundary.
@@ -153,20 +211,31 @@ fn bench_in_process(reps: usize) -> Result<f64> {
     Ok((BATCH * (PROMPT + ANSWER)) as f64 / secs)
 }
 
-fn run_torch(python: &str, reps: usize) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/gpt2_torch.py");
+/// The `transformers` model matching `plugin`'s bench config, measured by the reference script.
+fn run_torch(python: &str, plugin: &str, reps: usize) -> Result<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = dir.join("reference/hf_torch.py");
+    let config = dir.join(format!("configs/{plugin}.toml"));
     let out = Command::new(python)
         .arg(&script)
-        .args(["--steps", &reps.to_string()])
+        .args(["--model", plugin, "--steps", &reps.to_string(), "--config"])
+        .arg(&config)
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
     if !out.status.success() {
         bail!(
-            "the PyTorch reference failed: {}",
+            "the PyTorch reference for {plugin} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout).context("reading the PyTorch reference's JSON")
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("reading the PyTorch reference's JSON for {plugin}"))
+}
+
+fn fmt_num(v: &Value, key: &str, decimals: usize) -> String {
+    v[key]
+        .as_f64()
+        .map_or("-".into(), |x| format!("{x:.decimals$}"))
 }
 
 fn main() -> Result<()> {
@@ -174,6 +243,9 @@ fn main() -> Result<()> {
     let mut reps = 10usize;
     let mut torch: Option<String> = std::env::var("COTUNE_TORCH_PYTHON").ok();
     let mut out = PathBuf::from("target/cotune-bench/bench.json");
+    let mut only: Option<Vec<String>> = None;
+    let mut section_of: Option<String> = None;
+    let mut train_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -181,81 +253,129 @@ fn main() -> Result<()> {
             "--steps" => reps = value()?.parse().context("--steps takes a number")?,
             "--torch" => torch = Some(value()?.clone()),
             "--out" => out = PathBuf::from(value()?),
-            other => {
-                bail!("unknown argument `{other}` (use --steps N, --torch PYTHON, --out FILE)")
-            }
+            "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--section" => section_of = Some(value()?.clone()),
+            "--train-only" => train_only = true,
+            other => bail!(
+                "unknown argument `{other}` (use --steps N, --torch PYTHON, --out FILE, --only PLUGIN[,PLUGIN])"
+            ),
         }
     }
     if reps == 0 {
         bail!("--steps must be at least 1");
     }
+    if let Some(plugin) = section_of {
+        return section(&plugin, reps, train_only);
+    }
+    let selected: Vec<&Shape> = SHAPES
+        .iter()
+        .filter(|s| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|p| p == s.plugin))
+        })
+        .collect();
+    if selected.is_empty() {
+        bail!(
+            "--only names no bench plugin (have {})",
+            SHAPES
+                .iter()
+                .map(|s| s.plugin)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
-        "shape: batch {BATCH} x ({PROMPT} prompt + {ANSWER} answer) tokens; median of {reps} after {WARMUP} warm-up; flex backend, {} rayon threads",
+        "shape: batch {BATCH} x ({PROMPT} prompt + {ANSWER} answer) tokens; median of {reps} after {WARMUP} warm-up; cotune on flex ({} rayon threads), one process per model",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into())
     );
     let mut results = serde_json::Map::new();
-    println!("\n| plugin | params | train tok/s | answer-logits tok/s | generate tok/s | step ms | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|");
-    for shape in SHAPES {
-        let plugin = match Plugin::find(shape.plugin) {
-            Ok(p) => p,
+    let mut rows = Vec::new();
+    for shape in &selected {
+        let ours = match run_section(shape.plugin, reps) {
+            Ok(r) => r,
             Err(e) => {
-                println!("| {} | not built ({e}) | | | | | |", shape.plugin);
+                println!("{}: not measured ({e})", shape.plugin);
                 continue;
             }
         };
-        let arch = plugin.architectures()[0].clone();
-        let mut model = plugin.new_model(&arch, shape.config, 0, DeviceChoice::FLEX)?;
-        let r = bench_model(&mut model, reps)?;
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
-            shape.plugin,
-            r["params"],
-            r["train_tokens_per_s"].as_f64().unwrap_or(0.0),
-            r["answer_logits_tokens_per_s"].as_f64().unwrap_or(0.0),
-            r["generate_tokens_per_s"].as_f64().unwrap_or(0.0),
-            r["train_step_ms"].as_f64().unwrap_or(0.0),
-            r["peak_rss_mib"]
-                .as_f64()
-                .map_or("-".into(), |m| format!("{m:.0}")),
-        );
-        results.insert(shape.plugin.to_string(), r);
-    }
-    let in_process = bench_in_process(reps)?;
-    let through_plugin = results
-        .get("gpt2")
-        .and_then(|r| r["train_tokens_per_s"].as_f64());
-    if let Some(plugin_tps) = through_plugin {
-        println!(
-            "\nhost<->plugin overhead (gpt2 training): in-process {in_process:.0} tok/s, through the plugin {plugin_tps:.0} tok/s, ratio {:.3}",
-            plugin_tps / in_process
-        );
-    }
-    results.insert(
-        "gpt2_in_process".into(),
-        json!({ "train_tokens_per_s": in_process }),
-    );
-    if let Some(python) = torch {
-        let t = run_torch(&python, reps)?;
-        let ratio = |key: &str| -> Option<f64> {
-            Some(results.get("gpt2")?[key].as_f64()? / t[key].as_f64()?)
+        let theirs = match &torch {
+            Some(python) => Some(run_torch(python, shape.plugin, reps)?),
+            None => None,
         };
+        results.insert(shape.plugin.to_string(), ours.clone());
+        if let Some(t) = &theirs {
+            results.insert(format!("pytorch_{}", shape.plugin), t.clone());
+        }
+        rows.push((shape.plugin, ours, theirs));
+    }
+
+    let torch_label = rows
+        .iter()
+        .find_map(|(_, _, t)| t.as_ref())
+        .map(|t| {
+            format!(
+                "PyTorch {} ({} threads)",
+                t["torch"].as_str().unwrap_or("?"),
+                t["threads"]
+            )
+        })
+        .unwrap_or_else(|| "PyTorch".into());
+    println!("\n| plugin | measure | cotune tok/s | {torch_label} tok/s | cotune / PyTorch |");
+    println!("|---|---|---|---|---|");
+    for (plugin, ours, theirs) in &rows {
+        for (key, label) in MEASURES {
+            let (t, ratio) = match theirs {
+                Some(t) => (
+                    fmt_num(t, key, 0),
+                    match (ours[key].as_f64(), t[key].as_f64()) {
+                        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "| {plugin} | {label} | {} | {t} | {ratio} |",
+                fmt_num(ours, key, 0)
+            );
+        }
+    }
+    println!("\n| plugin | params (cotune / PyTorch) | train step ms (cotune / PyTorch) | model peak MiB (cotune / PyTorch) | process peak RSS MiB (cotune / PyTorch) |");
+    println!("|---|---|---|---|---|");
+    let none = Value::Null;
+    for (plugin, ours, theirs) in &rows {
+        let t = theirs.as_ref().unwrap_or(&none);
         println!(
-            "\nPyTorch reference (same GPT-2 shape, {} threads): train {:.0} tok/s, answer-logits {:.0} tok/s, generate {:.0} tok/s",
-            t["threads"],
-            t["train_tokens_per_s"].as_f64().unwrap_or(0.0),
-            t["answer_logits_tokens_per_s"].as_f64().unwrap_or(0.0),
-            t["generate_tokens_per_s"].as_f64().unwrap_or(0.0)
+            "| {plugin} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            fmt_num(ours, "params", 0),
+            fmt_num(t, "params", 0),
+            fmt_num(ours, "train_step_ms", 1),
+            fmt_num(t, "train_step_ms", 1),
+            fmt_num(ours, "model_peak_mib", 1),
+            fmt_num(t, "model_peak_mib", 1),
+            fmt_num(ours, "peak_rss_mib", 0),
+            fmt_num(t, "peak_rss_mib", 0),
         );
-        println!(
-            "cotune gpt2 / PyTorch: train {:.2}x, answer-logits {:.2}x, generate {:.2}x",
-            ratio("train_tokens_per_s").unwrap_or(f64::NAN),
-            ratio("answer_logits_tokens_per_s").unwrap_or(f64::NAN),
-            ratio("generate_tokens_per_s").unwrap_or(f64::NAN)
+    }
+    if torch.is_none() {
+        println!("\n(PyTorch reference not run: pass --torch PYTHON with torch and transformers installed)");
+    }
+
+    if selected.iter().any(|s| s.plugin == "gpt2") {
+        let in_process = bench_in_process(reps)?;
+        if let Some(plugin_tps) = results
+            .get("gpt2")
+            .and_then(|r| r["train_tokens_per_s"].as_f64())
+        {
+            println!(
+                "\nhost<->plugin overhead (gpt2 training): in-process {in_process:.0} tok/s, through the plugin {plugin_tps:.0} tok/s, ratio {:.3}",
+                plugin_tps / in_process
+            );
+        }
+        results.insert(
+            "gpt2_in_process".into(),
+            json!({ "train_tokens_per_s": in_process }),
         );
-        results.insert("pytorch_gpt2".into(), t);
-    } else {
-        println!("\n(PyTorch reference not run: pass --torch PYTHON with torch installed)");
     }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

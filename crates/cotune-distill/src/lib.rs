@@ -388,27 +388,63 @@ pub struct ModelRecipe<'a> {
     pub plugin: &'a Plugin,
     /// The architecture.
     pub architecture: &'a str,
-    /// The model's TOML config text.
+    /// The model's TOML config text (with `checkpoint`: keys added to the checkpoint's).
     pub config: &'a str,
     /// The initialisation seed.
     pub seed: u64,
+    /// A Hugging Face model folder to start from instead of random weights.
+    pub checkpoint: Option<&'a Path>,
 }
 
 impl ModelRecipe<'_> {
     /// Builds the model, freshly initialised.
     pub fn build(&self) -> Result<Model, DistillError> {
-        self.plugin
-            .new_model(
+        match self.checkpoint {
+            None => self.plugin.new_model(
                 self.architecture,
                 self.config,
                 self.seed,
                 DeviceChoice::FLEX,
-            )
-            .map_err(host(format!(
-                "building {}/{}",
+            ),
+            Some(folder) => self.plugin.new_model_from_hf(
+                self.architecture,
+                folder,
+                self.config,
+                self.seed,
+                DeviceChoice::FLEX,
+            ),
+        }
+        .map_err(host(match self.checkpoint {
+            None => format!("building {}/{}", self.plugin.name(), self.architecture),
+            Some(folder) => format!(
+                "loading {}/{} from {}",
                 self.plugin.name(),
-                self.architecture
-            )))
+                self.architecture,
+                folder.display()
+            ),
+        }))
+    }
+
+    /// What identifies the starting weights in cache keys: the checkpoint folder and the size
+    /// and modification time of its weights file, or nothing for a fresh model.
+    pub fn checkpoint_key(&self) -> String {
+        match self.checkpoint {
+            None => String::new(),
+            Some(folder) => {
+                let weights = folder.join("model.safetensors");
+                let stamp = std::fs::metadata(&weights)
+                    .map(|m| {
+                        let modified = m
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos());
+                        format!("{}:{modified}", m.len())
+                    })
+                    .unwrap_or_default();
+                format!("{}|{stamp}", folder.display())
+            }
+        }
     }
 }
 
@@ -449,6 +485,7 @@ pub fn pretrain_cached(
         recipe.architecture,
         recipe.config,
         &seed,
+        &recipe.checkpoint_key(),
         data_key,
         &settings,
     ]);

@@ -25,6 +25,7 @@ fn pretraining_is_cached_and_distillation_runs() {
         architecture: "gpt2",
         config: CONFIG,
         seed: 3,
+        checkpoint: None,
     };
     let config = PretrainConfig {
         max_epochs: 3,
@@ -80,6 +81,7 @@ fn lora_base_names_match_the_plain_model() {
         architecture: "gpt2",
         config: CONFIG,
         seed: 1,
+        checkpoint: None,
     }
     .build()
     .unwrap();
@@ -89,6 +91,7 @@ fn lora_base_names_match_the_plain_model() {
         architecture: "gpt2",
         config: &lora_config,
         seed: 2,
+        checkpoint: None,
     }
     .build()
     .unwrap();

@@ -79,6 +79,15 @@ pub enum HostError {
         /// What was wrong, with the value.
         reason: String,
     },
+    /// A Hugging Face model folder could not be used: a missing or malformed `config.json`, an
+    /// architecture no plugin loads, a tokenizer that cannot be copied.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What was wrong, with the value.
+        reason: String,
+    },
     /// The plugin returned something malformed (wrong shape, NaN, ...).
     #[error("{model}: {call} returned invalid output: {reason}")]
     InvalidOutput {
@@ -314,18 +323,54 @@ impl Plugin {
                 })
             }
         };
-        let spec = inner.spec();
-        if spec.vocab_size == 0 || spec.context_len == 0 {
-            return Err(HostError::InvalidOutput {
-                model: label,
-                call: "spec",
-                reason: format!(
-                    "vocab_size {} and context_len {} must both be positive",
-                    spec.vocab_size, spec.context_len
-                ),
+        Model::checked(inner, label)
+    }
+
+    /// The Hugging Face class (e.g. `GPT2LMHeadModel`) whose checkpoints `architecture` loads,
+    /// if it has a Hugging Face mapping.
+    pub fn hf_architecture(&self, architecture: &str) -> Option<String> {
+        let text = (self.module.hf_architecture())(RStr::from_str(architecture)).into_string();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Builds a model of `architecture` from the Hugging Face folder `folder` (`config.json`,
+    /// `model.safetensors`); `extra_toml` adds or overrides keys of the plugin's own
+    /// configuration (e.g. a `[lora]` table) and may be empty. [`open_checkpoint`] finds the
+    /// plugin and architecture by itself.
+    pub fn new_model_from_hf(
+        &self,
+        architecture: &str,
+        folder: impl AsRef<Path>,
+        extra_toml: &str,
+        seed: u64,
+        device: DeviceChoice,
+    ) -> Result<Model> {
+        let folder = folder.as_ref();
+        if !self.architectures.iter().any(|a| a == architecture) {
+            return Err(HostError::UnknownArchitecture {
+                plugin: self.name.clone(),
+                architecture: architecture.to_string(),
+                offered: self.architectures.join(", "),
             });
         }
-        Ok(Model { inner, spec, label })
+        let label = format!("{}/{}", self.name, architecture);
+        let folder_text = folder.to_string_lossy().into_owned();
+        let inner = (self.module.new_model_from_hf())(
+            RStr::from_str(architecture),
+            RStr::from_str(&folder_text),
+            RStr::from_str(extra_toml),
+            seed,
+            device,
+        )
+        .into_result()
+        .map_err(|error| HostError::Plugin {
+            model: label.clone(),
+            call: "new_model_from_hf",
+            error,
+        })?;
+        let mut model = Model::checked(inner, label)?;
+        model.hf_source = Some(folder.to_path_buf());
+        Ok(model)
     }
 
     /// Builds the plugin's first architecture.
@@ -356,6 +401,9 @@ pub struct Model {
     inner: ModelBox,
     spec: ModelSpec,
     label: String,
+    /// The Hugging Face folder the model was built from, if any (its tokenizer goes along on
+    /// export).
+    hf_source: Option<PathBuf>,
 }
 
 impl fmt::Debug for Model {
@@ -376,6 +424,53 @@ fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
 }
 
 impl Model {
+    /// Wraps a plugin's model object after checking its spec.
+    fn checked(inner: ModelBox, label: String) -> Result<Model> {
+        let spec = inner.spec();
+        if spec.vocab_size == 0 || spec.context_len == 0 {
+            return Err(HostError::InvalidOutput {
+                model: label,
+                call: "spec",
+                reason: format!(
+                    "vocab_size {} and context_len {} must both be positive",
+                    spec.vocab_size, spec.context_len
+                ),
+            });
+        }
+        Ok(Model {
+            inner,
+            spec,
+            label,
+            hf_source: None,
+        })
+    }
+
+    /// The Hugging Face folder this model was built from, if it was.
+    pub fn hf_source(&self) -> Option<&Path> {
+        self.hf_source.as_deref()
+    }
+
+    /// Writes the model as a Hugging Face folder that `transformers` loads: `config.json` and
+    /// `model.safetensors` (adapters merged into their weights), plus the `tokenizer.json` of
+    /// the folder the model was built from, when it has one.
+    pub fn export_hf(&self, folder: impl AsRef<Path>) -> Result<()> {
+        let folder = folder.as_ref();
+        let text = folder.to_string_lossy().into_owned();
+        self.plugin_result("export_hf", self.inner.export_hf(RStr::from_str(&text)))?;
+        if let Some(source) = &self.hf_source {
+            let tokenizer = source.join(hf::TOKENIZER_FILE);
+            if tokenizer.is_file() {
+                std::fs::copy(&tokenizer, folder.join(hf::TOKENIZER_FILE)).map_err(|e| {
+                    HostError::Checkpoint {
+                        path: tokenizer.clone(),
+                        reason: format!("copying it to {}: {e}", folder.display()),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// The model's metadata.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -712,6 +807,9 @@ impl Model {
         self.plugin_result("load", out)
     }
 }
+
+pub mod hf;
+pub use hf::{open_checkpoint, HfCheckpoint};
 
 /// Direct plugin calls that skip the host's input checks (see [`Model::unvalidated`]).
 pub struct Unvalidated<'a> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use cotune_data::{DataConfig, Partition};
 use cotune_distill::{DistillConfig, PretrainConfig, TrainSettings};
 use cotune_eval::EvalOptions;
-use cotune_host::Plugin;
+use cotune_host::{HfCheckpoint, Plugin};
 use serde::{Deserialize, Serialize};
 
 /// Everything wrong with a configuration, found before any training starts.
@@ -132,28 +132,65 @@ pub enum Aggregation {
     PerDevice,
 }
 
-/// Where a device's SLM starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Where a device's SLM starts: `"random"`, `"pretrained-public"`, or any other string, read
+/// as a Hugging Face model folder (the same as the SLM's `checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SlmInit {
-    /// Random weights.
+    /// Random weights (or the SLM's `checkpoint` as it is, when it has one).
     #[default]
     Random,
     /// Pre-trained on the public corpus by the same cached step as the LLM.
     PretrainedPublic,
+    /// A Hugging Face model folder.
+    Checkpoint(PathBuf),
 }
 
-/// A model: which plugin, which architecture, and its config keys.
+impl Serialize for SlmInit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SlmInit::Random => s.serialize_str("random"),
+            SlmInit::PretrainedPublic => s.serialize_str("pretrained-public"),
+            SlmInit::Checkpoint(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SlmInit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "random" => SlmInit::Random,
+            "pretrained-public" => SlmInit::PretrainedPublic,
+            "" => {
+                return Err(serde::de::Error::custom(
+                    "expected \"random\", \"pretrained-public\" or a checkpoint folder, got \"\"",
+                ))
+            }
+            _ => SlmInit::Checkpoint(PathBuf::from(text)),
+        })
+    }
+}
+
+/// A model: which plugin, which architecture, and its config keys; or a Hugging Face model
+/// folder to start from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
-    /// The plugin's name (`gpt2`, `llama`, `t5`) or a path to its library.
+    /// The plugin's name (`gpt2`, `llama`, `t5`) or a path to its library. May be left out
+    /// with `checkpoint`: the plugin that loads the folder's architecture is found.
+    #[serde(default)]
     pub plugin: String,
-    /// The architecture; defaults to the plugin's first.
+    /// The architecture; defaults to the one that loads `checkpoint`, or the plugin's first.
     #[serde(default)]
     pub architecture: Option<String>,
-    /// The model's config keys, passed to the plugin as TOML text.
+    /// The model's config keys, passed to the plugin as TOML text. With `checkpoint` they are
+    /// added to (or override) the keys the checkpoint's `config.json` gives.
+    #[serde(default)]
     pub config: toml::Table,
+    /// A Hugging Face model folder (`config.json`, `model.safetensors`) to start from, relative
+    /// to the run root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl ModelEntry {
@@ -190,6 +227,7 @@ impl DpmEntry {
             plugin: self.plugin.clone(),
             architecture: self.architecture.clone(),
             config: self.config.clone(),
+            checkpoint: None,
         }
     }
 
@@ -369,6 +407,25 @@ impl ExperimentConfig {
         Self::parse(&text, path)
     }
 
+    /// Makes relative checkpoint folders relative to `root`.
+    pub fn resolve_paths(&mut self, root: &Path) {
+        let fix = |e: &mut ModelEntry| {
+            if let Some(c) = &mut e.checkpoint {
+                if c.is_relative() {
+                    *c = root.join(&*c);
+                }
+            }
+        };
+        fix(&mut self.llm);
+        for d in &mut self.devices {
+            if let SlmInit::Checkpoint(folder) = &d.init {
+                d.slm.checkpoint = Some(folder.clone());
+                d.init = SlmInit::Random;
+            }
+            fix(&mut d.slm);
+        }
+    }
+
     /// The DPM of device `i`.
     pub fn dpm_of(&self, i: usize) -> &DpmEntry {
         self.devices[i].dpm.as_ref().unwrap_or(&self.dpm)
@@ -434,8 +491,43 @@ impl ExperimentConfig {
             ));
         }
         let find = |key: String, entry: &ModelEntry| -> Result<Plugin, ConfigError> {
-            let plugin =
-                Plugin::open(&entry.plugin).map_err(|e| invalid(key.clone(), e.to_string()))?;
+            let section = key.trim_end_matches(".plugin").to_string();
+            let plugin = match (&entry.checkpoint, entry.plugin.is_empty()) {
+                (None, true) => {
+                    return Err(invalid(
+                        key,
+                        "expected a plugin name or library path, or a `checkpoint` folder".into(),
+                    ))
+                }
+                (None, false) => {
+                    Plugin::open(&entry.plugin).map_err(|e| invalid(key.clone(), e.to_string()))?
+                }
+                (Some(folder), _) => {
+                    let key = format!("{section}.checkpoint");
+                    let cp = HfCheckpoint::read(folder.as_path())
+                        .map_err(|e| invalid(key.clone(), e.to_string()))?;
+                    if entry.plugin.is_empty() {
+                        cp.find_plugin()
+                            .map_err(|e| invalid(key.clone(), e.to_string()))?
+                            .0
+                    } else {
+                        let plugin = Plugin::open(&entry.plugin)
+                            .map_err(|e| invalid(format!("{section}.plugin"), e.to_string()))?;
+                        if checkpoint_architecture(&plugin, &cp).is_none() {
+                            return Err(invalid(
+                                key,
+                                format!(
+                                    "plugin {} loads no architecture of {} ({})",
+                                    entry.plugin,
+                                    folder.display(),
+                                    cp.architectures.join(", ")
+                                ),
+                            ));
+                        }
+                        plugin
+                    }
+                }
+            };
             if let Some(arch) = &entry.architecture {
                 if !plugin.architectures().contains(arch) {
                     return Err(invalid(
@@ -483,11 +575,26 @@ impl ExperimentConfig {
     }
 }
 
-/// The architecture of `entry` on `plugin`.
+/// The architecture of `plugin` that loads the checkpoint's class.
+fn checkpoint_architecture(plugin: &Plugin, checkpoint: &HfCheckpoint) -> Option<String> {
+    plugin.architectures().iter().find_map(|arch| {
+        plugin
+            .hf_architecture(arch)
+            .filter(|hf| checkpoint.architectures.contains(hf))
+            .map(|_| arch.clone())
+    })
+}
+
+/// The architecture of `entry` on `plugin`: the one named, else the one that loads its
+/// checkpoint, else the plugin's first.
 pub fn architecture_of(entry: &ModelEntry, plugin: &Plugin) -> String {
     entry
         .architecture
         .clone()
+        .or_else(|| {
+            let folder = entry.checkpoint.as_ref()?;
+            checkpoint_architecture(plugin, &HfCheckpoint::read(folder.as_path()).ok()?)
+        })
         .or_else(|| plugin.architectures().first().cloned())
         .unwrap_or_default()
 }

@@ -133,7 +133,8 @@ pub fn run(config_path: &Path, resume: Option<&Path>) -> anyhow::Result<PathBuf>
 
 /// Checks a config without training: parse, values, domain files, plugins, FedAvg shapes.
 pub fn check_config(config_path: &Path, root: &Path) -> anyhow::Result<ExperimentConfig> {
-    let config = ExperimentConfig::load(config_path)?;
+    let mut config = ExperimentConfig::load(config_path)?;
+    config.resolve_paths(root);
     config.check(config_path, root)?;
     Ok(config)
 }
@@ -181,6 +182,7 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
         None => (options.config.clone(), None),
     };
     let mut config = ExperimentConfig::load(&config_path)?;
+    config.resolve_paths(&options.root);
     if let Some(dir) = &options.runs_dir {
         config.runs_dir = dir.clone();
     }
@@ -321,6 +323,7 @@ fn recipe<'a>(plugin: &'a Plugin, arch: &'a str, text: &'a str, seed: u64) -> Mo
         architecture: arch,
         config: text,
         seed,
+        checkpoint: None,
     }
 }
 
@@ -411,7 +414,10 @@ fn setup(
     let llm_arch = architecture_of(&config.llm, &plugins.llm);
     let llm_text = config.llm.config_text();
     let pretrain_seed = config.pretrain_seed.unwrap_or(config.seed);
-    let llm_recipe = recipe(&plugins.llm, &llm_arch, &llm_text, pretrain_seed);
+    let llm_recipe = ModelRecipe {
+        checkpoint: config.llm.checkpoint.as_deref(),
+        ..recipe(&plugins.llm, &llm_arch, &llm_text, pretrain_seed)
+    };
     if resume.is_none() {
         // Every pre-training (the LLM's and each distinct pre-trained SLM's) is independent:
         // run them in parallel to fill the cache, which the steps below then read.
@@ -442,12 +448,15 @@ fn setup(
             seen.push(id);
             jobs.push((
                 format!("the SLM of {}", config.devices[*i].domain),
-                recipe(
-                    &plugins.slms[*i],
-                    arch,
-                    text,
-                    pretrain_seed.wrapping_add(100),
-                ),
+                ModelRecipe {
+                    checkpoint: config.devices[*i].slm.checkpoint.as_deref(),
+                    ..recipe(
+                        &plugins.slms[*i],
+                        arch,
+                        text,
+                        pretrain_seed.wrapping_add(100),
+                    )
+                },
             ));
         }
         let threads = match config.threads {
@@ -584,14 +593,17 @@ fn setup(
         let arch = architecture_of(&entry.slm, plugin);
         let text = entry.slm.config_text();
         let slm_seed = config.seed.wrapping_add(100 + i as u64);
-        let r = recipe(plugin, &arch, &text, slm_seed);
+        let r = ModelRecipe {
+            checkpoint: entry.slm.checkpoint.as_deref(),
+            ..recipe(plugin, &arch, &text, slm_seed)
+        };
         let slm = if resume.is_some() {
             let mut m = r.build()?;
             load(&mut m, &format!("device-{i}-slm"))?;
             m
         } else {
-            match entry.init {
-                SlmInit::Random => r.build()?,
+            match &entry.init {
+                SlmInit::Random | SlmInit::Checkpoint(_) => r.build()?,
                 // Pre-trained SLMs of one config share the cache: seed from the config only.
                 SlmInit::PretrainedPublic => {
                     let r = ModelRecipe {

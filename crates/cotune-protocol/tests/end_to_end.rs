@@ -428,3 +428,77 @@ fn every_shipped_config_passes_its_checks() {
     }
     assert!(seen >= 4, "smoke, default, compare and paper configs");
 }
+
+#[test]
+fn a_device_slm_starts_from_a_hugging_face_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    // A GPT-2 model with the smoke run's vocabulary, written as a Hugging Face folder.
+    let plugin = cotune_host::Plugin::find("gpt2").expect("build the plugins first");
+    let model_config = "vocab_size = 512\nn_positions = 64\nn_embd = 32\nn_layer = 1\nn_head = 2\n";
+    let model = plugin
+        .new_model("gpt2", model_config, 77, cotune_host::DeviceChoice::FLEX)
+        .unwrap();
+    let folder = tmp.path().join("slm-checkpoint");
+    model.export_hf(&folder).unwrap();
+    let text = smoke_text()
+        .replace("method = \"co-plms\"", "method = \"standalone\"")
+        .replace("rounds = 2", "rounds = 1")
+        .replace(
+            "slm = { plugin = \"gpt2\", config = { vocab_size = 512, n_positions = 64, n_embd = 32, n_layer = 1, n_head = 2 } }",
+            &format!("init = {:?}\nslm = {{}}", folder.display().to_string()),
+        );
+    assert!(text.contains("slm = {}"), "the smoke config changed shape");
+    let path = tmp.path().join("from-checkpoint.toml");
+    std::fs::write(&path, text).unwrap();
+    let run = run_with(&options(path, &runs, &cache)).unwrap();
+    check_outputs(&run, 1);
+    let records = metrics(&run);
+    assert_eq!(records[0].devices[0].slm_architecture, "gpt2/gpt2");
+    // Round 0 is the checkpoint itself: its predictions are the exported model's.
+    let tokenizer = cotune_data::Tokenizer::load(&run.join("tokenizer.json")).unwrap();
+    let lines: Vec<cotune_eval::Prediction> =
+        std::fs::read_to_string(run.join("predictions/round-0/geography-slm.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let tests: Vec<cotune_data::QaRecord> = lines
+        .iter()
+        .map(|p| cotune_data::QaRecord {
+            domain: p.domain.clone(),
+            question: p.question.clone(),
+            answer: p.reference.clone(),
+        })
+        .collect();
+    let config =
+        cotune_protocol::ExperimentConfig::load(&run.join("config.resolved.toml")).unwrap();
+    let direct = cotune_eval::evaluate(
+        &model,
+        &tests,
+        &tokenizer,
+        &config.data.prompt_template,
+        &config.eval,
+    )
+    .unwrap();
+    let from_run: Vec<&str> = lines.iter().map(|p| p.prediction.as_str()).collect();
+    let from_model: Vec<&str> = direct
+        .predictions
+        .iter()
+        .map(|p| p.prediction.as_str())
+        .collect();
+    assert_eq!(from_run, from_model);
+    // And the run trained it: round 1 has a loss.
+    assert!(
+        records[1].devices[0].losses["slm"]["steps"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // A folder that is not a checkpoint is refused before training, naming it.
+    let bad = smoke_text().replace(
+        "slm = { plugin = \"gpt2\", config = { vocab_size = 512, n_positions = 64, n_embd = 32, n_layer = 1, n_head = 2 } }",
+        "slm = { checkpoint = \"no/such/folder\" }",
+    );
+    check_error(&bad, &["devices[0].slm.checkpoint", "no/such/folder"]);
+}

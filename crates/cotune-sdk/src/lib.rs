@@ -14,6 +14,7 @@
 //!
 //! See `docs/plugin-authoring.md` for a walk-through.
 
+pub mod hf;
 pub mod nn;
 pub mod params;
 pub mod plugin;
@@ -105,4 +106,38 @@ pub trait LanguageModel: Module + Sized + 'static {
     /// - hidden: `[b, t, d]`
     /// - output: `[b, t, v]`
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// The Hugging Face class whose checkpoints this architecture reads and writes, as
+    /// `config.json`'s `architectures` names it (e.g. `GPT2LMHeadModel`). `None` (the default):
+    /// the architecture has no Hugging Face mapping, and the `hf_*` items are never called.
+    const HF_ARCHITECTURE: Option<&'static str> = None;
+
+    /// Translates a Hugging Face `config.json` into this model's configuration keys (a TOML
+    /// table, validated like any other config). Takes the keys it needs and refuses values the
+    /// model cannot honour (an activation it does not implement, ...), naming key and value.
+    fn config_from_hf(hf: &serde_json::Value) -> Result<toml::Table, String> {
+        let _ = hf;
+        Err(hf::no_mapping(Self::ARCHITECTURE))
+    }
+
+    /// The Hugging Face `config.json` of a model of this configuration, with every key
+    /// `transformers` writes for its class.
+    fn config_to_hf(config: &Self::Config) -> Result<serde_json::Value, String> {
+        let _ = config;
+        Err(hf::no_mapping(Self::ARCHITECTURE))
+    }
+
+    /// Every tensor `transformers` saves for a model of this configuration, paired with the
+    /// parameter it holds; together they must cover every (non-adapter) parameter.
+    fn hf_tensors(config: &Self::Config) -> Vec<hf::HfTensor> {
+        let _ = config;
+        Vec::new()
+    }
+
+    /// Tensors a Hugging Face file may hold that have no parameter here and are skipped on load
+    /// (buffers, copies of tied weights); any other unmapped tensor is refused.
+    fn hf_ignored(name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }

@@ -1,6 +1,6 @@
 //! Small building blocks shared by model plugins: attention with masks and a key/value cache.
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Per-layer keys and values of the tokens decoded so far.
@@ -85,10 +85,9 @@ pub fn attention(
     bias: Option<Tensor<4>>,
     mask: Option<Tensor<4, Bool>>,
 ) -> Tensor<4> {
+    // Scaling the queries touches `tq * dh` values instead of the scores' `tq * tk`.
+    let q = if scale != 1.0 { q.mul_scalar(scale) } else { q };
     let mut scores = q.matmul(k.swap_dims(2, 3));
-    if scale != 1.0 {
-        scores = scores.mul_scalar(scale);
-    }
     if let Some(bias) = bias {
         scores = scores + bias;
     }
@@ -98,6 +97,25 @@ pub fn attention(
         scores = scores.mask_fill(mask.expand([b, h, tq, tk]), -1.0e9);
     }
     softmax(scores, 3).matmul(v)
+}
+
+/// GELU with the tanh approximation (GPT-2's `gelu_new`, PyTorch's `gelu(approximate="tanh")`):
+/// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+///
+/// Computed as the equal `x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`, with the cube as
+/// `x * x^2`: burn's `gelu_approximate` spells out `powf` and `tanh`, which the CPU backends
+/// evaluate element by element through `powf` and `tanhf` (and again in the backward pass);
+/// here the only transcendental is the one fused `sigmoid`, whose backward reuses its output.
+pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let two_c = 2.0 * SQRT_2_OVER_PI;
+    let inner = x
+        .clone()
+        .square()
+        .mul_scalar(two_c * 0.044715)
+        .add_scalar(two_c);
+    let z = x.clone() * inner;
+    x * sigmoid(z)
 }
 
 /// Splits `[b, t, h * dh]` into heads `[b, h, t, dh]`.
@@ -116,4 +134,44 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 pub fn key_padding_mask(pad_mask: Tensor<2, Bool>) -> Tensor<4, Bool> {
     let [b, t] = pad_mask.dims();
     pad_mask.reshape([b, 1, 1, t])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::gelu_approximate;
+    use burn::tensor::TensorData;
+
+    fn values(t: Tensor<1>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn gelu_new_equals_the_tanh_formula_and_its_gradient() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (-80..=80).map(|i| i as f32 * 0.1).collect();
+        let input = || {
+            Tensor::<1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &device).require_grad()
+        };
+        let (a, b) = (input(), input());
+        let ours = gelu_new(a.clone());
+        let reference = gelu_approximate(b.clone());
+        let worst = values(ours.clone().inner())
+            .iter()
+            .zip(values(reference.clone().inner()))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-6, "forward differs by {worst}");
+        let (ga, gb) = (ours.sum().backward(), reference.sum().backward());
+        let (ga, gb) = (a.grad(&ga).unwrap(), b.grad(&gb).unwrap());
+        let worst = values(ga)
+            .iter()
+            .zip(values(gb))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "gradient differs by {worst}");
+    }
 }

@@ -63,12 +63,26 @@ pub fn burn_device(choice: DeviceChoice) -> Result<Device, PluginError> {
 /// A [`Trainer`] behind the stable model interface.
 pub struct PluginModel<M: LanguageModel> {
     trainer: Trainer<M>,
+    /// The `config.json` of the Hugging Face folder the model was built from, if any: an export
+    /// writes its keys back.
+    hf_config: Option<serde_json::Value>,
 }
 
 impl<M: LanguageModel> PluginModel<M> {
     /// Wraps a trainer.
     pub fn new(trainer: Trainer<M>) -> Self {
-        Self { trainer }
+        Self {
+            trainer,
+            hf_config: None,
+        }
+    }
+
+    /// Wraps a trainer built from a Hugging Face folder with that folder's `config.json`.
+    pub fn from_hf(trainer: Trainer<M>, hf_config: serde_json::Value) -> Self {
+        Self {
+            trainer,
+            hf_config: Some(hf_config),
+        }
     }
 }
 
@@ -122,6 +136,16 @@ impl<M: LanguageModel + Sync> ModelObject for PluginModel<M> {
     fn load(&mut self, path: RStr<'_>) -> PluginResult<()> {
         guard("load", || self.trainer.load(path.as_str()))
     }
+
+    fn export_hf(&self, folder: RStr<'_>) -> PluginResult<()> {
+        guard("export_hf", || {
+            crate::hf::export(
+                &self.trainer,
+                self.hf_config.as_ref(),
+                std::path::Path::new(folder.as_str()),
+            )
+        })
+    }
 }
 
 /// Builds a boxed model of type `M`: what a plugin's constructor returns for one architecture.
@@ -135,6 +159,28 @@ pub fn new_model<M: LanguageModel + Sync>(
         let trainer = Trainer::<M>::from_toml(config_toml.as_str(), seed, device)?;
         Ok(ModelObject_TO::from_value(
             PluginModel::new(trainer),
+            TD_Opaque,
+        ))
+    })
+}
+
+/// Builds a boxed model of type `M` from a Hugging Face folder (see [`crate::hf::load`]).
+pub fn new_model_from_hf<M: LanguageModel + Sync>(
+    folder: RStr<'_>,
+    extra_toml: RStr<'_>,
+    seed: u64,
+    device: DeviceChoice,
+) -> PluginResult<ModelBox> {
+    guard("new_model_from_hf", || {
+        let device = burn_device(device)?;
+        let (trainer, hf_config) = crate::hf::load::<M>(
+            std::path::Path::new(folder.as_str()),
+            extra_toml.as_str(),
+            seed,
+            device,
+        )?;
+        Ok(ModelObject_TO::from_value(
+            PluginModel::from_hf(trainer, hf_config),
             TD_Opaque,
         ))
     })
@@ -221,6 +267,32 @@ macro_rules! export_plugin {
                 )+
                 $crate::plugin::unknown_architecture(architecture, ARCHITECTURES)
             }
+            extern "C" fn hf_architecture(architecture: RStr<'_>) -> RString {
+                $(
+                    if architecture.as_str() == <$model as $crate::LanguageModel>::ARCHITECTURE {
+                        return RString::from(
+                            <$model as $crate::LanguageModel>::HF_ARCHITECTURE.unwrap_or(""),
+                        );
+                    }
+                )+
+                RString::new()
+            }
+            extern "C" fn new_model_from_hf(
+                architecture: RStr<'_>,
+                folder: RStr<'_>,
+                extra_toml: RStr<'_>,
+                seed: u64,
+                device: $crate::abi::DeviceChoice,
+            ) -> $crate::abi::PluginResult<$crate::abi::ModelBox> {
+                $(
+                    if architecture.as_str() == <$model as $crate::LanguageModel>::ARCHITECTURE {
+                        return $crate::plugin::new_model_from_hf::<$model>(
+                            folder, extra_toml, seed, device,
+                        );
+                    }
+                )+
+                $crate::plugin::unknown_architecture(architecture, ARCHITECTURES)
+            }
 
             fn root_module() -> $crate::abi::PluginModuleRef {
                 $crate::abi::PluginModule {
@@ -230,6 +302,8 @@ macro_rules! export_plugin {
                     architectures,
                     example_config,
                     new_model,
+                    hf_architecture,
+                    new_model_from_hf,
                 }
                 .leak_into_prefix()
             }

@@ -322,20 +322,25 @@ impl<M: LanguageModel> Trainer<M> {
                 let width = seqs.iter().map(Vec::len).max().unwrap_or(1);
                 let tokens = int_tensor(&seqs, width, 0, device);
                 let hidden = model.decode(tokens, None);
-                let d = hidden.dims()[2];
-                // Position p's output predicts token p + 1, so answer token j is predicted at
-                // prompt_len - 1 + j; padded answer positions reuse the last real one.
+                let [_, t, d] = hidden.dims();
+                // Position p's output predicts token p + 1, so answer token j of example i is
+                // predicted at row i * t + prompt_len - 1 + j of the flattened hidden states;
+                // padded answer positions reuse the last real one. Selecting whole rows keeps
+                // the index (and the backward pass's scatter) one entry per row, not per value.
                 let mut index = Vec::with_capacity(b * answer_len);
-                for e in batch {
+                for (i, e) in batch.iter().enumerate() {
                     for j in 0..answer_len {
                         let j = j.min(e.answer.len() - 1);
-                        index.push((e.prompt.len() - 1 + j) as i64);
+                        index.push((i * t + e.prompt.len() - 1 + j) as i64);
                     }
                 }
-                let index: Tensor<2, Int> =
-                    Tensor::from_data(TensorData::new(index, [b, answer_len]), device);
-                let index = index.unsqueeze_dim::<3>(2).repeat_dim(2, d);
-                model.logits(hidden.gather(1, index))
+                let index: Tensor<1, Int> =
+                    Tensor::from_data(TensorData::new(index, [b * answer_len]), device);
+                let rows = hidden
+                    .reshape([b * t, d])
+                    .select(0, index)
+                    .reshape([b, answer_len, d]);
+                model.logits(rows)
             }
             Structure::EncoderDecoder => {
                 let prompts: Vec<Vec<u32>> = batch.iter().map(|e| e.prompt.to_vec()).collect();
@@ -472,6 +477,7 @@ impl<M: LanguageModel> Trainer<M> {
         let inv_n = 1.0 / n_tokens as f32;
         let log_probs = log_softmax(enc.logits.clone(), 2);
         let nll = log_probs
+            .clone()
             .gather(2, enc.targets.unsqueeze_dim::<3>(2))
             .reshape([b, a])
             .neg();
@@ -481,7 +487,11 @@ impl<M: LanguageModel> Trainer<M> {
                 let teacher: Tensor<3> =
                     Tensor::from_data(TensorData::new(soft.data.to_vec(), [b, a, v]), &device);
                 let log_p = log_softmax(teacher.div_scalar(t), 2);
-                let log_q = log_softmax(enc.logits.div_scalar(t), 2);
+                let log_q = if t == 1.0 {
+                    log_probs
+                } else {
+                    log_softmax(enc.logits.div_scalar(t), 2)
+                };
                 let kl_pos = (log_p.clone().exp() * (log_p - log_q))
                     .sum_dim(2)
                     .reshape([b, a]);
@@ -492,9 +502,16 @@ impl<M: LanguageModel> Trainer<M> {
             }
             None => (ce.clone(), None),
         };
-        let loss_value: f32 = loss.clone().into_scalar();
-        let ce_value: f32 = ce.into_scalar();
-        let kl_value: f32 = kl.map(|k| k.into_scalar()).unwrap_or(0.0);
+        // One read from the device for all three values.
+        let mut parts = vec![loss.clone().detach().reshape([1]), ce.detach().reshape([1])];
+        parts.extend(kl.map(|k| k.detach().reshape([1])));
+        let values = Tensor::cat(parts, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| err(ErrorKind::Internal, format!("reading the loss: {e:?}")))?;
+        let (loss_value, ce_value) = (values[0], values[1]);
+        let kl_value = values.get(2).copied().unwrap_or(0.0);
         if !loss_value.is_finite() {
             return Err(err(
                 ErrorKind::NonFinite,

@@ -12,11 +12,13 @@ use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use cotune_sdk::burn::tensor::activation::{gelu, gelu_approximate};
-use cotune_sdk::burn::tensor::{Device, Int, Tensor};
-use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::burn::tensor::activation::gelu;
+use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor};
+use cotune_sdk::nn::{attention, causal_mask, gelu_new, merge_heads, split_heads, KvCache};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
+
+pub mod hf;
 
 /// The model's configuration, with `GPT2Config`'s key names.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,8 +88,16 @@ struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
-        let [_, n, d] = x.dims();
+    /// # Shapes
+    /// - x: `[b, n, d]`, mask: `[1, 1, n, cached + n]` (true above the diagonal)
+    /// - output: `[b, n, d]`
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &Tensor<4, Bool>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let [_, _, d] = x.dims();
         let qkv = self.c_attn.forward(x);
         let mut parts = qkv.chunk(3, 2).into_iter();
         let (q, k, v) = (
@@ -104,10 +114,8 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let total = k.dims()[2];
-        let mask = causal_mask(n, total, &q.device()).reshape([1, 1, n, total]);
         let scale = 1.0 / ((d / self.n_head) as f32).sqrt();
-        let out = attention(q, k, v, scale, None, Some(mask));
+        let out = attention(q, k, v, scale, None, Some(mask.clone()));
         self.c_proj.forward(merge_heads(out))
     }
 }
@@ -125,7 +133,7 @@ impl Mlp {
         let h = if self.exact_gelu {
             gelu(h)
         } else {
-            gelu_approximate(h)
+            gelu_new(h)
         };
         self.c_proj.forward(h)
     }
@@ -140,8 +148,13 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<3>, cache: Option<(&mut KvCache, usize)>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &Tensor<4, Bool>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -163,9 +176,11 @@ impl Gpt2 {
         let device = tokens.device();
         let positions =
             Tensor::<1, Int>::arange(offset as i64..(offset + n) as i64, &device).reshape([1, n]);
+        // One causal mask per forward pass, shared by every block.
+        let mask = causal_mask(n, offset + n, &device).reshape([1, 1, n, offset + n]);
         let mut x = self.wte.forward(tokens) + self.wpe.forward(positions);
         for (i, block) in self.h.iter().enumerate() {
-            x = block.forward(x, cache.as_deref_mut().map(|c| (c, i)));
+            x = block.forward(x, &mask, cache.as_deref_mut().map(|c| (c, i)));
         }
         self.ln_f.forward(x)
     }
@@ -180,6 +195,26 @@ impl LanguageModel for Gpt2 {
     const LORA_TARGETS: &'static [&'static str] = &["c_attn"];
     const EXAMPLE_CONFIG: &'static str =
         "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
+
+    const HF_ARCHITECTURE: Option<&'static str> = Some("GPT2LMHeadModel");
+
+    fn config_from_hf(
+        hf: &cotune_sdk::hf::serde_json::Value,
+    ) -> Result<cotune_sdk::hf::toml::Table, String> {
+        hf::config_from_hf(hf)
+    }
+
+    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
+        Ok(hf::config_to_hf(c))
+    }
+
+    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
+        hf::tensors(c)
+    }
+
+    fn hf_ignored(name: &str) -> bool {
+        hf::ignored(name)
+    }
 
     fn validate(c: &Gpt2Config) -> Result<(), String> {
         let positive = [

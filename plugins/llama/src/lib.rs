@@ -17,10 +17,12 @@ use cotune_sdk::burn;
 use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use cotune_sdk::burn::tensor::activation::silu;
-use cotune_sdk::burn::tensor::{Device, Int, Tensor, TensorData};
+use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
+
+pub mod hf;
 
 /// The model's configuration, with `LlamaConfig`'s key names.
 #[derive(Debug, Clone, Deserialize)]
@@ -181,13 +183,17 @@ struct Attention {
 }
 
 impl Attention {
+    /// # Shapes
+    /// - x: `[b, n, d]`, mask: `[1, 1, n, cached + n]` (true above the diagonal)
+    /// - output: `[b, n, d]`
     fn forward(
         &self,
         x: Tensor<3>,
         rotary: &Rotary,
+        mask: &Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let [_, n, d] = x.dims();
+        let [_, _, d] = x.dims();
         let q = rotary.apply(split_heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rotary.apply(split_heads(
             self.k_proj.forward(x.clone()),
@@ -201,10 +207,8 @@ impl Attention {
         };
         let group = self.num_heads / self.num_kv_heads;
         let (k, v) = (repeat_kv(k, group), repeat_kv(v, group));
-        let total = k.dims()[2];
-        let mask = causal_mask(n, total, &q.device()).reshape([1, 1, n, total]);
         let scale = 1.0 / ((d / self.num_heads) as f32).sqrt();
-        let out = attention(q, k, v, scale, None, Some(mask));
+        let out = attention(q, k, v, scale, None, Some(mask.clone()));
         self.o_proj.forward(merge_heads(out))
     }
 }
@@ -236,12 +240,13 @@ impl DecoderLayer {
         &self,
         x: Tensor<3>,
         rotary: &Rotary,
+        mask: &Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let x = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rotary, cache);
+                .forward(self.input_layernorm.forward(x), rotary, mask, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -261,10 +266,14 @@ impl Llama {
     fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, n] = tokens.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let rotary = Rotary::new(self.head_dim, self.rope_theta, offset, n, &tokens.device());
+        let device = tokens.device();
+        // The rotary tables and the causal mask are built once per forward pass and shared by
+        // every layer.
+        let rotary = Rotary::new(self.head_dim, self.rope_theta, offset, n, &device);
+        let mask = causal_mask(n, offset + n, &device).reshape([1, 1, n, offset + n]);
         let mut x = self.embed_tokens.forward(tokens);
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, &rotary, cache.as_deref_mut().map(|c| (c, i)));
+            x = layer.forward(x, &rotary, &mask, cache.as_deref_mut().map(|c| (c, i)));
         }
         self.norm.forward(x)
     }
@@ -278,6 +287,26 @@ impl LanguageModel for Llama {
     // PEFT's default for LLaMA: adapters on the query and value projections.
     const LORA_TARGETS: &'static [&'static str] = &["q_proj", "v_proj"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nhidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 2\nnum_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 64\n";
+
+    const HF_ARCHITECTURE: Option<&'static str> = Some("LlamaForCausalLM");
+
+    fn config_from_hf(
+        hf: &cotune_sdk::hf::serde_json::Value,
+    ) -> Result<cotune_sdk::hf::toml::Table, String> {
+        hf::config_from_hf(hf)
+    }
+
+    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
+        Ok(hf::config_to_hf(c))
+    }
+
+    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
+        hf::tensors(c)
+    }
+
+    fn hf_ignored(name: &str) -> bool {
+        hf::ignored(name)
+    }
 
     fn validate(c: &LlamaConfig) -> Result<(), String> {
         let positive = [

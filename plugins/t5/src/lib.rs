@@ -51,11 +51,15 @@ use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{
     Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
 };
-use cotune_sdk::burn::tensor::activation::{gelu_approximate, relu};
+use cotune_sdk::burn::tensor::activation::relu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use cotune_sdk::nn::{attention, causal_mask, key_padding_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::nn::{
+    attention, causal_mask, gelu_new, key_padding_mask, merge_heads, split_heads, KvCache,
+};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
+
+pub mod hf;
 
 /// The model's configuration, with `T5Config`'s key names (plus `max_length`).
 ///
@@ -262,7 +266,7 @@ impl FeedForwardLayer {
         let hidden = match (&self.wi, &self.wi_0, &self.wi_1) {
             (Some(wi), _, _) => relu(wi.forward(normed)),
             (None, Some(wi_0), Some(wi_1)) => {
-                gelu_approximate(wi_0.forward(normed.clone())) * wi_1.forward(normed)
+                gelu_new(wi_0.forward(normed.clone())) * wi_1.forward(normed)
             }
             _ => unreachable!("a feed-forward layer is built with `wi` or `wi_0` and `wi_1`"),
         };
@@ -421,6 +425,26 @@ impl LanguageModel for T5 {
     // PEFT's T5 default: every `q` and `v`, so self- and cross-attention in both stacks.
     const LORA_TARGETS: &'static [&'static str] = &["q", "v"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nd_model = 32\nd_kv = 8\nd_ff = 64\nnum_layers = 2\nnum_heads = 4\nrelative_attention_num_buckets = 8\nrelative_attention_max_distance = 20\n";
+
+    const HF_ARCHITECTURE: Option<&'static str> = Some("T5ForConditionalGeneration");
+
+    fn config_from_hf(
+        hf: &cotune_sdk::hf::serde_json::Value,
+    ) -> Result<cotune_sdk::hf::toml::Table, String> {
+        hf::config_from_hf(hf)
+    }
+
+    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
+        Ok(hf::config_to_hf(c))
+    }
+
+    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
+        hf::tensors(c)
+    }
+
+    fn hf_ignored(name: &str) -> bool {
+        hf::ignored(name)
+    }
 
     fn validate(c: &T5Config) -> Result<(), String> {
         let positive = [
