@@ -47,7 +47,7 @@ pub enum DataError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A loaded `tokenizer.json` lacks one of the special tokens the protocol needs.
-    #[error("{path}: tokenizer has no special token {token:?} (expected pad, bos and eos tokens)")]
+    #[error("{path}: tokenizer has no end-of-sequence token (looked for {token})")]
     MissingSpecialToken {
         /// The `tokenizer.json` that was loaded.
         path: PathBuf,

@@ -14,6 +14,19 @@ use crate::DataError;
 
 /// The special tokens in id order: padding, beginning and end of sequence.
 pub const SPECIAL_TOKENS: [&str; 3] = ["<pad>", "<bos>", "<eos>"];
+/// Spellings of the end-of-sequence token looked up in a loaded `tokenizer.json`, in order.
+pub const EOS_NAMES: [&str; 6] = [
+    "<eos>",
+    "</s>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|im_end|>",
+    "[SEP]",
+];
+/// Spellings of the beginning-of-sequence token, in order.
+pub const BOS_NAMES: [&str; 4] = ["<bos>", "<s>", "<|begin_of_text|>", "[CLS]"];
+/// Spellings of the padding token, in order.
+pub const PAD_NAMES: [&str; 3] = ["<pad>", "[PAD]", "<|padding|>"];
 /// Id of `<pad>` in every tokenizer this crate trains.
 pub const PAD_ID: u32 = 0;
 /// Id of `<bos>` in every tokenizer this crate trains.
@@ -105,16 +118,17 @@ impl Tokenizer {
     }
 
     /// Wraps a library tokenizer, finding the special tokens by text; `origin` names it in errors.
+    ///
+    /// This crate's names come first; a foreign `tokenizer.json` (a Hugging Face model's) may
+    /// use the other common spellings in [`EOS_NAMES`], [`BOS_NAMES`] and [`PAD_NAMES`]. Only an
+    /// end-of-sequence token is required: without a beginning or padding token of its own, a
+    /// tokenizer uses its end-of-sequence token for them, as GPT-2's does.
     fn from_library(inner: tokenizers::Tokenizer, origin: &Path) -> Result<Self, DataError> {
-        let id = |token: &str| {
-            inner
-                .token_to_id(token)
-                .ok_or_else(|| DataError::MissingSpecialToken {
-                    path: origin.to_path_buf(),
-                    token: token.to_string(),
-                })
-        };
-        let [pad, bos, eos] = SPECIAL_TOKENS;
+        let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        let eos = find(&EOS_NAMES).ok_or_else(|| DataError::MissingSpecialToken {
+            path: origin.to_path_buf(),
+            token: EOS_NAMES.join(" or "),
+        })?;
         // One past the largest id rather than the entry count: a foreign file may leave gaps,
         // and models size their embedding tables by this.
         let vocab_size = inner
@@ -124,9 +138,9 @@ impl Tokenizer {
             .map_or(0, |id| id as usize + 1);
         Ok(Tokenizer {
             vocab_size,
-            pad: id(pad)?,
-            bos: id(bos)?,
-            eos: id(eos)?,
+            pad: find(&PAD_NAMES).unwrap_or(eos),
+            bos: find(&BOS_NAMES).unwrap_or(eos),
+            eos,
             inner,
         })
     }

@@ -232,15 +232,26 @@ fn tokenizer_without_special_tokens_is_refused_by_name() {
     let json = default_prepared()
         .tokenizer
         .to_json()
-        .replace("<bos>", "<start>");
+        .replace("<eos>", "<stop>");
     std::fs::write(&path, json).unwrap();
     let error = Tokenizer::load(&path).unwrap_err();
     assert!(matches!(error, DataError::MissingSpecialToken { .. }));
     let message = error.to_string();
     assert!(
-        message.contains("<bos>") && message.contains("tokenizer.json"),
+        message.contains("<eos>") && message.contains("</s>") && message.contains("tokenizer.json"),
         "{message}"
     );
+    // Other spellings of the special tokens are found; a missing bos or pad falls back to eos.
+    let json = default_prepared()
+        .tokenizer
+        .to_json()
+        .replace("<eos>", "</s>")
+        .replace("<bos>", "<start>")
+        .replace("<pad>", "<blank>");
+    std::fs::write(&path, json).unwrap();
+    let foreign = Tokenizer::load(&path).unwrap();
+    assert_eq!(foreign.eos_id(), EOS_ID);
+    assert_eq!((foreign.bos_id(), foreign.pad_id()), (EOS_ID, EOS_ID));
 
     let missing = dir.join("nowhere.json");
     let message = Tokenizer::load(&missing).unwrap_err().to_string();
