@@ -213,7 +213,8 @@ pub struct TrainOptions {
     pub min_lr_ratio: f32,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f32,
-    /// Clip the global gradient norm to this value; zero disables clipping.
+    /// Clip each parameter tensor's gradient to this L2 norm (burn's clipping works tensor by
+    /// tensor, not over the global norm); zero disables clipping.
     pub grad_clip_norm: f32,
     /// Distillation temperature `T` (> 0).
     pub temperature: f32,

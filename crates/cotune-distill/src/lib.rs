@@ -79,7 +79,7 @@ pub struct TrainSettings {
     pub warmup_steps: u32,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f32,
-    /// Global gradient-norm clip; 0 disables it.
+    /// Per-tensor gradient-norm clip (see `cotune_abi::TrainOptions`); 0 disables it.
     pub grad_clip_norm: f32,
     /// Examples per step.
     pub batch_size: usize,
