@@ -464,7 +464,8 @@ fn setup(
             n => n,
         };
         progress::phase("pre-training", jobs.len());
-        parallel_map(jobs, threads, |(who, r)| {
+        let started = Instant::now();
+        let done = parallel_map(jobs, threads, |(who, r)| {
             let p = pretrain_cached(
                 r,
                 &data_key,
@@ -475,8 +476,24 @@ fn setup(
             )
             .with_context(|| format!("pre-training {who}"))?;
             progress::tick();
-            Ok(p.report)
+            Ok((who, p.report))
         })?;
+        // The steps below read these from the cache; say here which were trained by this run.
+        for (who, report) in &done {
+            progress!(
+                "{who}: {} (best epoch {})",
+                if report.from_cache {
+                    "pre-trained by an earlier run, read from the cache"
+                } else {
+                    "pre-trained now and cached"
+                },
+                report.best_epoch
+            );
+        }
+        progress!(
+            "pre-training phase done in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
     }
     let llm = if resume.is_some() {
         let mut m = llm_recipe.build()?;
