@@ -478,7 +478,7 @@ fn setup(
             progress::tick();
             Ok((who, p.report))
         })?;
-        // The steps below read these from the cache; say here which were trained by this run.
+        // The steps below only read these from the cache; say here which this run trained.
         for (who, report) in &done {
             progress!(
                 "{who}: {} (best epoch {})",
@@ -509,13 +509,8 @@ fn setup(
             &cache_dir,
         )?;
         progress!(
-            "LLM {} pre-trained{}: best epoch {}, valid CE {:?}",
+            "LLM {} pre-trained: best epoch {}, valid CE {:?}",
             model.label(),
-            if report.from_cache {
-                " (from cache)"
-            } else {
-                ""
-            },
             report.best_epoch,
             report
                 .valid_cross_entropy
@@ -627,25 +622,15 @@ fn setup(
                         seed: pretrain_seed.wrapping_add(100),
                         ..r
                     };
-                    let p = pretrain_cached(
+                    pretrain_cached(
                         r,
                         &data_key,
                         &public_train,
                         &public_valid,
                         &config.pretrain,
                         &cache_dir,
-                    )?;
-                    progress!(
-                        "SLM of {} pre-trained{} (best epoch {})",
-                        data.name,
-                        if p.report.from_cache {
-                            " (from cache)"
-                        } else {
-                            ""
-                        },
-                        p.report.best_epoch
-                    );
-                    p.model
+                    )?
+                    .model
                 }
             }
         };
