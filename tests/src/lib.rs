@@ -70,10 +70,12 @@ pub enum FixtureError {
 
 /// The workspace's root folder (the one holding the root `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests package lives one level below the workspace root")
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("the tests package lives one level below the workspace root")
+    .to_path_buf()
 }
 
 /// Where the running tests were built: the target folder and whether it is a release build.

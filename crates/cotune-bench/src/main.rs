@@ -19,7 +19,7 @@
 //! plugin library, whose allocator a counter in this binary does not see; the PyTorch reference
 //! measures the same way (`ru_maxrss` minus the size after building), so the two compare.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -213,7 +213,9 @@ fn bench_in_process(reps: usize) -> Result<f64> {
 
 /// The `transformers` model matching `plugin`'s bench config, measured by the reference script.
 fn run_torch(python: &str, plugin: &str, reps: usize) -> Result<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    );
     let script = dir.join("reference/hf_torch.py");
     let config = dir.join(format!("configs/{plugin}.toml"));
     let out = Command::new(python)

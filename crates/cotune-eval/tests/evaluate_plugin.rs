@@ -3,15 +3,16 @@
 //!
 //! Needs the gpt2 plugin built (`cargo build --workspace`).
 
-use std::path::Path;
-
 use cotune_data::{prepare, DataConfig};
 use cotune_eval::{evaluate, EvalOptions, Prediction};
 use cotune_host::{DeviceChoice, Plugin};
 
 #[test]
 fn evaluates_a_gpt2_model_and_writes_predictions() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..");
     let config = DataConfig {
         domains: vec!["geography".into(), "chemistry".into()],
         device_train_size: 20,

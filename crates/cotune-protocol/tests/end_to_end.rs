@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use cotune_protocol::{check_config, run_with, Method, RoundRecord, RunOptions};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..")
 }
 
 fn smoke_text() -> String {

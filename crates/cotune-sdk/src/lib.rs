@@ -16,9 +16,11 @@
 
 pub mod hf;
 pub mod nn;
+pub mod ops;
 pub mod params;
 pub mod plugin;
 pub mod schedule;
+pub mod sgemm;
 mod trainer;
 
 pub use trainer::{LoraConfig, Memory, Trainer};

@@ -1,6 +1,6 @@
 //! Small building blocks shared by model plugins: attention with masks and a key/value cache.
 
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Per-layer keys and values of the tokens decoded so far.
@@ -87,7 +87,7 @@ pub fn attention(
 ) -> Tensor<4> {
     // Scaling the queries touches `tq * dh` values instead of the scores' `tq * tk`.
     let q = if scale != 1.0 { q.mul_scalar(scale) } else { q };
-    let mut scores = q.matmul(k.swap_dims(2, 3));
+    let mut scores = crate::ops::matmul(q, k.swap_dims(2, 3));
     if let Some(bias) = bias {
         scores = scores + bias;
     }
@@ -96,7 +96,7 @@ pub fn attention(
         let [b, h, tq, tk] = scores.dims();
         scores = scores.mask_fill(mask.expand([b, h, tq, tk]), -1.0e9);
     }
-    softmax(scores, 3).matmul(v)
+    crate::ops::matmul(crate::ops::softmax(scores), v)
 }
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`, PyTorch's `gelu(approximate="tanh")`):
@@ -106,7 +106,15 @@ pub fn attention(
 /// `x * x^2`: burn's `gelu_approximate` spells out `powf` and `tanh`, which the CPU backends
 /// evaluate element by element through `powf` and `tanhf` (and again in the backward pass);
 /// here the only transcendental is the one fused `sigmoid`, whose backward reuses its output.
+///
+/// On the CPU backend this is one fused operation ([`crate::ops::gelu_new`]); elsewhere it is
+/// composed from burn's operations as above ([`gelu_new_composed`]).
 pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    crate::ops::gelu_new(x)
+}
+
+/// [`gelu_new`] composed from burn's operations.
+pub fn gelu_new_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
     let two_c = 2.0 * SQRT_2_OVER_PI;
     let inner = x

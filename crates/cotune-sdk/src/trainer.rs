@@ -7,7 +7,6 @@ use burn::module::{Lora, ModuleVisitor, Param, ParamGroup};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Bytes, Device, Int, Tensor, TensorData};
 use cotune_abi::{
     AnswerExample, ErrorKind, GenerateOptions, Logits, ModelSpec, NamedTensor, ParamSelection,
@@ -475,7 +474,7 @@ impl<M: LanguageModel> Trainer<M> {
         let [b, a, v] = enc.logits.dims();
         let n_tokens: usize = enc.answer_lens.iter().sum();
         let inv_n = 1.0 / n_tokens as f32;
-        let log_probs = log_softmax(enc.logits.clone(), 2);
+        let log_probs = crate::ops::log_softmax(enc.logits.clone());
         let nll = log_probs
             .clone()
             .gather(2, enc.targets.unsqueeze_dim::<3>(2))
@@ -486,11 +485,11 @@ impl<M: LanguageModel> Trainer<M> {
             Some(soft) => {
                 let teacher: Tensor<3> =
                     Tensor::from_data(TensorData::new(soft.data.to_vec(), [b, a, v]), &device);
-                let log_p = log_softmax(teacher.div_scalar(t), 2);
+                let log_p = crate::ops::log_softmax(teacher.div_scalar(t));
                 let log_q = if t == 1.0 {
                     log_probs
                 } else {
-                    log_softmax(enc.logits.div_scalar(t), 2)
+                    crate::ops::log_softmax(enc.logits.div_scalar(t))
                 };
                 let kl_pos = (log_p.clone().exp() * (log_p - log_q))
                     .sum_dim(2)

@@ -15,6 +15,7 @@ use cotune_sdk::burn::nn::{
 use cotune_sdk::burn::tensor::activation::gelu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor};
 use cotune_sdk::nn::{attention, causal_mask, gelu_new, merge_heads, split_heads, KvCache};
+use cotune_sdk::ops::{linear, matmul};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
@@ -98,7 +99,7 @@ impl Attention {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [_, _, d] = x.dims();
-        let qkv = self.c_attn.forward(x);
+        let qkv = linear(&self.c_attn, x);
         let mut parts = qkv.chunk(3, 2).into_iter();
         let (q, k, v) = (
             parts.next().expect("q"),
@@ -116,7 +117,7 @@ impl Attention {
         };
         let scale = 1.0 / ((d / self.n_head) as f32).sqrt();
         let out = attention(q, k, v, scale, None, Some(mask.clone()));
-        self.c_proj.forward(merge_heads(out))
+        linear(&self.c_proj, merge_heads(out))
     }
 }
 
@@ -129,13 +130,13 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.c_fc.forward(x);
+        let h = linear(&self.c_fc, x);
         let h = if self.exact_gelu {
             gelu(h)
         } else {
             gelu_new(h)
         };
-        self.c_proj.forward(h)
+        linear(&self.c_proj, h)
     }
 }
 
@@ -145,6 +146,13 @@ struct Block {
     attn: Attention,
     ln_2: LayerNorm,
     mlp: Mlp,
+    /// The LayerNorms' epsilon (burn's `LayerNorm` keeps its own private).
+    eps: f64,
+}
+
+/// `ln` applied to `x` through the SDK's fused normalisation.
+fn layer_norm(ln: &LayerNorm, x: Tensor<3>, eps: f64) -> Tensor<3> {
+    cotune_sdk::ops::layer_norm(x, ln.gamma.val(), ln.beta.as_ref().map(|b| b.val()), eps)
 }
 
 impl Block {
@@ -154,8 +162,11 @@ impl Block {
         mask: &Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask, cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = x.clone()
+            + self
+                .attn
+                .forward(layer_norm(&self.ln_1, x, self.eps), mask, cache);
+        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x, self.eps))
     }
 }
 
@@ -167,6 +178,8 @@ pub struct Gpt2 {
     h: Vec<Block>,
     ln_f: LayerNorm,
     lm_head: Option<Linear>,
+    /// The LayerNorms' epsilon.
+    eps: f64,
 }
 
 impl Gpt2 {
@@ -182,7 +195,7 @@ impl Gpt2 {
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(x, &mask, cache.as_deref_mut().map(|c| (c, i)));
         }
-        self.ln_f.forward(x)
+        layer_norm(&self.ln_f, x, self.eps)
     }
 }
 
@@ -287,6 +300,7 @@ impl LanguageModel for Gpt2 {
                     c_proj: linear(inner, d, &proj),
                     exact_gelu: c.activation_function == "gelu",
                 },
+                eps: c.layer_norm_epsilon,
             })
             .collect();
         Gpt2 {
@@ -301,6 +315,7 @@ impl LanguageModel for Gpt2 {
                 .init(device),
             h,
             ln_f: norm(),
+            eps: c.layer_norm_epsilon,
             lm_head: (!c.tie_word_embeddings).then(|| {
                 LinearConfig::new(d, c.vocab_size)
                     .with_bias(false)
@@ -337,15 +352,12 @@ impl LanguageModel for Gpt2 {
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 let [b, t, d] = hidden.dims();
                 let weight: Param<Tensor<2>> = self.wte.weight.clone();
                 let v = weight.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(weight.val().transpose())
-                    .reshape([b, t, v])
+                matmul(hidden.reshape([b * t, d]), weight.val().transpose()).reshape([b, t, v])
             }
         }
     }

@@ -16,9 +16,9 @@
 use cotune_sdk::burn;
 use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use cotune_sdk::burn::tensor::activation::silu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::ops::{linear, matmul};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
@@ -99,8 +99,7 @@ impl RmsNorm {
     /// - x: `[b, t, d]`
     /// - output: `[b, t, d]`
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        (x / rms) * self.weight.val().unsqueeze()
+        cotune_sdk::ops::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -194,12 +193,12 @@ impl Attention {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [_, _, d] = x.dims();
-        let q = rotary.apply(split_heads(self.q_proj.forward(x.clone()), self.num_heads));
+        let q = rotary.apply(split_heads(linear(&self.q_proj, x.clone()), self.num_heads));
         let k = rotary.apply(split_heads(
-            self.k_proj.forward(x.clone()),
+            linear(&self.k_proj, x.clone()),
             self.num_kv_heads,
         ));
-        let v = split_heads(self.v_proj.forward(x), self.num_kv_heads);
+        let v = split_heads(linear(&self.v_proj, x), self.num_kv_heads);
         // The cache keeps the un-repeated (and already rotated) keys and values.
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
@@ -209,7 +208,7 @@ impl Attention {
         let (k, v) = (repeat_kv(k, group), repeat_kv(v, group));
         let scale = 1.0 / ((d / self.num_heads) as f32).sqrt();
         let out = attention(q, k, v, scale, None, Some(mask.clone()));
-        self.o_proj.forward(merge_heads(out))
+        linear(&self.o_proj, merge_heads(out))
     }
 }
 
@@ -222,8 +221,8 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = cotune_sdk::ops::silu(linear(&self.gate_proj, x.clone()));
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }
 
@@ -428,15 +427,12 @@ impl LanguageModel for Llama {
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 let [b, t, d] = hidden.dims();
                 let weight: Param<Tensor<2>> = self.embed_tokens.weight.clone();
                 let v = weight.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(weight.val().transpose())
-                    .reshape([b, t, v])
+                matmul(hidden.reshape([b * t, d]), weight.val().transpose()).reshape([b, t, v])
             }
         }
     }

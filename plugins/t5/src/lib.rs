@@ -56,6 +56,12 @@ use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use cotune_sdk::nn::{
     attention, causal_mask, gelu_new, key_padding_mask, merge_heads, split_heads, KvCache,
 };
+use cotune_sdk::ops::{linear, matmul};
+
+/// `norm` applied to `x` through the SDK's fused normalisation.
+fn rms_norm(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
+    cotune_sdk::ops::rms_norm(x, norm.gamma.val(), norm.epsilon)
+}
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
@@ -190,8 +196,8 @@ struct AttentionLayer {
 impl AttentionLayer {
     fn keys_values(&self, source: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
-            split_heads(self.k.forward(source.clone()), self.num_heads),
-            split_heads(self.v.forward(source), self.num_heads),
+            split_heads(linear(&self.k, source.clone()), self.num_heads),
+            split_heads(linear(&self.v, source), self.num_heads),
         )
     }
 
@@ -204,9 +210,9 @@ impl AttentionLayer {
         bias: Option<Tensor<4>>,
         mask: Tensor<4, Bool>,
     ) -> Tensor<3> {
-        let q = split_heads(self.q.forward(normed), self.num_heads);
+        let q = split_heads(linear(&self.q, normed), self.num_heads);
         let out = attention(q, k, v, 1.0, bias, Some(mask));
-        x + self.o.forward(merge_heads(out))
+        x + linear(&self.o, merge_heads(out))
     }
 
     /// Self-attention with the stack's position bias; with a cache, this step's keys and values
@@ -221,7 +227,7 @@ impl AttentionLayer {
         mask: Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let normed = self.layer_norm.forward(x.clone());
+        let normed = rms_norm(&self.layer_norm, x.clone());
         let (k, v) = self.keys_values(normed.clone());
         let kv = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
@@ -238,7 +244,7 @@ impl AttentionLayer {
         memory: &Memory,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let normed = self.layer_norm.forward(x.clone());
+        let normed = rms_norm(&self.layer_norm, x.clone());
         let project = || self.keys_values(memory.states.clone());
         let kv = match cache {
             Some((cache, layer)) => cache.get_or_insert(layer, project),
@@ -262,15 +268,15 @@ struct FeedForwardLayer {
 
 impl FeedForwardLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let normed = self.layer_norm.forward(x.clone());
+        let normed = rms_norm(&self.layer_norm, x.clone());
         let hidden = match (&self.wi, &self.wi_0, &self.wi_1) {
-            (Some(wi), _, _) => relu(wi.forward(normed)),
+            (Some(wi), _, _) => relu(linear(wi, normed)),
             (None, Some(wi_0), Some(wi_1)) => {
-                gelu_new(wi_0.forward(normed.clone())) * wi_1.forward(normed)
+                gelu_new(linear(wi_0, normed.clone())) * linear(wi_1, normed)
             }
             _ => unreachable!("a feed-forward layer is built with `wi` or `wi_0` and `wi_1`"),
         };
-        x + self.wo.forward(hidden)
+        x + linear(&self.wo, hidden)
     }
 }
 
@@ -380,7 +386,7 @@ impl Stack {
             let cache = cache.as_deref_mut().map(|c| (c, i));
             x = block.forward(x, bias.clone(), mask.clone(), memory, cache);
         }
-        self.final_layer_norm.forward(x)
+        rms_norm(&self.final_layer_norm, x)
     }
 }
 
@@ -608,16 +614,13 @@ impl LanguageModel for T5 {
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 let [b, t, d] = hidden.dims();
                 let weight: Param<Tensor<2>> = self.shared.weight.clone();
                 let v = weight.dims()[0];
-                hidden
-                    .mul_scalar((d as f64).powf(-0.5))
-                    .reshape([b * t, d])
-                    .matmul(weight.val().transpose())
-                    .reshape([b, t, v])
+                let rows = hidden.mul_scalar((d as f64).powf(-0.5)).reshape([b * t, d]);
+                matmul(rows, weight.val().transpose()).reshape([b, t, v])
             }
         }
     }

@@ -1,0 +1,1221 @@
+//! Matrix products through cotune's own CPU kernel, with their gradients.
+//!
+//! Half of a training step at the plugins' sizes is matrix products, and burn 0.22.1's CPU
+//! backend (`flex`) runs them through the `gemm` crate at a fraction of the machine's speed
+//! (measured in `docs/results.md`). [`matmul`] and [`linear`] compute the product with the
+//! packed kernel in [`crate::sgemm`] on `flex` tensors, registering their own backward step with
+//! burn's autodiff (both gradients are products through the same kernel). On any other backend,
+//! dtype or layout they fall back to burn's own `matmul`, so plugins may call them everywhere.
+//!
+//! Every element of a product is summed by one thread in a fixed order, so the results do not
+//! depend on the number of threads.
+
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+/// `lhs · rhs` over the last two dimensions, broadcasting the leading ones (like
+/// [`Tensor::matmul`]).
+///
+/// # Shapes
+/// - lhs: `[..., m, k]`, rhs: `[..., k, n]` (leading dimensions equal or 1)
+/// - output: `[..., m, n]`
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::matmul(&lhs, &rhs) {
+        return out;
+    }
+    lhs.matmul(rhs)
+}
+
+/// A [`Linear`] layer applied to `x`, the product through [`matmul`] on the rows of `x`
+/// flattened to one matrix (the adapted weight when the layer carries LoRA adapters).
+///
+/// # Shapes
+/// - x: `[..., d_input]`
+/// - output: `[..., d_output]`
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let weight = layer.weight.val();
+    let [d_input, d_output] = weight.dims();
+    let mut dims = x.dims();
+    assert_eq!(
+        dims[D - 1],
+        d_input,
+        "linear: input width {} differs from the weight's {d_input}",
+        dims[D - 1]
+    );
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut y = matmul(x.reshape([rows, d_input]), weight);
+    if let Some(bias) = &layer.bias {
+        y = y + bias.val().unsqueeze::<2>();
+    }
+    dims[D - 1] = d_output;
+    y.reshape(dims)
+}
+
+/// Softmax over the last dimension, in one fused operation (burn's composes five, each with its
+/// own backward step).
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::elementwise(&x, flex::Kind::Softmax) {
+        return out;
+    }
+    burn::tensor::activation::softmax(x, D - 1)
+}
+
+/// Log-softmax over the last dimension, in one fused operation.
+pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::elementwise(&x, flex::Kind::LogSoftmax) {
+        return out;
+    }
+    burn::tensor::activation::log_softmax(x, D - 1)
+}
+
+/// GELU with the tanh approximation (GPT-2's `gelu_new`), in one fused operation; see
+/// [`crate::nn::gelu_new`] for the formula.
+pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::elementwise(&x, flex::Kind::GeluNew) {
+        return out;
+    }
+    crate::nn::gelu_new_composed(x)
+}
+
+/// SiLU, `x * sigmoid(x)`, in one fused operation.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::elementwise(&x, flex::Kind::Silu) {
+        return out;
+    }
+    burn::tensor::activation::silu(x)
+}
+
+/// Layer normalisation over the last dimension (`(x - mean) / sqrt(var + eps) * gamma + beta`),
+/// the normalisation in one fused operation. Burn's `LayerNorm` module runs the same formula
+/// as nine operations in training.
+///
+/// # Shapes
+/// - x: `[..., d]`, gamma and beta: `[d]`
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Tensor<D> {
+    let y = normalize(x, true, epsilon) * gamma.unsqueeze();
+    match beta {
+        Some(beta) => y + beta.unsqueeze(),
+        None => y,
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension (`x / sqrt(mean(x^2) + eps) *
+/// gamma`, LLaMA's and T5's), the normalisation in one fused operation.
+///
+/// # Shapes
+/// - x: `[..., d]`, gamma: `[d]`
+pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f64) -> Tensor<D> {
+    normalize(x, false, epsilon) * gamma.unsqueeze()
+}
+
+/// `(x - mean) / sqrt(var + eps)` (centred) or `x / sqrt(mean(x^2) + eps)` over the last
+/// dimension.
+fn normalize<const D: usize>(x: Tensor<D>, centre: bool, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::elementwise(
+        &x,
+        flex::Kind::Norm {
+            centre,
+            epsilon: epsilon as f32,
+        },
+    ) {
+        return out;
+    }
+    let last = D - 1;
+    let x = if centre {
+        let mean = x.clone().mean_dim(last);
+        x - mean
+    } else {
+        x
+    };
+    let rms = (x.clone().square().mean_dim(last) + epsilon).sqrt();
+    x / rms
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::{
+        BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+    };
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::flex::{FlexTensor, Layout};
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Bytes, DType, Shape, Tensor};
+
+    use super::kernels;
+
+    /// Our product when both operands are `flex` float32 tensors (both plain or both tracked by
+    /// autodiff with the same checkpointing), `None` otherwise.
+    pub(super) fn matmul<const D: usize>(lhs: &Tensor<D>, rhs: &Tensor<D>) -> Option<Tensor<D>> {
+        if D < 2 || plan(&lhs.dims(), &rhs.dims()).is_none() {
+            return None;
+        }
+        if let (Ok(a), Ok(b)) = (
+            lhs.clone().try_into_primitive::<Flex>(),
+            rhs.clone().try_into_primitive::<Flex>(),
+        ) {
+            return product(&a, &b).map(Tensor::from_primitive::<Flex>);
+        }
+        tracked::<NoCheckpointing, D>(lhs, rhs)
+            .or_else(|| tracked::<BalancedCheckpointing, D>(lhs, rhs))
+    }
+
+    fn tracked<C, const D: usize>(lhs: &Tensor<D>, rhs: &Tensor<D>) -> Option<Tensor<D>>
+    where
+        C: CheckpointStrategy,
+        burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
+    {
+        let a = lhs.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+        let b = rhs.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+        if !(is_f32(a.primitive()) && is_f32(b.primitive())) {
+            return None;
+        }
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
+        let out = match MatmulBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                // Each operand is kept only when the other one needs a gradient.
+                let a_state = b_tracked.then(|| prep.checkpoint(&a));
+                let b_state = a_tracked.then(|| prep.checkpoint(&b));
+                let value = product(a.primitive(), b.primitive())?;
+                let dims = |t: &FlexTensor| t.layout().shape().to_vec();
+                prep.finish(
+                    (a_state, b_state, dims(a.primitive()), dims(b.primitive())),
+                    value,
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(product(a.primitive(), b.primitive())?),
+        };
+        Some(Tensor::from_primitive::<Autodiff<Flex, C>>(out))
+    }
+
+    #[derive(Debug)]
+    struct MatmulBackward;
+
+    impl Backward<Flex, 2> for MatmulBackward {
+        /// The kept operands and the operands' shapes (a broadcast operand's gradient is
+        /// summed back to its shape).
+        type State = (Option<NodeId>, Option<NodeId>, Vec<usize>, Vec<usize>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let (a_id, b_id, a_dims, b_dims) = ops.state;
+            let a: Option<FlexTensor> = a_id.map(|id| checkpointer.retrieve_node_output(id));
+            let b: Option<FlexTensor> = b_id.map(|id| checkpointer.retrieve_node_output(id));
+            binary::<Flex, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |grad| {
+                    let b = b.expect("the right operand is kept when the left needs a gradient");
+                    grad_lhs(&grad, &b, &a_dims)
+                },
+                |grad| {
+                    let a = a.expect("the left operand is kept when the right needs a gradient");
+                    grad_rhs(&a, &grad, &b_dims)
+                },
+            );
+        }
+    }
+
+    /// A contiguous float32 tensor owning `data`. (`FlexTensor::zeros` would allocate bytes and
+    /// then copy them into an aligned buffer.)
+    fn f32_tensor(shape: Shape, data: Vec<f32>) -> FlexTensor {
+        FlexTensor::new(
+            Bytes::from_elems(data),
+            Layout::contiguous(shape),
+            DType::F32,
+        )
+    }
+
+    fn is_f32(t: &FlexTensor) -> bool {
+        t.dtype() == DType::F32
+    }
+
+    /// The output's leading dimensions when `lhs [.., m, k]` and `rhs [.., k, n]` multiply.
+    fn plan(lhs: &[usize], rhs: &[usize]) -> Option<Vec<usize>> {
+        let d = lhs.len();
+        if d < 2 || rhs.len() != d || lhs[d - 1] != rhs[d - 2] {
+            return None;
+        }
+        lhs[..d - 2]
+            .iter()
+            .zip(&rhs[..d - 2])
+            .map(|(&l, &r)| match (l, r) {
+                _ if l == r => Some(l),
+                (1, r) => Some(r),
+                (l, 1) => Some(l),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A strided matrix inside a tensor's storage: element `(i, j)` of batch `b` is at
+    /// `offsets[b] + i * rs + j * cs`.
+    struct Operand<'a> {
+        data: &'a [f32],
+        rs: usize,
+        cs: usize,
+        offsets: Vec<usize>,
+    }
+
+    /// Per-batch offsets of a tensor with leading dims `dims` (1 = broadcast) and `strides`,
+    /// over the output's leading dims `out`.
+    fn batch_offsets(start: usize, dims: &[usize], strides: &[usize], out: &[usize]) -> Vec<usize> {
+        let count: usize = out.iter().product();
+        (0..count)
+            .map(|mut flat| {
+                let mut offset = start;
+                for d in (0..out.len()).rev() {
+                    let i = flat % out[d];
+                    flat /= out[d];
+                    if dims[d] != 1 {
+                        offset += i * strides[d];
+                    }
+                }
+                offset
+            })
+            .collect()
+    }
+
+    /// The tensor's storage, start and non-negative strides (a copy when a stride is negative).
+    fn layout_of(t: &FlexTensor) -> (FlexTensor, usize, Vec<usize>) {
+        let t = if t.layout().strides().iter().any(|&s| s < 0) {
+            t.to_contiguous()
+        } else {
+            t.clone()
+        };
+        let strides = t.layout().strides().iter().map(|&s| s as usize).collect();
+        let start = t.layout().start_offset();
+        (t, start, strides)
+    }
+
+    /// `c[b] += a[b] · b[b]` for every output batch `b`; `c` has `m x n` matrices at the given
+    /// offsets (row stride `n`). Batches whose outputs are distinct run in parallel; batches
+    /// that sum into one output (a broadcast operand's gradient) run in order.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &Operand,
+        b: &Operand,
+        c: &mut [f32],
+        c_offsets: &[usize],
+    ) {
+        let batches = c_offsets.len();
+        let threads = rayon::current_num_threads().max(1);
+        let distinct = {
+            let mut sorted = c_offsets.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted.len() == batches
+        };
+        let flops = 2 * m * n * k;
+        if batches > 1 && distinct && threads > 1 && flops * batches >= 1 << 20 {
+            // Output matrices are disjoint: hand each thread its own contiguous group.
+            let per = batches.div_ceil(threads);
+            let size = m * n;
+            let base = c.as_mut_ptr() as usize;
+            let len = c.len();
+            rayon::scope(|s| {
+                for group in 0..threads {
+                    let lo = group * per;
+                    let hi = ((group + 1) * per).min(batches);
+                    if lo >= hi {
+                        continue;
+                    }
+                    s.spawn(move |_| {
+                        for (bi, &off) in c_offsets.iter().enumerate().take(hi).skip(lo) {
+                            assert!(off + size <= len);
+                            // SAFETY: the output offsets are distinct and `m * n` apart at
+                            // least (they come from a contiguous output), so no two batches
+                            // write the same elements, and each range lies inside `c`.
+                            let out = unsafe {
+                                std::slice::from_raw_parts_mut((base as *mut f32).add(off), size)
+                            };
+                            crate::sgemm::sgemm(
+                                m,
+                                n,
+                                k,
+                                &a.data[a.offsets[bi]..],
+                                a.rs,
+                                a.cs,
+                                &b.data[b.offsets[bi]..],
+                                b.rs,
+                                b.cs,
+                                out,
+                                n,
+                                true,
+                                1,
+                            );
+                        }
+                    });
+                }
+            });
+        } else {
+            for bi in 0..batches {
+                crate::sgemm::sgemm(
+                    m,
+                    n,
+                    k,
+                    &a.data[a.offsets[bi]..],
+                    a.rs,
+                    a.cs,
+                    &b.data[b.offsets[bi]..],
+                    b.rs,
+                    b.cs,
+                    &mut c[c_offsets[bi]..],
+                    n,
+                    true,
+                    threads,
+                );
+            }
+        }
+    }
+
+    fn contiguous_offsets(dims: &[usize], out: &[usize], size: usize) -> Vec<usize> {
+        // Offsets of a contiguous tensor with leading dims `dims` (1 = summed over) seen from
+        // the output's leading dims `out`.
+        let mut strides = vec![0; dims.len()];
+        let mut acc = size;
+        for d in (0..dims.len()).rev() {
+            strides[d] = acc;
+            acc *= dims[d];
+        }
+        batch_offsets(0, dims, &strides, out)
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        /// Products computed here on this thread (the tests check the kernel path is taken).
+        pub(super) static PRODUCTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The forward product of two tensors, `None` when the shapes or dtypes do not fit.
+    fn product(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
+        if !(is_f32(lhs) && is_f32(rhs)) {
+            return None;
+        }
+        #[cfg(test)]
+        PRODUCTS.with(|c| c.set(c.get() + 1));
+        let (ld, rd) = (lhs.layout().shape().to_vec(), rhs.layout().shape().to_vec());
+        let out_batch = plan(&ld, &rd)?;
+        let d = ld.len();
+        let (m, k, n) = (ld[d - 2], ld[d - 1], rd[d - 1]);
+        let (lt, ls, lst) = layout_of(lhs);
+        let (rt, rs, rst) = layout_of(rhs);
+        let a = Operand {
+            data: lt.storage::<f32>(),
+            rs: lst[d - 2],
+            cs: lst[d - 1],
+            offsets: batch_offsets(ls, &ld[..d - 2], &lst[..d - 2], &out_batch),
+        };
+        let b = Operand {
+            data: rt.storage::<f32>(),
+            rs: rst[d - 2],
+            cs: rst[d - 1],
+            offsets: batch_offsets(rs, &rd[..d - 2], &rst[..d - 2], &out_batch),
+        };
+        let mut out_dims = out_batch.clone();
+        out_dims.extend([m, n]);
+        let shape = Shape::from(out_dims);
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let c_offsets = contiguous_offsets(&out_batch, &out_batch, m * n);
+        run(m, n, k, &a, &b, &mut out, &c_offsets);
+        Some(f32_tensor(shape, out))
+    }
+
+    /// `d lhs = d out · rhsᵀ`, summed over the leading dimensions where `lhs` was broadcast.
+    fn grad_lhs(grad: &FlexTensor, rhs: &FlexTensor, lhs_dims: &[usize]) -> FlexTensor {
+        let (gd, rd) = (
+            grad.layout().shape().to_vec(),
+            rhs.layout().shape().to_vec(),
+        );
+        let d = gd.len();
+        let (m, n, k) = (gd[d - 2], gd[d - 1], rd[d - 2]);
+        let out_batch = gd[..d - 2].to_vec();
+        let lhs_batch = lhs_dims[..d - 2].to_vec();
+        let (gt, gs, gst) = layout_of(grad);
+        let (rt, rs, rst) = layout_of(rhs);
+        let g = Operand {
+            data: gt.storage::<f32>(),
+            rs: gst[d - 2],
+            cs: gst[d - 1],
+            offsets: batch_offsets(gs, &gd[..d - 2], &gst[..d - 2], &out_batch),
+        };
+        // rhsᵀ: element (j, p) is rhs (p, j).
+        let bt = Operand {
+            data: rt.storage::<f32>(),
+            rs: rst[d - 1],
+            cs: rst[d - 2],
+            offsets: batch_offsets(rs, &rd[..d - 2], &rst[..d - 2], &out_batch),
+        };
+        let mut dims = lhs_batch.clone();
+        dims.extend([m, k]);
+        let shape = Shape::from(dims);
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let c_offsets = contiguous_offsets(&lhs_batch, &out_batch, m * k);
+        run(m, k, n, &g, &bt, &mut out, &c_offsets);
+        f32_tensor(shape, out)
+    }
+
+    /// `d rhs = lhsᵀ · d out`, summed over the leading dimensions where `rhs` was broadcast.
+    fn grad_rhs(lhs: &FlexTensor, grad: &FlexTensor, rhs_dims: &[usize]) -> FlexTensor {
+        let (ld, gd) = (
+            lhs.layout().shape().to_vec(),
+            grad.layout().shape().to_vec(),
+        );
+        let d = gd.len();
+        let (m, k, n) = (ld[d - 2], ld[d - 1], gd[d - 1]);
+        let out_batch = gd[..d - 2].to_vec();
+        let rhs_batch = rhs_dims[..d - 2].to_vec();
+        let (lt, ls, lst) = layout_of(lhs);
+        let (gt, gs, gst) = layout_of(grad);
+        // lhsᵀ: element (p, i) is lhs (i, p).
+        let at = Operand {
+            data: lt.storage::<f32>(),
+            rs: lst[d - 1],
+            cs: lst[d - 2],
+            offsets: batch_offsets(ls, &ld[..d - 2], &lst[..d - 2], &out_batch),
+        };
+        let g = Operand {
+            data: gt.storage::<f32>(),
+            rs: gst[d - 2],
+            cs: gst[d - 1],
+            offsets: batch_offsets(gs, &gd[..d - 2], &gst[..d - 2], &out_batch),
+        };
+        let mut dims = rhs_batch.clone();
+        dims.extend([k, n]);
+        let shape = Shape::from(dims);
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let c_offsets = contiguous_offsets(&rhs_batch, &out_batch, k * n);
+        run(k, n, m, &at, &g, &mut out, &c_offsets);
+        f32_tensor(shape, out)
+    }
+
+    /// The fused element-wise operations.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(super) enum Kind {
+        Softmax,
+        LogSoftmax,
+        GeluNew,
+        Silu,
+        /// Layer (centred) or root-mean-square normalisation, without the learned scale.
+        Norm {
+            centre: bool,
+            epsilon: f32,
+        },
+    }
+
+    impl Kind {
+        /// Whether the backward step needs the output (else the input).
+        fn keeps_output(self) -> bool {
+            matches!(self, Kind::Softmax | Kind::LogSoftmax)
+        }
+    }
+
+    /// A fused element-wise operation on a `flex` float32 tensor, `None` on anything else.
+    pub(super) fn elementwise<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
+        if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
+            if !is_f32(&t) {
+                return None;
+            }
+            return Some(Tensor::from_primitive::<Flex>(forward(&t, kind)));
+        }
+        elementwise_tracked::<NoCheckpointing, D>(x, kind)
+            .or_else(|| elementwise_tracked::<BalancedCheckpointing, D>(x, kind))
+    }
+
+    fn elementwise_tracked<C, const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>>
+    where
+        C: CheckpointStrategy,
+        burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
+    {
+        let t = x.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+        if !is_f32(t.primitive()) {
+            return None;
+        }
+        let out = match (ElementwiseBackward { kind })
+            .prepare::<C>([t.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = forward(t.primitive(), kind);
+                let kept = if kind.keeps_output() {
+                    y.clone()
+                } else {
+                    t.primitive().clone()
+                };
+                prep.finish(kept, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(t.primitive(), kind)),
+        };
+        Some(Tensor::from_primitive::<Autodiff<Flex, C>>(out))
+    }
+
+    #[derive(Debug)]
+    struct ElementwiseBackward {
+        kind: Kind,
+    }
+
+    impl Backward<Flex, 1> for ElementwiseBackward {
+        /// The output (softmaxes) or the input (activations).
+        type State = FlexTensor;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let kept = ops.state;
+            let kind = self.kind;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                backward(&kept, &grad, kind)
+            });
+        }
+    }
+
+    fn contiguous(t: &FlexTensor) -> FlexTensor {
+        if t.is_contiguous() && t.layout().start_offset() == 0 {
+            t.clone()
+        } else {
+            t.to_contiguous()
+        }
+    }
+
+    /// A kernel over whole rows: input slices (same length as the output) and the output.
+    type RowFn<'a> = dyn Fn(&[&[f32]], &mut [f32]) + Sync + 'a;
+
+    /// Rows of at least this many values per thread before the work is split.
+    const PARALLEL_MIN: usize = 1 << 16;
+
+    /// Applies `f(input row(s), output row(s))` over `rows` rows of `width`, split over threads
+    /// by whole rows (so each value's computation is the same for any thread count).
+    fn for_rows(inputs: &[&[f32]], out: &mut [f32], width: usize, f: &RowFn) {
+        let total = out.len();
+        let threads = rayon::current_num_threads().max(1);
+        let rows = total / width.max(1);
+        if threads == 1 || total < 2 * PARALLEL_MIN || rows < 2 {
+            f(inputs, out);
+            return;
+        }
+        let parts = threads.min(total / PARALLEL_MIN).min(rows).max(1);
+        let rows_per = rows.div_ceil(parts);
+        let chunk = rows_per * width;
+        rayon::scope(|s| {
+            for (i, out) in out.chunks_mut(chunk).enumerate() {
+                let ins: Vec<&[f32]> = inputs
+                    .iter()
+                    .map(|x| &x[i * chunk..i * chunk + out.len()])
+                    .collect();
+                s.spawn(move |_| f(&ins, out));
+            }
+        });
+    }
+
+    fn forward(x: &FlexTensor, kind: Kind) -> FlexTensor {
+        let x = contiguous(x);
+        let shape = x.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let input = x.storage::<f32>();
+        let f: &RowFn = match kind {
+            Kind::Softmax => &|i, o| kernels::softmax(i[0], o, width, false),
+            Kind::LogSoftmax => &|i, o| kernels::softmax(i[0], o, width, true),
+            Kind::GeluNew => &|i, o| kernels::gelu_new(i[0], o),
+            Kind::Silu => &|i, o| kernels::silu(i[0], o),
+            Kind::Norm { centre, epsilon } => {
+                &move |i, o| kernels::norm(i[0], o, width, centre, epsilon)
+            }
+        };
+        for_rows(&[input], &mut out, width.max(1), f);
+        f32_tensor(shape, out)
+    }
+
+    fn backward(kept: &FlexTensor, grad: &FlexTensor, kind: Kind) -> FlexTensor {
+        let (kept, grad) = (contiguous(kept), contiguous(grad));
+        let shape = kept.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let f: &RowFn = match kind {
+            Kind::Softmax => &|i, o| kernels::softmax_backward(i[0], i[1], o, width, false),
+            Kind::LogSoftmax => &|i, o| kernels::softmax_backward(i[0], i[1], o, width, true),
+            Kind::GeluNew => &|i, o| kernels::gelu_new_backward(i[0], i[1], o),
+            Kind::Silu => &|i, o| kernels::silu_backward(i[0], i[1], o),
+            Kind::Norm { centre, epsilon } => {
+                &move |i, o| kernels::norm_backward(i[0], i[1], o, width, centre, epsilon)
+            }
+        };
+        for_rows(
+            &[kept.storage::<f32>(), grad.storage::<f32>()],
+            &mut out,
+            width.max(1),
+            f,
+        );
+        f32_tensor(shape, out)
+    }
+}
+
+/// Element-wise kernels over contiguous rows. Each public function picks, once per call, the
+/// widest vector instructions the CPU has, and runs the same scalar code compiled for them (the
+/// compiler vectorises the loops), so the values do not depend on the thread count.
+#[cfg(feature = "flex")]
+mod kernels {
+    macro_rules! dispatch {
+        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+            $(#[$doc])*
+            pub(super) fn $name($($arg: $ty),*) {
+                #[inline(always)]
+                fn generic($($arg: $ty),*) $body
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn avx512($($arg: $ty),*) {
+                        generic($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2($($arg: $ty),*) {
+                        generic($($arg),*)
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F, checked just above.
+                        return unsafe { avx512($($arg),*) };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                        return unsafe { avx2($($arg),*) };
+                    }
+                }
+                generic($($arg),*)
+            }
+        };
+    }
+
+    /// `e^x` to about one unit in the last place (Cephes' `expf`: range reduction by `ln 2`
+    /// and a degree-5 polynomial), written branch-free so loops over it vectorise. Zero below
+    /// -87.3 (where `e^x` leaves the normal range), and `e^88` above 88.
+    #[inline(always)]
+    pub(crate) fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
+        let under = x < -87.3;
+        let x = x.clamp(-87.3, 88.0);
+        let t = x * LOG2E + SHIFT;
+        let n = t - SHIFT;
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p * r + 1.398_2e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 0.5;
+        let e = p * r * r + r + 1.0;
+        // 2^n from the integer in `t`'s low mantissa bits, n in [-126, 128).
+        let bits = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+        let scale = f32::from_bits((bits.wrapping_add(127) as u32).wrapping_shl(23));
+        if under {
+            0.0
+        } else {
+            e * scale
+        }
+    }
+
+    /// Lanes of the partial sums: row reductions keep this many running values side by side
+    /// (so the compiler can keep them in one vector register), then add them in a fixed order.
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn reduce(v: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+        let mut acc = [init; LANES];
+        let chunks = v.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a = op(*a, x);
+            }
+        }
+        let mut total = acc.into_iter().fold(init, &op);
+        for &x in rest {
+            total = op(total, x);
+        }
+        total
+    }
+
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (ca, cb) in ca.zip(cb) {
+            for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+                *s += x * y;
+            }
+        }
+        let mut total: f32 = acc.into_iter().sum();
+        for (&x, &y) in ra.iter().zip(rb) {
+            total += x * y;
+        }
+        total
+    }
+
+    dispatch! {
+        /// Softmax (or log-softmax) of each row of `width` values.
+        fn softmax(x: &[f32], y: &mut [f32], width: usize, log: bool) {
+            for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+                let max = reduce(x, f32::NEG_INFINITY, f32::max);
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = exp(x - max);
+                }
+                let sum = reduce(y, 0.0, |a, b| a + b);
+                if log {
+                    let shift = max + sum.ln();
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x - shift;
+                    }
+                } else {
+                    let inv = 1.0 / sum;
+                    for y in y.iter_mut() {
+                        *y *= inv;
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += f(x);
+            }
+        }
+        let mut total: f32 = acc.into_iter().sum();
+        for &x in rest {
+            total += f(x);
+        }
+        total
+    }
+
+    /// A row's mean (zero when not centring) and `1 / sqrt(var + eps)`.
+    #[inline(always)]
+    fn row_stats(x: &[f32], centre: bool, epsilon: f32) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = if centre {
+            reduce(x, 0.0, |a, b| a + b) / n
+        } else {
+            0.0
+        };
+        let var = sum_map(x, |v| (v - mean) * (v - mean)) / n;
+        (mean, 1.0 / (var + epsilon).sqrt())
+    }
+
+    dispatch! {
+        /// Each row normalised: `(x - mean) / sqrt(var + eps)`, or `x / sqrt(mean(x^2) + eps)`.
+        fn norm(x: &[f32], y: &mut [f32], width: usize, centre: bool, epsilon: f32) {
+            for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+                let (mean, rstd) = row_stats(x, centre, epsilon);
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - mean) * rstd;
+                }
+            }
+        }
+    }
+
+    dispatch! {
+        /// The input gradient of [`norm`] from the input `x` and the output gradient `g`:
+        /// `rstd (g - mean(g) - x^ mean(g x^))` (without `mean(g)` when not centring).
+        fn norm_backward(x: &[f32], g: &[f32], dx: &mut [f32], width: usize, centre: bool, epsilon: f32) {
+            for ((x, g), dx) in x
+                .chunks_exact(width)
+                .zip(g.chunks_exact(width))
+                .zip(dx.chunks_exact_mut(width))
+            {
+                let n = width as f32;
+                let (mean, rstd) = row_stats(x, centre, epsilon);
+                let mean_g = if centre {
+                    reduce(g, 0.0, |a, b| a + b) / n
+                } else {
+                    0.0
+                };
+                // dx is scratch for x^ first.
+                for (d, &x) in dx.iter_mut().zip(x) {
+                    *d = (x - mean) * rstd;
+                }
+                let mean_gx = dot(g, dx) / n;
+                for (d, &g) in dx.iter_mut().zip(g) {
+                    *d = rstd * (g - mean_g - *d * mean_gx);
+                }
+            }
+        }
+    }
+
+    dispatch! {
+        /// The input gradient of softmax (`y (g - sum(g y))`) or log-softmax
+        /// (`g - e^y sum(g)`) from the output `y` and the output gradient `g`.
+        fn softmax_backward(y: &[f32], g: &[f32], dx: &mut [f32], width: usize, log: bool) {
+            for ((y, g), dx) in y
+                .chunks_exact(width)
+                .zip(g.chunks_exact(width))
+                .zip(dx.chunks_exact_mut(width))
+            {
+                if log {
+                    let sum = reduce(g, 0.0, |a, b| a + b);
+                    for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                        *dx = g - exp(y) * sum;
+                    }
+                } else {
+                    let dot = dot(y, g);
+                    for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                        *dx = y * (g - dot);
+                    }
+                }
+            }
+        }
+    }
+
+    const GELU_A: f32 = 2.0 * 0.797_884_6; // 2 sqrt(2 / pi)
+    const GELU_B: f32 = GELU_A * 0.044_715;
+
+    /// `sigmoid(z)` and `sigmoid(z) (1 - sigmoid(z))`, the latter as `e s^2` with `e = e^-z`
+    /// (no cancellation where `s` is near 1).
+    #[inline(always)]
+    fn sigmoid_and_slope(z: f32) -> (f32, f32) {
+        let e = exp(-z);
+        let s = 1.0 / (1.0 + e);
+        (s, e * s * s)
+    }
+
+    #[inline(always)]
+    fn sigmoid(z: f32) -> f32 {
+        sigmoid_and_slope(z).0
+    }
+
+    dispatch! {
+        /// `x * sigmoid(a x + b x^3)`, equal to `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+        fn gelu_new(x: &[f32], y: &mut [f32]) {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * sigmoid(x * (GELU_A + GELU_B * x * x));
+            }
+        }
+    }
+
+    dispatch! {
+        /// `g * d/dx [x s(z)] = g (s + x s (1 - s) (a + 3 b x^2))`.
+        fn gelu_new_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                let (s, slope) = sigmoid_and_slope(x * (GELU_A + GELU_B * x * x));
+                *dx = g * (s + x * slope * (GELU_A + 3.0 * GELU_B * x * x));
+            }
+        }
+    }
+
+    dispatch! {
+        /// `x * sigmoid(x)`.
+        fn silu(x: &[f32], y: &mut [f32]) {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * sigmoid(x);
+            }
+        }
+    }
+
+    dispatch! {
+        /// `g * (s + x s (1 - s))` with `s = sigmoid(x)`.
+        fn silu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                let (s, slope) = sigmoid_and_slope(x);
+                *dx = g * (s + x * slope);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0, f32::max)
+    }
+
+    fn random<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D> {
+        let t = Tensor::<D>::random(dims, Distribution::Uniform(-1.0, 1.0), device);
+        // Rebuild from data so the tensor is a fresh leaf on `device`.
+        Tensor::from_data(t.into_data(), device)
+    }
+
+    /// Value and both gradients of `f(a, b).sum()` with our product and with burn's.
+    fn check<const D: usize>(
+        a_dims: [usize; D],
+        b_dims: [usize; D],
+        f: impl Fn(Tensor<D>, Tensor<D>, bool) -> Tensor<D>,
+    ) {
+        let device = Device::flex().autodiff();
+        let (a, b) = (random(a_dims, &device), random(b_dims, &device));
+        // A fixed, non-uniform upstream gradient.
+        let run = |ours: bool| {
+            let (a, b) = (a.clone().require_grad(), b.clone().require_grad());
+            let out = f(a.clone(), b.clone(), ours);
+            let weight = Tensor::<D>::ones(out.dims(), &device)
+                .cumsum(D - 1)
+                .div_scalar(10.0);
+            let grads = (out.clone() * weight).sum().backward();
+            (
+                values(out.inner()),
+                values(a.grad(&grads).unwrap()),
+                values(b.grad(&grads).unwrap()),
+            )
+        };
+        let before = flex::PRODUCTS.with(|c| c.get());
+        let ours = run(true);
+        assert_eq!(
+            flex::PRODUCTS.with(|c| c.get()),
+            before + 1,
+            "the kernel computed {a_dims:?} x {b_dims:?}"
+        );
+        let reference = run(false);
+        assert!(
+            worst(&ours.0, &reference.0) < 1e-5,
+            "value {a_dims:?} x {b_dims:?}"
+        );
+        assert!(
+            worst(&ours.1, &reference.1) < 1e-4,
+            "lhs grad {a_dims:?} x {b_dims:?}"
+        );
+        assert!(
+            worst(&ours.2, &reference.2) < 1e-4,
+            "rhs grad {a_dims:?} x {b_dims:?}"
+        );
+    }
+
+    fn either<const D: usize>(a: Tensor<D>, b: Tensor<D>, ours: bool) -> Tensor<D> {
+        if ours {
+            matmul(a, b)
+        } else {
+            a.matmul(b)
+        }
+    }
+
+    #[test]
+    fn products_and_gradients_match_burns() {
+        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (33, 17, 65), (64, 128, 100)] {
+            check([m, k], [k, n], either);
+        }
+        check([2, 3, 9, 8], [2, 3, 8, 11], either);
+        // Broadcast leading dimensions on either side: the gradient is summed back.
+        check([4, 9, 8], [1, 8, 11], either);
+        check([1, 9, 8], [4, 8, 11], either);
+        check([2, 1, 5, 6], [1, 3, 6, 7], either);
+    }
+
+    #[test]
+    fn transposed_and_sliced_operands_match_burns() {
+        // Attention-style scores: keys transposed as a view.
+        check([2, 4, 10, 8], [2, 4, 12, 8], |q, k, ours| {
+            either(q, k.swap_dims(2, 3), ours)
+        });
+        // A left operand that is a transposed view, and a narrowed right one.
+        check([7, 5], [7, 20], |a, b, ours| {
+            either(a.transpose(), b.narrow(1, 3, 9), ours)
+        });
+    }
+
+    #[test]
+    fn plain_tensors_match_burns_and_other_cases_fall_back() {
+        let device = Device::flex();
+        let (a, b) = (random([3, 6, 5], &device), random([3, 5, 4], &device));
+        let before = flex::PRODUCTS.with(|c| c.get());
+        let ours = values(matmul(a.clone(), b.clone()));
+        assert_eq!(flex::PRODUCTS.with(|c| c.get()), before + 1);
+        let reference = values(a.clone().matmul(b.clone()));
+        assert!(worst(&ours, &reference) < 1e-5);
+        // Mismatched leading dimensions are not ours: burn's matmul reports them.
+        let c = random([2, 5, 4], &device);
+        let outcome = std::panic::catch_unwind(|| matmul(a.clone(), c.clone()));
+        assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn linear_matches_the_layer() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        let layer = LinearConfig::new(12, 7).init(&device);
+        let x = random([3, 5, 12], &device);
+        let ours = values(linear(&layer, x.clone()).inner());
+        let reference = values(layer.forward(x).inner());
+        assert!(worst(&ours, &reference) < 1e-5);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let device = Device::flex();
+        let (a, b) = (random([8, 40, 70], &device), random([8, 70, 50], &device));
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| values(matmul(a.clone(), b.clone())));
+        let three = pool(3).install(|| values(matmul(a.clone(), b.clone())));
+        assert_eq!(one, three);
+    }
+
+    /// Value and input gradient of `ours(x)` against `reference(x)` under a fixed upstream
+    /// gradient.
+    fn check_unary<const D: usize>(
+        dims: [usize; D],
+        scale: f32,
+        ours: impl Fn(Tensor<D>) -> Tensor<D>,
+        reference: impl Fn(Tensor<D>) -> Tensor<D>,
+        tolerance: f32,
+    ) {
+        let device = Device::flex().autodiff();
+        let x = random(dims, &device).mul_scalar(scale);
+        let run = |f: &dyn Fn(Tensor<D>) -> Tensor<D>| {
+            let x = x.clone().require_grad();
+            let out = f(x.clone());
+            // Upstream gradients in (0, 1], different at every position of a row.
+            let width = out.dims()[D - 1] as f32;
+            let weight = Tensor::<D>::ones(out.dims(), &device)
+                .cumsum(D - 1)
+                .div_scalar(width);
+            let grads = (out.clone() * weight).sum().backward();
+            (values(out.inner()), values(x.grad(&grads).unwrap()))
+        };
+        let (a, b) = (run(&ours), run(&reference));
+        assert!(
+            worst(&a.0, &b.0) < tolerance,
+            "value {dims:?}: {}",
+            worst(&a.0, &b.0)
+        );
+        assert!(
+            worst(&a.1, &b.1) < tolerance,
+            "gradient {dims:?}: {}",
+            worst(&a.1, &b.1)
+        );
+        // And without autodiff.
+        let plain = Device::flex();
+        let xp = Tensor::<D>::from_data(x.clone().inner().into_data(), &plain);
+        assert!(worst(&values(ours(xp.clone())), &values(reference(xp))) < tolerance);
+    }
+
+    #[test]
+    fn fused_softmaxes_match_burns() {
+        use burn::tensor::activation as act;
+        for dims in [[1, 1, 1], [2, 3, 5], [4, 31, 512], [3, 70, 700]] {
+            check_unary(dims, 8.0, softmax, |x| act::softmax(x, 2), 1e-5);
+            check_unary(dims, 8.0, log_softmax, |x| act::log_softmax(x, 2), 1e-5);
+        }
+        // A masked score (-1e9) gets exactly zero weight, as with burn's softmax.
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5, -1.0e9, 2.0], [1, 3]), &device);
+        let y = values(softmax(x));
+        assert_eq!(y[1], 0.0);
+        assert!((y[0] + y[2] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fused_activations_match_burns() {
+        use burn::tensor::activation as act;
+        for dims in [[1, 1, 1], [2, 3, 5], [4, 63, 512]] {
+            check_unary(dims, 6.0, gelu_new, act::gelu_approximate, 2e-6);
+            check_unary(dims, 6.0, silu, act::silu, 2e-6);
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn the_vectorised_exp_is_accurate() {
+        let mut worst_rel = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let ours = kernels::exp(x) as f64;
+            let exact = (x as f64).exp();
+            worst_rel = worst_rel.max((ours - exact).abs() / exact);
+            x += 0.001_3;
+        }
+        assert!(worst_rel < 3e-7, "worst relative error {worst_rel}");
+        assert_eq!(kernels::exp(-1.0e9), 0.0);
+        assert_eq!(kernels::exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn fused_norms_match_burns() {
+        use burn::nn::{LayerNormConfig, RmsNormConfig};
+        let device = Device::flex().autodiff();
+        let ln = LayerNormConfig::new(128).with_epsilon(1e-5).init(&device);
+        let gamma = random([128], &device).add_scalar(1.0);
+        let beta = random([128], &device);
+        for dims in [[2, 3, 128], [4, 63, 128]] {
+            check_unary(
+                dims,
+                3.0,
+                |x| layer_norm(x, ln.gamma.val(), ln.beta.as_ref().map(|b| b.val()), 1e-5),
+                |x| ln.forward(x),
+                1e-5,
+            );
+            check_unary(
+                dims,
+                3.0,
+                |x| layer_norm(x, gamma.clone(), Some(beta.clone()), 1e-5),
+                |x| {
+                    let mean = x.clone().mean_dim(2);
+                    let c = x - mean;
+                    let var = c.clone().square().mean_dim(2);
+                    c / (var + 1e-5).sqrt() * gamma.clone().unsqueeze() + beta.clone().unsqueeze()
+                },
+                1e-5,
+            );
+            let rms = RmsNormConfig::new(128).with_epsilon(1e-6).init(&device);
+            check_unary(
+                dims,
+                3.0,
+                |x| rms_norm(x, rms.gamma.val(), 1e-6),
+                |x| rms.forward(x),
+                1e-5,
+            );
+        }
+    }
+}
