@@ -141,6 +141,7 @@ impl<M: LanguageModel> Trainer<M> {
         seed: u64,
         device: Device,
     ) -> Result<Self, PluginError> {
+        crate::ops::keep_freed_memory();
         M::validate(&config).map_err(|e| {
             err(
                 ErrorKind::InvalidConfig,
