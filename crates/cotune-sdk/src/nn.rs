@@ -91,12 +91,13 @@ pub fn attention(
     if let Some(bias) = bias {
         scores = scores + bias;
     }
-    if let Some(mask) = mask {
-        // A large finite negative keeps fully-masked rows (padding queries) free of NaN.
-        let [b, h, tq, tk] = scores.dims();
-        scores = scores.mask_fill(mask.expand([b, h, tq, tk]), -1.0e9);
-    }
-    crate::ops::matmul(crate::ops::softmax(scores), v)
+    // A large finite negative (-1e9) for masked positions keeps fully-masked rows (padding
+    // queries) free of NaN.
+    let weights = match mask {
+        Some(mask) => crate::ops::masked_softmax(scores, mask),
+        None => crate::ops::softmax(scores),
+    };
+    crate::ops::matmul(weights, v)
 }
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`, PyTorch's `gelu(approximate="tanh")`):

@@ -11,7 +11,7 @@
 //! depend on the number of threads.
 
 use burn::nn::Linear;
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 
 /// `lhs · rhs` over the last two dimensions, broadcasting the leading ones (like
 /// [`Tensor::matmul`]).
@@ -60,6 +60,22 @@ pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return out;
     }
     burn::tensor::activation::softmax(x, D - 1)
+}
+
+/// Softmax over the last dimension of `scores` with the positions where `mask` is true left out
+/// (weight zero, and no gradient), in one fused operation: what `scores.mask_fill(mask, -1e9)`
+/// followed by a softmax gives, without the mask's expansion and fill as separate operations.
+///
+/// # Shapes
+/// - scores: `[..., k]`, mask: broadcastable to the scores' shape
+pub fn masked_softmax<const D: usize>(scores: Tensor<D>, mask: Tensor<D, Bool>) -> Tensor<D> {
+    let dims = scores.dims();
+    let mask = mask.expand(dims);
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::masked_softmax(&scores, &mask) {
+        return out;
+    }
+    burn::tensor::activation::softmax(scores.mask_fill(mask, -1.0e9), D - 1)
 }
 
 /// Log-softmax over the last dimension, in one fused operation.
@@ -185,7 +201,7 @@ mod flex {
     use burn::backend::autodiff::NodeId;
     use burn::backend::flex::{FlexTensor, Layout};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Bytes, DType, Shape, Tensor};
+    use burn::tensor::{Bool, Bytes, DType, Shape, Tensor};
 
     use super::kernels;
 
@@ -442,6 +458,8 @@ mod flex {
     thread_local! {
         /// Products computed here on this thread (the tests check the kernel path is taken).
         pub(super) static PRODUCTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Fused element-wise forward passes on this thread, likewise.
+        pub(super) static FUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     /// The forward product of two tensors, `None` when the shapes or dtypes do not fit.
@@ -550,6 +568,8 @@ mod flex {
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub(super) enum Kind {
         Softmax,
+        /// Softmax of the scores with a second input, 1 where a position is left out.
+        MaskedSoftmax,
         LogSoftmax,
         GeluNew,
         Silu,
@@ -563,23 +583,56 @@ mod flex {
     impl Kind {
         /// Whether the backward step needs the output (else the input).
         fn keeps_output(self) -> bool {
-            matches!(self, Kind::Softmax | Kind::LogSoftmax)
+            matches!(self, Kind::Softmax | Kind::MaskedSoftmax | Kind::LogSoftmax)
         }
     }
 
     /// A fused element-wise operation on a `flex` float32 tensor, `None` on anything else.
     pub(super) fn elementwise<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
+        elementwise_with(x, kind, None)
+    }
+
+    /// [`Kind::MaskedSoftmax`]: the mask (already expanded to the scores' shape) becomes a
+    /// plain float32 input, 1 where left out.
+    pub(super) fn masked_softmax<const D: usize>(
+        scores: &Tensor<D>,
+        mask: &Tensor<D, Bool>,
+    ) -> Option<Tensor<D>> {
+        let mask = mask.clone().float();
+        let mask = match mask.clone().try_into_primitive::<Flex>() {
+            Ok(m) => m,
+            Err(_) if mask.device().is_autodiff() => {
+                mask.inner().try_into_primitive::<Flex>().ok()?
+            }
+            Err(_) => return None,
+        };
+        if !is_f32(&mask) {
+            return None;
+        }
+        elementwise_with(scores, Kind::MaskedSoftmax, Some(contiguous(&mask)))
+    }
+
+    fn elementwise_with<const D: usize>(
+        x: &Tensor<D>,
+        kind: Kind,
+        extra: Option<FlexTensor>,
+    ) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             if !is_f32(&t) {
                 return None;
             }
-            return Some(Tensor::from_primitive::<Flex>(forward(&t, kind)));
+            let y = forward(&t, kind, extra.as_ref());
+            return Some(Tensor::from_primitive::<Flex>(y));
         }
-        elementwise_tracked::<NoCheckpointing, D>(x, kind)
-            .or_else(|| elementwise_tracked::<BalancedCheckpointing, D>(x, kind))
+        elementwise_tracked::<NoCheckpointing, D>(x, kind, extra.clone())
+            .or_else(|| elementwise_tracked::<BalancedCheckpointing, D>(x, kind, extra))
     }
 
-    fn elementwise_tracked<C, const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>>
+    fn elementwise_tracked<C, const D: usize>(
+        x: &Tensor<D>,
+        kind: Kind,
+        extra: Option<FlexTensor>,
+    ) -> Option<Tensor<D>>
     where
         C: CheckpointStrategy,
         burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
@@ -594,15 +647,15 @@ mod flex {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = forward(t.primitive(), kind);
+                let y = forward(t.primitive(), kind, extra.as_ref());
                 let kept = if kind.keeps_output() {
                     y.clone()
                 } else {
                     t.primitive().clone()
                 };
-                prep.finish(kept, y)
+                prep.finish((kept, extra), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(t.primitive(), kind)),
+            OpsKind::UnTracked(prep) => prep.finish(forward(t.primitive(), kind, extra.as_ref())),
         };
         Some(Tensor::from_primitive::<Autodiff<Flex, C>>(out))
     }
@@ -613,8 +666,8 @@ mod flex {
     }
 
     impl Backward<Flex, 1> for ElementwiseBackward {
-        /// The output (softmaxes) or the input (activations).
-        type State = FlexTensor;
+        /// The output (softmaxes) or the input (activations), and the extra input if any.
+        type State = (FlexTensor, Option<FlexTensor>);
 
         fn backward(
             self,
@@ -622,10 +675,10 @@ mod flex {
             grads: &mut Gradients,
             _checkpointer: &mut Checkpointer,
         ) {
-            let kept = ops.state;
+            let (kept, extra) = ops.state;
             let kind = self.kind;
             unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-                backward(&kept, &grad, kind)
+                backward(&kept, &grad, kind, extra.as_ref())
             });
         }
     }
@@ -668,14 +721,18 @@ mod flex {
         });
     }
 
-    fn forward(x: &FlexTensor, kind: Kind) -> FlexTensor {
+    fn forward(x: &FlexTensor, kind: Kind, extra: Option<&FlexTensor>) -> FlexTensor {
+        #[cfg(test)]
+        FUSED.with(|c| c.set(c.get() + 1));
         let x = contiguous(x);
         let shape = x.layout().shape().clone();
         let width = shape[shape.num_dims() - 1];
         let mut out = vec![0.0f32; shape.num_elements()];
-        let input = x.storage::<f32>();
+        let mut inputs = vec![x.storage::<f32>()];
+        inputs.extend(extra.map(|e| e.storage::<f32>()));
         let f: &RowFn = match kind {
             Kind::Softmax => &|i, o| kernels::softmax(i[0], o, width, false),
+            Kind::MaskedSoftmax => &|i, o| kernels::masked_softmax(i[0], i[1], o, width),
             Kind::LogSoftmax => &|i, o| kernels::softmax(i[0], o, width, true),
             Kind::GeluNew => &|i, o| kernels::gelu_new(i[0], o),
             Kind::Silu => &|i, o| kernels::silu(i[0], o),
@@ -683,17 +740,25 @@ mod flex {
                 &move |i, o| kernels::norm(i[0], o, width, centre, epsilon)
             }
         };
-        for_rows(&[input], &mut out, width.max(1), f);
+        for_rows(&inputs, &mut out, width.max(1), f);
         f32_tensor(shape, out)
     }
 
-    fn backward(kept: &FlexTensor, grad: &FlexTensor, kind: Kind) -> FlexTensor {
+    fn backward(
+        kept: &FlexTensor,
+        grad: &FlexTensor,
+        kind: Kind,
+        extra: Option<&FlexTensor>,
+    ) -> FlexTensor {
         let (kept, grad) = (contiguous(kept), contiguous(grad));
         let shape = kept.layout().shape().clone();
         let width = shape[shape.num_dims() - 1];
         let mut out = vec![0.0f32; shape.num_elements()];
         let f: &RowFn = match kind {
             Kind::Softmax => &|i, o| kernels::softmax_backward(i[0], i[1], o, width, false),
+            Kind::MaskedSoftmax => {
+                &|i, o| kernels::masked_softmax_backward(i[0], i[1], i[2], o, width)
+            }
             Kind::LogSoftmax => &|i, o| kernels::softmax_backward(i[0], i[1], o, width, true),
             Kind::GeluNew => &|i, o| kernels::gelu_new_backward(i[0], i[1], o),
             Kind::Silu => &|i, o| kernels::silu_backward(i[0], i[1], o),
@@ -701,12 +766,9 @@ mod flex {
                 &move |i, o| kernels::norm_backward(i[0], i[1], o, width, centre, epsilon)
             }
         };
-        for_rows(
-            &[kept.storage::<f32>(), grad.storage::<f32>()],
-            &mut out,
-            width.max(1),
-            f,
-        );
+        let mut inputs = vec![kept.storage::<f32>(), grad.storage::<f32>()];
+        inputs.extend(extra.map(|e| e.storage::<f32>()));
+        for_rows(&inputs, &mut out, width.max(1), f);
         f32_tensor(shape, out)
     }
 }
@@ -912,6 +974,46 @@ mod kernels {
     }
 
     dispatch! {
+        /// Softmax of each row with the positions where `m` is 1 set to -1e9 first.
+        fn masked_softmax(x: &[f32], m: &[f32], y: &mut [f32], width: usize) {
+            for ((x, m), y) in x
+                .chunks_exact(width)
+                .zip(m.chunks_exact(width))
+                .zip(y.chunks_exact_mut(width))
+            {
+                for ((y, &x), &m) in y.iter_mut().zip(x).zip(m) {
+                    *y = if m > 0.5 { -1.0e9 } else { x };
+                }
+                let max = reduce(y, f32::NEG_INFINITY, f32::max);
+                for y in y.iter_mut() {
+                    *y = exp(*y - max);
+                }
+                let inv = 1.0 / reduce(y, 0.0, |a, b| a + b);
+                for y in y.iter_mut() {
+                    *y *= inv;
+                }
+            }
+        }
+    }
+
+    dispatch! {
+        /// The gradient of [`masked_softmax`]: the softmax one, zero where `m` is 1.
+        fn masked_softmax_backward(y: &[f32], g: &[f32], m: &[f32], dx: &mut [f32], width: usize) {
+            for (((y, g), m), dx) in y
+                .chunks_exact(width)
+                .zip(g.chunks_exact(width))
+                .zip(m.chunks_exact(width))
+                .zip(dx.chunks_exact_mut(width))
+            {
+                let dot = dot(y, g);
+                for (((dx, &y), &g), &m) in dx.iter_mut().zip(y).zip(g).zip(m) {
+                    *dx = if m > 0.5 { 0.0 } else { y * (g - dot) };
+                }
+            }
+        }
+    }
+
+    dispatch! {
         /// The input gradient of softmax (`y (g - sum(g y))`) or log-softmax
         /// (`g - e^y sum(g)`) from the output `y` and the output gradient `g`.
         fn softmax_backward(y: &[f32], g: &[f32], dx: &mut [f32], width: usize, log: bool) {
@@ -991,7 +1093,7 @@ mod kernels {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
@@ -1197,7 +1299,6 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "flex")]
     #[test]
     fn the_vectorised_exp_is_accurate() {
         let mut worst_rel = 0.0f64;
@@ -1246,6 +1347,34 @@ mod tests {
                 3.0,
                 |x| rms_norm(x, rms.gamma.val(), 1e-6),
                 |x| rms.forward(x),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn masked_softmax_matches_mask_fill_then_softmax() {
+        use burn::tensor::activation as act;
+        let device = Device::flex().autodiff();
+        // A causal mask broadcast over batch and heads, plus a fully masked row (padding).
+        let causal = Tensor::<2, Bool>::tril_mask([6, 6], 0, &device).reshape([1, 1, 6, 6]);
+        let full = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                (0..36)
+                    .map(|i| i < 6 || (i % 6) > i / 6)
+                    .collect::<Vec<bool>>(),
+                [6, 6],
+            ),
+            &device,
+        )
+        .reshape([1, 1, 6, 6]);
+        for mask in [causal, full] {
+            let m = mask.clone();
+            check_unary(
+                [2, 3, 6, 6],
+                4.0,
+                |x| masked_softmax(x, m.clone()),
+                |x| act::softmax(x.mask_fill(m.clone().expand([2, 3, 6, 6]), -1.0e9), 3),
                 1e-5,
             );
         }
