@@ -346,21 +346,77 @@ mod flex {
             .collect()
     }
 
-    /// The tensor's storage, start and non-negative strides (a copy when a stride is negative).
-    fn layout_of(t: &FlexTensor) -> (FlexTensor, usize, Vec<usize>) {
-        let t = if t.layout().strides().iter().any(|&s| s < 0) {
+    /// The tensor itself, or a contiguous copy when a stride is negative (the kernel takes
+    /// non-negative strides).
+    fn non_negative(t: &FlexTensor) -> FlexTensor {
+        if t.layout().strides().iter().any(|&s| s < 0) {
             t.to_contiguous()
         } else {
             t.clone()
-        };
-        let strides = t.layout().strides().iter().map(|&s| s as usize).collect();
-        let start = t.layout().start_offset();
-        (t, start, strides)
+        }
+    }
+
+    /// The matrices of `t` (its last two dimensions, transposed when asked) over the leading
+    /// dims `over`; `t`'s strides must be non-negative (see [`non_negative`]).
+    fn operand<'a>(
+        t: &'a FlexTensor,
+        transposed: bool,
+        over: &[usize],
+    ) -> (usize, usize, Operand<'a>) {
+        let dims = t.layout().shape().to_vec();
+        let strides: Vec<usize> = t.layout().strides().iter().map(|&s| s as usize).collect();
+        let d = dims.len();
+        let (mut rows, mut cols) = (dims[d - 2], dims[d - 1]);
+        let (mut rs, mut cs) = (strides[d - 2], strides[d - 1]);
+        if transposed {
+            (rows, cols, rs, cs) = (cols, rows, cs, rs);
+        }
+        let offsets = batch_offsets(
+            t.layout().start_offset(),
+            &dims[..d - 2],
+            &strides[..d - 2],
+            over,
+        );
+        let data = t.storage::<f32>();
+        (
+            rows,
+            cols,
+            Operand {
+                data,
+                rs,
+                cs,
+                offsets,
+            },
+        )
+    }
+
+    /// `Σ a · b` of the matrices of `a` and `b` (each transposed when asked) over the leading
+    /// dims `over`, into a contiguous tensor with leading dims `keep`: equal to `over`, or 1
+    /// where the batches are summed (the gradient of a broadcast operand).
+    fn batched_product(
+        a: &FlexTensor,
+        a_transposed: bool,
+        b: &FlexTensor,
+        b_transposed: bool,
+        over: &[usize],
+        keep: &[usize],
+    ) -> FlexTensor {
+        let (a, b) = (non_negative(a), non_negative(b));
+        let (m, k, a) = operand(&a, a_transposed, over);
+        let (_, n, b) = operand(&b, b_transposed, over);
+        let mut dims = keep.to_vec();
+        dims.extend([m, n]);
+        let shape = Shape::from(dims);
+        let mut out = vec![0.0f32; shape.num_elements()];
+        let c_offsets = contiguous_offsets(keep, over, m * n);
+        run(m, n, k, &a, &b, &mut out, &c_offsets, keep != over);
+        f32_tensor(shape, out)
     }
 
     /// `c[b] += a[b] · b[b]` for every output batch `b`; `c` has `m x n` matrices at the given
-    /// offsets (row stride `n`). Batches whose outputs are distinct run in parallel; batches
-    /// that sum into one output (a broadcast operand's gradient) run in order.
+    /// offsets (row stride `n`). Batches whose outputs are distinct run in parallel; when
+    /// `summed`, several batches add into one output (a broadcast operand's gradient) and run in
+    /// order.
     #[allow(clippy::too_many_arguments)]
     fn run(
         m: usize,
@@ -370,17 +426,12 @@ mod flex {
         b: &Operand,
         c: &mut [f32],
         c_offsets: &[usize],
+        summed: bool,
     ) {
         let batches = c_offsets.len();
         let threads = rayon::current_num_threads().max(1);
-        let distinct = {
-            let mut sorted = c_offsets.to_vec();
-            sorted.sort_unstable();
-            sorted.dedup();
-            sorted.len() == batches
-        };
         let flops = 2 * m * n * k;
-        if batches > 1 && distinct && threads > 1 && flops * batches >= 1 << 20 {
+        if batches > 1 && !summed && threads > 1 && flops * batches >= 1 << 20 {
             // Output matrices are disjoint: hand each thread its own contiguous group.
             let per = batches.div_ceil(threads);
             let size = m * n;
@@ -469,99 +520,36 @@ mod flex {
         }
         #[cfg(test)]
         PRODUCTS.with(|c| c.set(c.get() + 1));
-        let (ld, rd) = (lhs.layout().shape().to_vec(), rhs.layout().shape().to_vec());
-        let out_batch = plan(&ld, &rd)?;
-        let d = ld.len();
-        let (m, k, n) = (ld[d - 2], ld[d - 1], rd[d - 1]);
-        let (lt, ls, lst) = layout_of(lhs);
-        let (rt, rs, rst) = layout_of(rhs);
-        let a = Operand {
-            data: lt.storage::<f32>(),
-            rs: lst[d - 2],
-            cs: lst[d - 1],
-            offsets: batch_offsets(ls, &ld[..d - 2], &lst[..d - 2], &out_batch),
-        };
-        let b = Operand {
-            data: rt.storage::<f32>(),
-            rs: rst[d - 2],
-            cs: rst[d - 1],
-            offsets: batch_offsets(rs, &rd[..d - 2], &rst[..d - 2], &out_batch),
-        };
-        let mut out_dims = out_batch.clone();
-        out_dims.extend([m, n]);
-        let shape = Shape::from(out_dims);
-        let mut out = vec![0.0f32; shape.num_elements()];
-        let c_offsets = contiguous_offsets(&out_batch, &out_batch, m * n);
-        run(m, n, k, &a, &b, &mut out, &c_offsets);
-        Some(f32_tensor(shape, out))
+        let over = plan(lhs.layout().shape(), rhs.layout().shape())?;
+        Some(batched_product(lhs, false, rhs, false, &over, &over))
     }
 
     /// `d lhs = d out · rhsᵀ`, summed over the leading dimensions where `lhs` was broadcast.
     fn grad_lhs(grad: &FlexTensor, rhs: &FlexTensor, lhs_dims: &[usize]) -> FlexTensor {
-        let (gd, rd) = (
-            grad.layout().shape().to_vec(),
-            rhs.layout().shape().to_vec(),
-        );
-        let d = gd.len();
-        let (m, n, k) = (gd[d - 2], gd[d - 1], rd[d - 2]);
-        let out_batch = gd[..d - 2].to_vec();
-        let lhs_batch = lhs_dims[..d - 2].to_vec();
-        let (gt, gs, gst) = layout_of(grad);
-        let (rt, rs, rst) = layout_of(rhs);
-        let g = Operand {
-            data: gt.storage::<f32>(),
-            rs: gst[d - 2],
-            cs: gst[d - 1],
-            offsets: batch_offsets(gs, &gd[..d - 2], &gst[..d - 2], &out_batch),
-        };
-        // rhsᵀ: element (j, p) is rhs (p, j).
-        let bt = Operand {
-            data: rt.storage::<f32>(),
-            rs: rst[d - 1],
-            cs: rst[d - 2],
-            offsets: batch_offsets(rs, &rd[..d - 2], &rst[..d - 2], &out_batch),
-        };
-        let mut dims = lhs_batch.clone();
-        dims.extend([m, k]);
-        let shape = Shape::from(dims);
-        let mut out = vec![0.0f32; shape.num_elements()];
-        let c_offsets = contiguous_offsets(&lhs_batch, &out_batch, m * k);
-        run(m, k, n, &g, &bt, &mut out, &c_offsets);
-        f32_tensor(shape, out)
+        let gd = grad.layout().shape();
+        let over = &gd[..gd.num_dims() - 2];
+        batched_product(
+            grad,
+            false,
+            rhs,
+            true,
+            over,
+            &lhs_dims[..lhs_dims.len() - 2],
+        )
     }
 
     /// `d rhs = lhsᵀ · d out`, summed over the leading dimensions where `rhs` was broadcast.
     fn grad_rhs(lhs: &FlexTensor, grad: &FlexTensor, rhs_dims: &[usize]) -> FlexTensor {
-        let (ld, gd) = (
-            lhs.layout().shape().to_vec(),
-            grad.layout().shape().to_vec(),
-        );
-        let d = gd.len();
-        let (m, k, n) = (ld[d - 2], ld[d - 1], gd[d - 1]);
-        let out_batch = gd[..d - 2].to_vec();
-        let rhs_batch = rhs_dims[..d - 2].to_vec();
-        let (lt, ls, lst) = layout_of(lhs);
-        let (gt, gs, gst) = layout_of(grad);
-        // lhsᵀ: element (p, i) is lhs (i, p).
-        let at = Operand {
-            data: lt.storage::<f32>(),
-            rs: lst[d - 1],
-            cs: lst[d - 2],
-            offsets: batch_offsets(ls, &ld[..d - 2], &lst[..d - 2], &out_batch),
-        };
-        let g = Operand {
-            data: gt.storage::<f32>(),
-            rs: gst[d - 2],
-            cs: gst[d - 1],
-            offsets: batch_offsets(gs, &gd[..d - 2], &gst[..d - 2], &out_batch),
-        };
-        let mut dims = rhs_batch.clone();
-        dims.extend([k, n]);
-        let shape = Shape::from(dims);
-        let mut out = vec![0.0f32; shape.num_elements()];
-        let c_offsets = contiguous_offsets(&rhs_batch, &out_batch, k * n);
-        run(k, n, m, &at, &g, &mut out, &c_offsets);
-        f32_tensor(shape, out)
+        let gd = grad.layout().shape();
+        let over = &gd[..gd.num_dims() - 2];
+        batched_product(
+            lhs,
+            true,
+            grad,
+            false,
+            over,
+            &rhs_dims[..rhs_dims.len() - 2],
+        )
     }
 
     /// The fused element-wise operations.
