@@ -19,6 +19,7 @@ pub mod nn;
 pub mod ops;
 pub mod params;
 pub mod plugin;
+mod pool;
 pub mod schedule;
 pub mod sgemm;
 mod trainer;

@@ -429,66 +429,49 @@ mod flex {
         summed: bool,
     ) {
         let batches = c_offsets.len();
-        let threads = rayon::current_num_threads().max(1);
+        let threads = crate::pool::threads();
         let flops = 2 * m * n * k;
+        // `c[batch] += a[batch] · b[batch]` on `threads` threads.
+        let product = |batch: usize, c: &mut [f32], threads: usize| {
+            crate::sgemm::sgemm(
+                m,
+                n,
+                k,
+                &a.data[a.offsets[batch]..],
+                a.rs,
+                a.cs,
+                &b.data[b.offsets[batch]..],
+                b.rs,
+                b.cs,
+                c,
+                n,
+                true,
+                threads,
+            )
+        };
         if batches > 1 && !summed && threads > 1 && flops * batches >= 1 << 20 {
             // Output matrices are disjoint: hand each thread its own contiguous group.
             let per = batches.div_ceil(threads);
             let size = m * n;
             let base = c.as_mut_ptr() as usize;
             let len = c.len();
-            rayon::scope(|s| {
-                for group in 0..threads {
-                    let lo = group * per;
-                    let hi = ((group + 1) * per).min(batches);
-                    if lo >= hi {
-                        continue;
-                    }
-                    s.spawn(move |_| {
-                        for (bi, &off) in c_offsets.iter().enumerate().take(hi).skip(lo) {
-                            assert!(off + size <= len);
-                            // SAFETY: the output offsets are distinct and `m * n` apart at
-                            // least (they come from a contiguous output), so no two batches
-                            // write the same elements, and each range lies inside `c`.
-                            let out = unsafe {
-                                std::slice::from_raw_parts_mut((base as *mut f32).add(off), size)
-                            };
-                            crate::sgemm::sgemm(
-                                m,
-                                n,
-                                k,
-                                &a.data[a.offsets[bi]..],
-                                a.rs,
-                                a.cs,
-                                &b.data[b.offsets[bi]..],
-                                b.rs,
-                                b.cs,
-                                out,
-                                n,
-                                true,
-                                1,
-                            );
-                        }
-                    });
+            crate::pool::run(threads, &|group| {
+                let lo = (group * per).min(batches);
+                let hi = ((group + 1) * per).min(batches);
+                for (batch, &off) in c_offsets.iter().enumerate().take(hi).skip(lo) {
+                    assert!(off + size <= len);
+                    // SAFETY: the output offsets are distinct and `m * n` apart at
+                    // least (they come from a contiguous output), so no two batches
+                    // write the same elements, and each range lies inside `c`.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut((base as *mut f32).add(off), size)
+                    };
+                    product(batch, out, 1);
                 }
             });
         } else {
-            for bi in 0..batches {
-                crate::sgemm::sgemm(
-                    m,
-                    n,
-                    k,
-                    &a.data[a.offsets[bi]..],
-                    a.rs,
-                    a.cs,
-                    &b.data[b.offsets[bi]..],
-                    b.rs,
-                    b.cs,
-                    &mut c[c_offsets[bi]..],
-                    n,
-                    true,
-                    threads,
-                );
+            for (batch, &off) in c_offsets.iter().enumerate() {
+                product(batch, &mut c[off..], threads);
             }
         }
     }
@@ -689,7 +672,7 @@ mod flex {
     /// by whole rows (so each value's computation is the same for any thread count).
     fn for_rows(inputs: &[&[f32]], out: &mut [f32], width: usize, f: &RowFn) {
         let total = out.len();
-        let threads = rayon::current_num_threads().max(1);
+        let threads = crate::pool::threads();
         let rows = total / width.max(1);
         if threads == 1 || total < 2 * PARALLEL_MIN || rows < 2 {
             f(inputs, out);
@@ -698,14 +681,15 @@ mod flex {
         let parts = threads.min(total / PARALLEL_MIN).min(rows).max(1);
         let rows_per = rows.div_ceil(parts);
         let chunk = rows_per * width;
-        rayon::scope(|s| {
-            for (i, out) in out.chunks_mut(chunk).enumerate() {
-                let ins: Vec<&[f32]> = inputs
-                    .iter()
-                    .map(|x| &x[i * chunk..i * chunk + out.len()])
-                    .collect();
-                s.spawn(move |_| f(&ins, out));
-            }
+        let slots: Vec<std::sync::Mutex<&mut [f32]>> =
+            out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+        crate::pool::run(slots.len(), &|i| {
+            let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+            let ins: Vec<&[f32]> = inputs
+                .iter()
+                .map(|x| &x[i * chunk..i * chunk + out.len()])
+                .collect();
+            f(&ins, &mut out);
         });
     }
 

@@ -13,7 +13,8 @@
 //! AVX2 + FMA (MR = 6, NR = 16, KC <= 256), portable scalar (MR = 4, NR = 16).
 //!
 //! Threads: C is split into MR-aligned row blocks or NR-aligned column blocks (by a
-//! small cost model); each thread packs what it needs.  Work runs on rayon's global pool.
+//! small cost model); each thread packs what it needs.  Work runs on the SDK's worker team
+//! (`crate::pool`).
 //!
 //! Determinism: the k-blocking depends only on `k`, and the algorithm choice only on
 //! the whole problem (shape and layouts), never on the thread count.  Every C element
@@ -249,7 +250,7 @@ pub fn sgemm(
 
 /// Threads of the pool the work runs on.
 fn max_threads() -> usize {
-    rayon::current_num_threads().max(1)
+    crate::pool::threads()
 }
 
 /// Minimum slice length for a `rows x cols` strided view (None on overflow).
@@ -489,28 +490,8 @@ fn run<K: Arch>(
             let mut chunk = slots[t].lock().unwrap_or_else(|e| e.into_inner());
             job(t, &mut chunk);
         };
-        pool::run(nt, &task);
+        crate::pool::run(nt, &task);
     });
-}
-
-/// The worker pool: rayon's global pool, which burn's CPU backend also uses, so concurrent
-/// callers (devices training side by side) share the cores instead of each spawning threads.
-mod pool {
-    type Task<'a> = dyn Fn(usize) + Sync + 'a;
-
-    /// Runs `f(0)` .. `f(parts - 1)` concurrently and returns when all are done.
-    pub(super) fn run(parts: usize, f: &Task<'_>) {
-        if parts <= 1 {
-            f(0);
-            return;
-        }
-        rayon::scope(|s| {
-            for t in 1..parts {
-                s.spawn(move |_| f(t));
-            }
-            f(0);
-        });
-    }
 }
 
 /// A micro-panels kept packed at once when m is small (B-panel-outer loop order).

@@ -1,0 +1,279 @@
+//! The SDK's worker team for the CPU kernels: the calling thread plus `threads - 1` helper
+//! threads that wait for work by spinning a short while before they sleep.
+//!
+//! Why not rayon's pool: a training step hands the kernels several hundred parallel sections,
+//! each a fraction of a millisecond long, from a thread outside any pool. Through rayon every
+//! section woke a sleeping worker and put the caller to sleep until it was done (thousands of
+//! context switches per step, and the wake-up latency each time). Here the caller works on the
+//! first part itself, helpers that have just finished a section are still spinning when the next
+//! one comes, and the caller waits for the others by spinning too, since they are running.
+//!
+//! One caller at a time: a caller that finds the team busy (another model training on another
+//! thread, as devices do side by side in a round) runs every part itself, so concurrent models
+//! never queue behind each other or oversubscribe the cores. Each part computes the same values
+//! whoever runs it, so results never depend on who ran what.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
+
+type Task<'a> = dyn Fn(usize) + Sync + 'a;
+
+/// How long a helper spins for new work after its last part before it sleeps. Long enough to
+/// bridge the single-threaded stretches between a step's parallel sections, short enough that an
+/// idle team gives the cores back at once.
+const SPIN: Duration = Duration::from_micros(300);
+
+/// The job being run: written by the caller before it publishes the job's epoch.
+#[derive(Clone, Copy)]
+struct Job {
+    epoch: u64,
+    /// The caller's task, its lifetime erased: the caller does not return before every part of
+    /// the job has finished, and a part can only be claimed while the job is current.
+    task: Option<&'static Task<'static>>,
+    parts: usize,
+}
+
+struct Team {
+    /// `epoch << 32 | next part to claim`: claiming a part and checking that the job is still
+    /// current are one compare-and-swap.
+    claim: AtomicU64,
+    job: Mutex<Job>,
+    /// Parts of the current job finished (by anyone).
+    done: AtomicUsize,
+    /// The first panic of the current job's parts, re-raised in the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// One caller at a time.
+    busy: Mutex<()>,
+    sleeping: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    helpers: usize,
+}
+
+thread_local! {
+    /// Set on helper threads and on a caller while it runs a job: a part that calls `run` again
+    /// runs its parts itself.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn team() -> &'static Team {
+    static TEAM: OnceLock<&'static Team> = OnceLock::new();
+    TEAM.get_or_init(|| {
+        let helpers = rayon::current_num_threads().max(1) - 1;
+        let team: &'static Team = Box::leak(Box::new(Team {
+            claim: AtomicU64::new(0),
+            job: Mutex::new(Job {
+                epoch: 0,
+                task: None,
+                parts: 0,
+            }),
+            done: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+            busy: Mutex::new(()),
+            sleeping: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
+            wake: Condvar::new(),
+            helpers,
+        }));
+        for i in 0..helpers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("cotune-kernel-{i}"))
+                .spawn(move || helper(team));
+            if spawned.is_err() {
+                // Without this helper the parts are claimed by the caller and the others.
+                break;
+            }
+        }
+        team
+    })
+}
+
+/// Threads a parallel section may use: the caller plus the team's helpers, or rayon's thread
+/// count inside a rayon pool of another size (tests use one to vary it).
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Runs `f(0)` .. `f(parts - 1)` and returns when all are done. Parts run concurrently when the
+/// team is free; a panic in any part is re-raised here once every part has stopped.
+pub(crate) fn run(parts: usize, f: &Task<'_>) {
+    if parts <= 1 || INSIDE.with(Cell::get) {
+        (0..parts).for_each(f);
+        return;
+    }
+    let team = team();
+    let busy = match team.busy.try_lock() {
+        _ if team.helpers == 0 => None,
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(guard)) => Some(guard.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    let Some(busy) = busy else {
+        (0..parts).for_each(f);
+        return;
+    };
+    INSIDE.with(|c| c.set(true));
+    // SAFETY: the erased lifetime is never outlived: this function returns only after `done`
+    // reaches `parts`, and no part can be claimed once they are all claimed (or the epoch moves
+    // on), so nobody calls `task` after it returns.
+    let task: &'static Task<'static> = unsafe { std::mem::transmute::<&Task<'_>, _>(f) };
+    let epoch = {
+        let mut job = team.job.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = (job.epoch + 1) & 0xffff_ffff;
+        *job = Job {
+            epoch,
+            task: Some(task),
+            parts,
+        };
+        epoch
+    };
+    team.done.store(0, Ordering::Relaxed);
+    team.claim.store(epoch << 32, Ordering::SeqCst);
+    if team.sleeping.load(Ordering::SeqCst) > 0 {
+        let _sleep = team.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        team.wake.notify_all();
+    }
+    work(team, epoch, parts, task);
+    let mut spins = 0u32;
+    while team.done.load(Ordering::Acquire) < parts {
+        spins += 1;
+        if spins < 1 << 14 {
+            std::hint::spin_loop();
+        } else {
+            // A helper was preempted mid-part: let it run.
+            std::thread::yield_now();
+        }
+    }
+    INSIDE.with(|c| c.set(false));
+    let panic = team.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(busy);
+    if let Some(panic) = panic {
+        resume_unwind(panic);
+    }
+}
+
+/// Claims and runs parts of job `epoch` until none is left.
+fn work(team: &Team, epoch: u64, parts: usize, task: &Task<'_>) {
+    loop {
+        let current = team.claim.load(Ordering::Acquire);
+        if current >> 32 != epoch || (current & 0xffff_ffff) as usize >= parts {
+            return;
+        }
+        if team
+            .claim
+            .compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        let part = (current & 0xffff_ffff) as usize;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| task(part))) {
+            team.panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(panic);
+        }
+        team.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn helper(team: &'static Team) {
+    INSIDE.with(|c| c.set(true));
+    let mut seen = 0u64;
+    loop {
+        let started = Instant::now();
+        let mut spins = 0u32;
+        let epoch = loop {
+            let epoch = team.claim.load(Ordering::Acquire) >> 32;
+            if epoch != seen {
+                break epoch;
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) && started.elapsed() > SPIN {
+                let guard = team.sleep.lock().unwrap_or_else(|e| e.into_inner());
+                team.sleeping.fetch_add(1, Ordering::SeqCst);
+                let guard = team
+                    .wake
+                    .wait_while(guard, |_| team.claim.load(Ordering::SeqCst) >> 32 == seen)
+                    .unwrap_or_else(|e| e.into_inner());
+                team.sleeping.fetch_sub(1, Ordering::SeqCst);
+                drop(guard);
+            } else {
+                std::hint::spin_loop();
+            }
+        };
+        seen = epoch;
+        let job = *team.job.lock().unwrap_or_else(|e| e.into_inner());
+        if job.epoch != epoch {
+            continue;
+        }
+        if let Some(task) = job.task {
+            work(team, epoch, job.parts, task);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn every_part_runs_once() {
+        for parts in [0, 1, 2, 3, 17] {
+            let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+            for _ in 0..100 {
+                run(parts, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 100));
+        }
+    }
+
+    #[test]
+    fn a_panicking_part_panics_the_caller_after_the_others_finish() {
+        let finished = AtomicUsize::new(0);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            run(4, &|i| {
+                if i == 1 {
+                    panic!("part {i} failed");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        }));
+        let panic = result.expect_err("the part's panic reaches the caller");
+        assert_eq!(panic.downcast_ref::<String>().unwrap(), "part 1 failed");
+        assert_eq!(finished.load(Ordering::SeqCst), 3);
+        // The team still works afterwards.
+        let sum = AtomicUsize::new(0);
+        run(3, &|i| {
+            sum.fetch_add(i, Ordering::SeqCst);
+        });
+        assert_eq!(sum.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn concurrent_callers_and_nested_calls_all_finish() {
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        run(3, &|_| {
+                            run(2, &|_| {
+                                total.fetch_add(1, Ordering::Relaxed);
+                            });
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 200 * 3 * 2);
+    }
+}
