@@ -1,17 +1,21 @@
 //! The SDK's worker team for the CPU kernels: the calling thread plus `threads - 1` helper
-//! threads that wait for work by spinning a short while before they sleep.
+//! threads that wait for work a short while (yielding the core to any other thread that wants
+//! it) before they sleep.
 //!
 //! Why not rayon's pool: a training step hands the kernels several hundred parallel sections,
 //! each a fraction of a millisecond long, from a thread outside any pool. Through rayon every
-//! section woke a sleeping worker and put the caller to sleep until it was done (thousands of
-//! context switches per step, and the wake-up latency each time). Here the caller works on the
-//! first part itself, helpers that have just finished a section are still spinning when the next
-//! one comes, and the caller waits for the others by spinning too, since they are running.
+//! section woke a sleeping worker and put the caller to sleep until it was done (about 1,700
+//! context switches per GPT-2 bench step, and the wake-up latency each time). Here the caller
+//! works on parts itself, helpers that have just finished a section are still waiting awake when
+//! the next one comes, and the caller waits for the others awake too, since they are running.
+//! Parts are claimed one at a time by whoever is free, so a helper that is not running (asleep,
+//! or its core taken by another process) leaves its parts to the caller instead of delaying it.
 //!
-//! One caller at a time: a caller that finds the team busy (another model training on another
-//! thread, as devices do side by side in a round) runs every part itself, so concurrent models
-//! never queue behind each other or oversubscribe the cores. Each part computes the same values
-//! whoever runs it, so results never depend on who ran what.
+//! Waiting threads yield rather than spin: when two models train side by side (devices in a
+//! round, or the pre-training of several architectures), each with its own team, the cores go to
+//! whichever thread has work. One caller per team at a time: a caller that finds its team busy
+//! runs every part itself. Each part computes the same values whoever runs it, so results never
+//! depend on who ran what.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -22,9 +26,9 @@ use std::time::{Duration, Instant};
 
 type Task<'a> = dyn Fn(usize) + Sync + 'a;
 
-/// How long a helper spins for new work after its last part before it sleeps. Long enough to
-/// bridge the single-threaded stretches between a step's parallel sections, short enough that an
-/// idle team gives the cores back at once.
+/// How long a helper waits awake for new work after its last part before it sleeps. Long enough
+/// to bridge the single-threaded stretches between a step's parallel sections, short enough that
+/// an idle team goes to sleep at once.
 const SPIN: Duration = Duration::from_micros(300);
 
 /// The job being run: written by the caller before it publishes the job's epoch.
@@ -141,10 +145,10 @@ pub(crate) fn run(parts: usize, f: &Task<'_>) {
     let mut spins = 0u32;
     while team.done.load(Ordering::Acquire) < parts {
         spins += 1;
-        if spins < 1 << 14 {
+        if spins < 1 << 8 {
             std::hint::spin_loop();
         } else {
-            // A helper was preempted mid-part: let it run.
+            // A helper still busy, or preempted mid-part: let others run meanwhile.
             std::thread::yield_now();
         }
     }
@@ -193,7 +197,7 @@ fn helper(team: &'static Team) {
                 break epoch;
             }
             spins += 1;
-            if spins.is_multiple_of(64) && started.elapsed() > SPIN {
+            if spins.is_multiple_of(16) && started.elapsed() > SPIN {
                 let guard = team.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 team.sleeping.fetch_add(1, Ordering::SeqCst);
                 let guard = team
@@ -203,7 +207,9 @@ fn helper(team: &'static Team) {
                 team.sleeping.fetch_sub(1, Ordering::SeqCst);
                 drop(guard);
             } else {
-                std::hint::spin_loop();
+                // Yielding rather than spinning: when other threads (another model training
+                // side by side) want this core, they get it.
+                std::thread::yield_now();
             }
         };
         seen = epoch;
