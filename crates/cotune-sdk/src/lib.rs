@@ -14,14 +14,18 @@
 //!
 //! See `docs/plugin-authoring.md` for a walk-through.
 
+pub mod attention;
 pub mod hf;
 pub mod nn;
 pub mod ops;
 pub mod params;
 pub mod plugin;
 mod pool;
+pub mod rope;
 pub mod schedule;
 pub mod sgemm;
+#[cfg(all(test, feature = "flex"))]
+mod testing;
 mod trainer;
 
 pub use trainer::{LoraConfig, Memory, Trainer};

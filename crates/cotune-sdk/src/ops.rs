@@ -191,7 +191,7 @@ pub fn keep_freed_memory() {
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::{
         BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
@@ -290,7 +290,7 @@ mod flex {
     /// it: the kernels' outputs start uninitialised rather than zeroed (zeroing them was 6% of a
     /// training step, in `memset`). `f32` has no invalid bit patterns, and nothing is read before
     /// it is written.
-    fn written(len: usize, fill: impl FnOnce(&mut [f32])) -> Vec<f32> {
+    pub(crate) fn written(len: usize, fill: impl FnOnce(&mut [f32])) -> Vec<f32> {
         let mut data = Vec::<f32>::with_capacity(len);
         // SAFETY: the capacity is `len` floats, properly aligned; `fill` writes every one of them
         // before reading it (the contract above), and the length is set only after that.
@@ -303,7 +303,7 @@ mod flex {
 
     /// A contiguous float32 tensor owning `data`. (`FlexTensor::zeros` would allocate bytes and
     /// then copy them into an aligned buffer.)
-    fn f32_tensor(shape: Shape, data: Vec<f32>) -> FlexTensor {
+    pub(crate) fn f32_tensor(shape: Shape, data: Vec<f32>) -> FlexTensor {
         FlexTensor::new(
             Bytes::from_elems(data),
             Layout::contiguous(shape),
@@ -311,7 +311,7 @@ mod flex {
         )
     }
 
-    fn is_f32(t: &FlexTensor) -> bool {
+    pub(crate) fn is_f32(t: &FlexTensor) -> bool {
         t.dtype() == DType::F32
     }
 
@@ -363,7 +363,7 @@ mod flex {
 
     /// The tensor itself, or a contiguous copy when a stride is negative (the kernel takes
     /// non-negative strides).
-    fn non_negative(t: &FlexTensor) -> FlexTensor {
+    pub(crate) fn non_negative(t: &FlexTensor) -> FlexTensor {
         if t.layout().strides().iter().any(|&s| s < 0) {
             t.to_contiguous()
         } else {
@@ -649,6 +649,13 @@ mod flex {
         scores: &Tensor<D>,
         mask: &Tensor<D, Bool>,
     ) -> Option<Tensor<D>> {
+        let mask = mask_as_floats(mask)?;
+        elementwise_with(scores, Kind::MaskedSoftmax, Some(contiguous(&mask)))
+    }
+
+    /// A boolean mask as a plain `flex` float32 tensor, 1 where true (masks carry no gradient:
+    /// one made on an autodiff device is unwrapped). `None` on another backend.
+    pub(crate) fn mask_as_floats<const D: usize>(mask: &Tensor<D, Bool>) -> Option<FlexTensor> {
         let mask = mask.clone().float();
         let mask = match mask.clone().try_into_primitive::<Flex>() {
             Ok(m) => m,
@@ -657,10 +664,7 @@ mod flex {
             }
             Err(_) => return None,
         };
-        if !is_f32(&mask) {
-            return None;
-        }
-        elementwise_with(scores, Kind::MaskedSoftmax, Some(contiguous(&mask)))
+        is_f32(&mask).then_some(mask)
     }
 
     fn elementwise_with<const D: usize>(
@@ -747,7 +751,7 @@ mod flex {
     type RowFn<'a> = dyn Fn(&[&[f32]], &mut [f32]) + Sync + 'a;
 
     /// Rows of at least this many values per thread before the work is split.
-    const PARALLEL_MIN: usize = 1 << 16;
+    pub(crate) const PARALLEL_MIN: usize = 1 << 16;
 
     /// Applies `f(input row(s), output row(s))` over `rows` rows of `width`, split over threads
     /// by whole rows (so each value's computation is the same for any thread count).
@@ -832,11 +836,11 @@ mod flex {
 /// widest vector instructions the CPU has, and runs the same scalar code compiled for them (the
 /// compiler vectorises the loops), so the values do not depend on the thread count.
 #[cfg(feature = "flex")]
-mod kernels {
+pub(crate) mod kernels {
     macro_rules! dispatch {
         ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
             $(#[$doc])*
-            pub(super) fn $name($($arg: $ty),*) {
+            pub(crate) fn $name($($arg: $ty),*) {
                 #[inline(always)]
                 fn generic($($arg: $ty),*) $body
                 #[cfg(target_arch = "x86_64")]
@@ -1151,28 +1155,9 @@ mod kernels {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution, TensorData};
+    use burn::tensor::{Device, TensorData};
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
-
-    fn worst(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-            .fold(0.0, f32::max)
-    }
-
-    fn random<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D> {
-        let t = Tensor::<D>::random(dims, Distribution::Uniform(-1.0, 1.0), device);
-        // Rebuild from data so the tensor is a fresh leaf on `device`.
-        Tensor::from_data(t.into_data(), device)
-    }
+    use crate::testing::{random, values, worst};
 
     /// Value and both gradients of `f(a, b).sum()` with our product and with burn's.
     fn check<const D: usize>(

@@ -7,6 +7,7 @@
 //! Configuration keys and parameter names mirror `GPT2Config` and the checkpoint (`wte`, `wpe`,
 //! `h.N.attn.c_attn`, ...); linear weights are stored `[in, out]`, as GPT-2's Conv1D stores them.
 
+use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
 use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{
@@ -14,7 +15,7 @@ use cotune_sdk::burn::nn::{
 };
 use cotune_sdk::burn::tensor::activation::gelu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor};
-use cotune_sdk::nn::{attention, causal_mask, gelu_new, merge_heads, split_heads, KvCache};
+use cotune_sdk::nn::{causal_mask, gelu_new, split_heads, KvCache};
 use cotune_sdk::ops::{linear, matmul};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
@@ -98,26 +99,29 @@ impl Attention {
         mask: &Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let [_, _, d] = x.dims();
-        let qkv = linear(&self.c_attn, x);
-        let mut parts = qkv.chunk(3, 2).into_iter();
-        let (q, k, v) = (
-            parts.next().expect("q"),
-            parts.next().expect("k"),
-            parts.next().expect("v"),
-        );
-        let (q, k, v) = (
-            split_heads(q, self.n_head),
-            split_heads(k, self.n_head),
-            split_heads(v, self.n_head),
-        );
+        let [b, n, d] = x.dims();
+        // `c_attn` projects to queries, keys and values side by side; each is computed from its
+        // own columns of the weight, so each comes out contiguous and splits into heads as a view
+        // (slicing the fused output instead would copy it forward and backward).
+        let x = x.reshape([b * n, d]);
+        let weight = self.c_attn.weight.val();
+        let bias = self.c_attn.bias.as_ref().map(|bias| bias.val());
+        let project = |part: usize| {
+            let y = matmul(x.clone(), weight.clone().narrow(1, part * d, d));
+            let y = match &bias {
+                Some(bias) => y + bias.clone().narrow(0, part * d, d).unsqueeze::<2>(),
+                None => y,
+            };
+            split_heads(y.reshape([b, n, d]), self.n_head)
+        };
+        let (q, k, v) = (project(0), project(1), project(2));
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
         let scale = 1.0 / ((d / self.n_head) as f32).sqrt();
-        let out = attention(q, k, v, scale, None, Some(mask.clone()));
-        linear(&self.c_proj, merge_heads(out))
+        let out = multi_head_attention(q, k, v, scale, None, Some(mask.clone()));
+        linear(&self.c_proj, out)
     }
 }
 

@@ -13,11 +13,12 @@
 //! layout), the transpose of PyTorch's `nn.Linear`: loading a Hugging Face checkpoint transposes
 //! every `*_proj.weight` and `lm_head.weight`; embedding and norm weights load as they are.
 
+use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
 use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use cotune_sdk::nn::{attention, causal_mask, merge_heads, split_heads, KvCache};
+use cotune_sdk::nn::{causal_mask, split_heads, KvCache};
 use cotune_sdk::ops::{linear, matmul};
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
@@ -107,10 +108,10 @@ impl RmsNorm {
 /// pass and shared by every layer.
 #[derive(Debug, Clone)]
 struct Rotary {
-    /// `[1, 1, n, dh]`
-    cos: Tensor<4>,
-    /// `[1, 1, n, dh]`
-    sin: Tensor<4>,
+    /// `[n, dh]`
+    cos: Tensor<2>,
+    /// `[n, dh]`
+    sin: Tensor<2>,
 }
 
 impl Rotary {
@@ -132,8 +133,7 @@ impl Rotary {
                 }
             }
         }
-        let table =
-            |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, n, head_dim]), device);
+        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [n, head_dim]), device);
         Self {
             cos: table(cos),
             sin: table(sin),
@@ -141,34 +141,15 @@ impl Rotary {
     }
 
     /// Rotates each head's halves: `x * cos + rotate_half(x) * sin`, where
-    /// `rotate_half([x1, x2]) = [-x2, x1]`.
+    /// `rotate_half([x1, x2]) = [-x2, x1]`, in one fused operation
+    /// ([`cotune_sdk::rope::rotary`]).
     ///
     /// # Shapes
-    /// - x: `[b, h, n, dh]`
+    /// - x: `[b, h, n, dh]` (the heads may be a transposed view)
     /// - output: `[b, h, n, dh]`
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        cotune_sdk::rope::rotary(x, &self.cos, &self.sin)
     }
-}
-
-/// Repeats each key/value head `times` times in place, so query head `h` meets key/value head
-/// `h / times` (Hugging Face's `repeat_kv`).
-///
-/// # Shapes
-/// - x: `[b, kv, t, dh]`
-/// - output: `[b, kv * times, t, dh]`
-fn repeat_kv(x: Tensor<4>, times: usize) -> Tensor<4> {
-    if times == 1 {
-        return x;
-    }
-    let [b, kv, t, dh] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, times, t, dh])
-        .reshape([b, kv * times, t, dh])
 }
 
 #[derive(Module, Debug)]
@@ -204,11 +185,11 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let group = self.num_heads / self.num_kv_heads;
-        let (k, v) = (repeat_kv(k, group), repeat_kv(v, group));
+        // Query head `i` reads key/value head `i / (num_heads / num_kv_heads)`, as Hugging
+        // Face's `repeat_kv` arranges it, without repeating them in memory.
         let scale = 1.0 / ((d / self.num_heads) as f32).sqrt();
-        let out = attention(q, k, v, scale, None, Some(mask.clone()));
-        linear(&self.o_proj, merge_heads(out))
+        let out = multi_head_attention(q, k, v, scale, None, Some(mask.clone()));
+        linear(&self.o_proj, out)
     }
 }
 

@@ -46,6 +46,7 @@
 //! Hugging Face checkpoints also store `lm_head.weight` (a copy of `shared.weight`); it has no
 //! counterpart here.
 
+use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
 use cotune_sdk::burn::module::{Initializer, Module, Param};
 use cotune_sdk::burn::nn::{
@@ -53,9 +54,7 @@ use cotune_sdk::burn::nn::{
 };
 use cotune_sdk::burn::tensor::activation::relu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use cotune_sdk::nn::{
-    attention, causal_mask, gelu_new, key_padding_mask, merge_heads, split_heads, KvCache,
-};
+use cotune_sdk::nn::{causal_mask, gelu_new, key_padding_mask, split_heads, KvCache};
 use cotune_sdk::ops::{linear, matmul};
 
 /// `norm` applied to `x` through the SDK's fused normalisation.
@@ -211,8 +210,8 @@ impl AttentionLayer {
         mask: Tensor<4, Bool>,
     ) -> Tensor<3> {
         let q = split_heads(linear(&self.q, normed), self.num_heads);
-        let out = attention(q, k, v, 1.0, bias, Some(mask));
-        x + linear(&self.o, merge_heads(out))
+        let out = multi_head_attention(q, k, v, 1.0, bias, Some(mask));
+        x + linear(&self.o, out)
     }
 
     /// Self-attention with the stack's position bias; with a cache, this step's keys and values
