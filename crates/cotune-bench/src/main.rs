@@ -287,8 +287,10 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "shape: batch {BATCH} x ({PROMPT} prompt + {ANSWER} answer) tokens; median of {reps} after {WARMUP} warm-up; cotune on flex ({} rayon threads), one process per model",
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into())
+        "shape: batch {BATCH} x ({PROMPT} prompt + {ANSWER} answer) tokens; median of {reps} after {WARMUP} warm-up; cotune on flex ({}), one process per model",
+        std::env::var("RAYON_NUM_THREADS")
+            .map(|n| format!("RAYON_NUM_THREADS={n} threads"))
+            .unwrap_or_else(|_| "one thread per core".into())
     );
     let mut results = serde_json::Map::new();
     let mut rows = Vec::new();
