@@ -914,6 +914,56 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpointing_autodiff_device_takes_the_fused_path() {
+        let device = Device::flex().autodiff().gradient_checkpointing();
+        let (b, t, h, dh) = (2, 5, 2, 3);
+        let mask = crate::nn::causal_mask(t, t, &device).reshape([1, 1, t, t]);
+        compare(
+            [random([b, t, h * dh], &device), random([h, t, t], &device)],
+            |[x, bias], fused| {
+                let heads = crate::nn::split_heads(x.clone(), h);
+                let bias = bias.clone().unsqueeze::<4>();
+                either(
+                    heads.clone(),
+                    heads.clone(),
+                    heads,
+                    0.6,
+                    Some(bias),
+                    Some(mask.clone()),
+                    fused,
+                )
+            },
+        );
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        // Large enough to be split over threads (see `batch_parts`).
+        let device = Device::flex().autodiff();
+        let (b, t, h, dh) = (8, 64, 4, 16);
+        let x = random([b, t, 3 * h * dh], &device);
+        let mask = crate::nn::causal_mask(t, t, &device).reshape([1, 1, t, t]);
+        let run = || {
+            let x = x.clone().require_grad();
+            let mut parts = x.clone().chunk(3, 2).into_iter();
+            let mut next = || crate::nn::split_heads(parts.next().unwrap(), h);
+            let (q, k, v) = (next(), next(), next());
+            let out = multi_head_attention(q, k, v, 0.3, None, Some(mask.clone()));
+            let grads = out.clone().sin().sum().backward();
+            (values(out.inner()), values(x.grad(&grads).unwrap()))
+        };
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(run);
+        let three = pool(3).install(run);
+        assert_eq!(one, three);
+    }
+
+    #[test]
     fn plain_tensors_match_and_other_backends_compose() {
         let device = Device::flex();
         let (q, k, v) = (
