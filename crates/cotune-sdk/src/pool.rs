@@ -67,7 +67,7 @@ thread_local! {
 fn team() -> &'static Team {
     static TEAM: OnceLock<&'static Team> = OnceLock::new();
     TEAM.get_or_init(|| {
-        let helpers = rayon::current_num_threads().max(1) - 1;
+        let helpers = team_size() - 1;
         let team: &'static Team = Box::leak(Box::new(Team {
             claim: AtomicU64::new(0),
             job: Mutex::new(Job {
@@ -94,6 +94,17 @@ fn team() -> &'static Team {
         }
         team
     })
+}
+
+/// The team's threads, caller included: `RAYON_NUM_THREADS` when set (the count burn's own CPU
+/// threads follow), else one per core. Not rayon's current count, which inside a rayon pool is
+/// that pool's and would fix the team's size by whichever pool first ran a kernel.
+fn team_size() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Threads a parallel section may use: the caller plus the team's helpers, or rayon's thread
