@@ -106,6 +106,26 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)
 }
 
+/// `silu(gate) * up`, the gated activation of LLaMA's feed-forward layer (SwiGLU), in one fused
+/// operation with one backward step (composed, it is two operations forward and four backward).
+///
+/// # Shapes
+/// - gate and up: the same shape; output: that shape
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    assert_eq!(
+        gate.dims(),
+        up.dims(),
+        "swiglu: gate {:?} and up {:?} differ in shape",
+        gate.dims(),
+        up.dims()
+    );
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::swiglu(&gate, &up) {
+        return out;
+    }
+    silu(gate) * up
+}
+
 /// Layer normalisation over the last dimension (`(x - mean) / sqrt(var + eps) * gamma + beta`),
 /// the normalisation in one fused operation. Burn's `LayerNorm` module runs the same formula
 /// as nine operations in training.
@@ -613,6 +633,103 @@ pub(crate) mod flex {
             over,
             &rhs_dims[..rhs_dims.len() - 2],
         )
+    }
+
+    /// [`super::swiglu`] on `flex` float32 tensors (both plain, or both tracked by autodiff with
+    /// the same checkpointing), `None` otherwise.
+    pub(super) fn swiglu<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
+        if let (Ok(a), Ok(b)) = (
+            gate.clone().try_into_primitive::<Flex>(),
+            up.clone().try_into_primitive::<Flex>(),
+        ) {
+            if !(is_f32(&a) && is_f32(&b)) {
+                return None;
+            }
+            return Some(Tensor::from_primitive::<Flex>(swiglu_forward(&a, &b)));
+        }
+        swiglu_tracked::<NoCheckpointing, D>(gate, up)
+            .or_else(|| swiglu_tracked::<BalancedCheckpointing, D>(gate, up))
+    }
+
+    fn swiglu_tracked<C, const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>>
+    where
+        C: CheckpointStrategy,
+        burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
+    {
+        let a = gate
+            .clone()
+            .try_into_primitive::<Autodiff<Flex, C>>()
+            .ok()?;
+        let b = up.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+        if !(is_f32(a.primitive()) && is_f32(b.primitive())) {
+            return None;
+        }
+        let out = match SwigluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (a, b) = (contiguous(a.primitive()), contiguous(b.primitive()));
+                let y = swiglu_forward(&a, &b);
+                prep.finish((a, b), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(swiglu_forward(a.primitive(), b.primitive())),
+        };
+        Some(Tensor::from_primitive::<Autodiff<Flex, C>>(out))
+    }
+
+    fn swiglu_forward(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+        #[cfg(test)]
+        FUSED.with(|c| c.set(c.get() + 1));
+        let (a, b) = (contiguous(a), contiguous(b));
+        let shape = a.layout().shape().clone();
+        let inputs = [a.storage::<f32>(), b.storage::<f32>()];
+        let width = shape[shape.num_dims() - 1].max(1);
+        let out = written(shape.num_elements(), |out| {
+            for_rows(&inputs, out, width, &|i, o| kernels::swiglu(i[0], i[1], o))
+        });
+        f32_tensor(shape, out)
+    }
+
+    #[derive(Debug)]
+    struct SwigluBackward;
+
+    impl Backward<Flex, 2> for SwigluBackward {
+        /// The gate and up inputs, contiguous.
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let (a, b) = ops.state;
+            let shape = a.layout().shape().clone();
+            let width = shape[shape.num_dims() - 1].max(1);
+            let gradient = |grad: &FlexTensor, f: &RowFn| {
+                let grad = contiguous(grad);
+                let inputs = [
+                    a.storage::<f32>(),
+                    b.storage::<f32>(),
+                    grad.storage::<f32>(),
+                ];
+                let out = written(shape.num_elements(), |out| for_rows(&inputs, out, width, f));
+                f32_tensor(shape.clone(), out)
+            };
+            binary::<Flex, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |grad| {
+                    gradient(&grad, &|i, o| {
+                        kernels::swiglu_backward_gate(i[0], i[1], i[2], o)
+                    })
+                },
+                |grad| gradient(&grad, &|i, o| kernels::silu_times(i[0], i[2], o)),
+            );
+        }
     }
 
     /// The fused element-wise operations.
@@ -1133,6 +1250,34 @@ pub(crate) mod kernels {
     }
 
     dispatch! {
+        /// `silu(a) * b`.
+        fn swiglu(a: &[f32], b: &[f32], y: &mut [f32]) {
+            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                *y = a * sigmoid(a) * b;
+            }
+        }
+    }
+
+    dispatch! {
+        /// The gate's gradient of `silu(a) * b`: `g b (s + a s (1 - s))`, `s = sigmoid(a)`.
+        fn swiglu_backward_gate(a: &[f32], b: &[f32], g: &[f32], da: &mut [f32]) {
+            for (((da, &a), &b), &g) in da.iter_mut().zip(a).zip(b).zip(g) {
+                let (s, slope) = sigmoid_and_slope(a);
+                *da = g * b * (s + a * slope);
+            }
+        }
+    }
+
+    dispatch! {
+        /// `silu(a) * g`: the up input's gradient of `silu(a) * b`.
+        fn silu_times(a: &[f32], g: &[f32], y: &mut [f32]) {
+            for ((y, &a), &g) in y.iter_mut().zip(a).zip(g) {
+                *y = a * sigmoid(a) * g;
+            }
+        }
+    }
+
+    dispatch! {
         /// `x * sigmoid(x)`.
         fn silu(x: &[f32], y: &mut [f32]) {
             for (y, &x) in y.iter_mut().zip(x) {
@@ -1287,6 +1432,12 @@ mod tests {
                 "silu_backward",
                 Box::new(|y| kernels::silu_backward(&x, &g, y)),
             ),
+            ("swiglu", Box::new(|y| kernels::swiglu(&x, &g, y))),
+            (
+                "swiglu_backward_gate",
+                Box::new(|y| kernels::swiglu_backward_gate(&x, &g, &m, y)),
+            ),
+            ("silu_times", Box::new(|y| kernels::silu_times(&x, &g, y))),
         ];
         for (name, kernel) in kernels {
             let (mut from_nan, mut from_zero) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
@@ -1423,6 +1574,51 @@ mod tests {
             check_unary(dims, 6.0, gelu_new, act::gelu_approximate, 2e-6);
             check_unary(dims, 6.0, silu, act::silu, 2e-6);
         }
+    }
+
+    #[test]
+    fn fused_swiglu_matches_burns() {
+        use burn::tensor::activation::silu as burn_silu;
+        let device = Device::flex().autodiff();
+        for dims in [[1, 1, 1], [2, 3, 5], [4, 63, 344]] {
+            let (gate, up) = (
+                random(dims, &device).mul_scalar(6.0),
+                random(dims, &device).mul_scalar(2.0),
+            );
+            let run = |fused: bool| {
+                let (gate, up) = (gate.clone().require_grad(), up.clone().require_grad());
+                let before = flex::FUSED.with(|c| c.get());
+                let out = if fused {
+                    swiglu(gate.clone(), up.clone())
+                } else {
+                    burn_silu(gate.clone()) * up.clone()
+                };
+                assert_eq!(flex::FUSED.with(|c| c.get()) - before, usize::from(fused));
+                let weight = Tensor::<3>::ones(out.dims(), &device)
+                    .cumsum(2)
+                    .div_scalar(9.0);
+                let grads = (out.clone() * weight).sum().backward();
+                [
+                    values(out.inner()),
+                    values(gate.grad(&grads).unwrap()),
+                    values(up.grad(&grads).unwrap()),
+                ]
+            };
+            let (ours, reference) = (run(true), run(false));
+            for (what, (a, b)) in ["value", "gate gradient", "up gradient"]
+                .iter()
+                .zip(ours.iter().zip(&reference))
+            {
+                assert!(worst(a, b) < 2e-6, "{what} {dims:?}: {}", worst(a, b));
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "swiglu: gate [2, 3] and up [2, 4] differ in shape")]
+    fn swiglu_inputs_must_share_a_shape() {
+        let device = Device::flex();
+        swiglu(random([2, 3], &device), random([2, 4], &device));
     }
 
     #[test]

@@ -202,8 +202,9 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = cotune_sdk::ops::silu(linear(&self.gate_proj, x.clone()));
-        linear(&self.down_proj, gate * linear(&self.up_proj, x))
+        let gate = linear(&self.gate_proj, x.clone());
+        let up = linear(&self.up_proj, x);
+        linear(&self.down_proj, cotune_sdk::ops::swiglu(gate, up))
     }
 }
 
