@@ -126,9 +126,9 @@ pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     silu(gate) * up
 }
 
-/// Layer normalisation over the last dimension (`(x - mean) / sqrt(var + eps) * gamma + beta`),
-/// the normalisation in one fused operation. Burn's `LayerNorm` module runs the same formula
-/// as nine operations in training.
+/// Layer normalisation over the last dimension (`(x - mean) / sqrt(var + eps) * gamma + beta`)
+/// in one fused operation with one backward step, the scale and shift included. Burn's
+/// `LayerNorm` module runs the same formula as nine operations in training.
 ///
 /// # Shapes
 /// - x: `[..., d]`, gamma and beta: `[d]`
@@ -138,6 +138,10 @@ pub fn layer_norm<const D: usize>(
     beta: Option<Tensor<1>>,
     epsilon: f64,
 ) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::affine_norm(&x, &gamma, beta.as_ref(), true, epsilon as f32) {
+        return out;
+    }
     let y = normalize(x, true, epsilon) * gamma.unsqueeze();
     match beta {
         Some(beta) => y + beta.unsqueeze(),
@@ -146,27 +150,21 @@ pub fn layer_norm<const D: usize>(
 }
 
 /// Root-mean-square normalisation over the last dimension (`x / sqrt(mean(x^2) + eps) *
-/// gamma`, LLaMA's and T5's), the normalisation in one fused operation.
+/// gamma`, LLaMA's and T5's) in one fused operation with one backward step, the scale included.
 ///
 /// # Shapes
 /// - x: `[..., d]`, gamma: `[d]`
 pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::affine_norm(&x, &gamma, None, false, epsilon as f32) {
+        return out;
+    }
     normalize(x, false, epsilon) * gamma.unsqueeze()
 }
 
 /// `(x - mean) / sqrt(var + eps)` (centred) or `x / sqrt(mean(x^2) + eps)` over the last
-/// dimension.
+/// dimension, composed from burn's operations (where the fused normalisation does not apply).
 fn normalize<const D: usize>(x: Tensor<D>, centre: bool, epsilon: f64) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if let Some(out) = flex::elementwise(
-        &x,
-        flex::Kind::Norm {
-            centre,
-            epsilon: epsilon as f32,
-        },
-    ) {
-        return out;
-    }
     let last = D - 1;
     let x = if centre {
         let mean = x.clone().mean_dim(last);
@@ -635,6 +633,203 @@ pub(crate) mod flex {
         )
     }
 
+    /// A normalisation with its scale (and shift) on `flex` float32 tensors, `None` otherwise.
+    pub(super) fn affine_norm<const D: usize>(
+        x: &Tensor<D>,
+        gamma: &Tensor<1>,
+        beta: Option<&Tensor<1>>,
+        centre: bool,
+        epsilon: f32,
+    ) -> Option<Tensor<D>> {
+        let width = x.dims()[D - 1];
+        if gamma.dims()[0] != width || beta.is_some_and(|b| b.dims()[0] != width) {
+            return None;
+        }
+        let norm = Norm { centre, epsilon };
+        if let (Ok(x), Ok(gamma)) = (
+            x.clone().try_into_primitive::<Flex>(),
+            gamma.clone().try_into_primitive::<Flex>(),
+        ) {
+            let beta = match beta {
+                Some(beta) => Some(beta.clone().try_into_primitive::<Flex>().ok()?),
+                None => None,
+            };
+            if ![&x, &gamma].into_iter().chain(beta.as_ref()).all(is_f32) {
+                return None;
+            }
+            let y = norm.forward(&x, &gamma, beta.as_ref());
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        affine_norm_tracked::<NoCheckpointing, D>(x, gamma, beta, norm)
+            .or_else(|| affine_norm_tracked::<BalancedCheckpointing, D>(x, gamma, beta, norm))
+    }
+
+    fn affine_norm_tracked<C, const D: usize>(
+        x: &Tensor<D>,
+        gamma: &Tensor<1>,
+        beta: Option<&Tensor<1>>,
+        norm: Norm,
+    ) -> Option<Tensor<D>>
+    where
+        C: CheckpointStrategy,
+        burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
+    {
+        let x = x.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+        let gamma = gamma
+            .clone()
+            .try_into_primitive::<Autodiff<Flex, C>>()
+            .ok()?;
+        if !(is_f32(x.primitive()) && is_f32(gamma.primitive())) {
+            return None;
+        }
+        Some(match beta {
+            None => norm.record::<C, 2, D>(
+                [x.node(), gamma.node()],
+                x.primitive(),
+                gamma.primitive(),
+                None,
+            ),
+            Some(beta) => {
+                let beta = beta
+                    .clone()
+                    .try_into_primitive::<Autodiff<Flex, C>>()
+                    .ok()?;
+                if !is_f32(beta.primitive()) {
+                    return None;
+                }
+                norm.record::<C, 3, D>(
+                    [x.node(), gamma.node(), beta.node()],
+                    x.primitive(),
+                    gamma.primitive(),
+                    Some(beta.primitive()),
+                )
+            }
+        })
+    }
+
+    /// Layer (centred) or root-mean-square normalisation with a learned scale and shift.
+    #[derive(Debug, Clone, Copy)]
+    struct Norm {
+        centre: bool,
+        epsilon: f32,
+    }
+
+    impl Norm {
+        /// `norm(x) * gamma (+ beta)`.
+        fn forward(
+            self,
+            x: &FlexTensor,
+            gamma: &FlexTensor,
+            beta: Option<&FlexTensor>,
+        ) -> FlexTensor {
+            #[cfg(test)]
+            FUSED.with(|c| c.set(c.get() + 1));
+            let (x, gamma) = (contiguous(x), contiguous(gamma));
+            let beta = beta.map(contiguous);
+            let shape = x.layout().shape().clone();
+            let width = shape[shape.num_dims() - 1].max(1);
+            let (g, b) = (
+                gamma.storage::<f32>(),
+                beta.as_ref().map(|b| b.storage::<f32>()),
+            );
+            let Norm { centre, epsilon } = self;
+            let out = written(shape.num_elements(), |out| {
+                for_rows(&[x.storage::<f32>()], out, width, &|i, o| {
+                    kernels::affine_norm(i[0], g, b.unwrap_or(&[]), o, width, centre, epsilon)
+                })
+            });
+            f32_tensor(shape, out)
+        }
+
+        /// Runs the forward pass and records the backward step (inputs: x, gamma and, when `N`
+        /// is 3, beta).
+        fn record<C: CheckpointStrategy, const N: usize, const D: usize>(
+            self,
+            nodes: [burn::backend::autodiff::ops::NodeGuard; N],
+            x: &FlexTensor,
+            gamma: &FlexTensor,
+            beta: Option<&FlexTensor>,
+        ) -> Tensor<D>
+        where
+            NormBackward: Backward<Flex, N, State = (FlexTensor, FlexTensor)>,
+            burn::tensor::DispatchTensor: burn::backend::DispatchKindConversion<Autodiff<Flex, C>>,
+        {
+            let out = match (NormBackward { norm: self })
+                .prepare::<C>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = self.forward(x, gamma, beta);
+                    prep.finish((contiguous(x), contiguous(gamma)), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(self.forward(x, gamma, beta)),
+            };
+            Tensor::from_primitive::<Autodiff<Flex, C>>(out)
+        }
+    }
+
+    #[derive(Debug)]
+    struct NormBackward {
+        norm: Norm,
+    }
+
+    impl<const N: usize> Backward<Flex, N> for NormBackward {
+        /// The input and the scale, contiguous.
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, N>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let (x, gamma) = ops.state;
+            let Norm { centre, epsilon } = self.norm;
+            let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+            let shape = x.layout().shape().clone();
+            let width = shape[shape.num_dims() - 1].max(1);
+            let (xs, gs, gamma_s) = (
+                x.storage::<f32>(),
+                grad.storage::<f32>(),
+                gamma.storage::<f32>(),
+            );
+            let mut parents = ops.parents.into_iter();
+            if let Some(Some(node)) = parents.next() {
+                let dx = written(shape.num_elements(), |dx| {
+                    for_rows(&[xs, gs], dx, width, &|i, o| {
+                        kernels::affine_norm_backward(
+                            i[0], i[1], gamma_s, o, width, centre, epsilon,
+                        )
+                    })
+                });
+                grads.register::<Flex>(node.id, f32_tensor(shape.clone(), dx));
+            }
+            let (gamma_node, beta_node) = (parents.next().flatten(), parents.next().flatten());
+            if gamma_node.is_some() || beta_node.is_some() {
+                // Summed over the rows in order, on this thread: the same sums for any thread
+                // count.
+                let (mut dgamma, mut dbeta) = (vec![0.0f32; width], vec![0.0f32; width]);
+                kernels::affine_norm_params(
+                    xs,
+                    gs,
+                    &mut dgamma,
+                    &mut dbeta,
+                    width,
+                    centre,
+                    epsilon,
+                );
+                let param = |v: Vec<f32>| f32_tensor(Shape::from(vec![width]), v);
+                if let Some(node) = gamma_node {
+                    grads.register::<Flex>(node.id, param(dgamma));
+                }
+                if let Some(node) = beta_node {
+                    grads.register::<Flex>(node.id, param(dbeta));
+                }
+            }
+        }
+    }
+
     /// [`super::swiglu`] on `flex` float32 tensors (both plain, or both tracked by autodiff with
     /// the same checkpointing), `None` otherwise.
     pub(super) fn swiglu<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
@@ -741,11 +936,6 @@ pub(crate) mod flex {
         LogSoftmax,
         GeluNew,
         Silu,
-        /// Layer (centred) or root-mean-square normalisation, without the learned scale.
-        Norm {
-            centre: bool,
-            epsilon: f32,
-        },
     }
 
     impl Kind {
@@ -909,9 +1099,6 @@ pub(crate) mod flex {
             Kind::LogSoftmax => &|i, o| kernels::softmax(i[0], o, width, true),
             Kind::GeluNew => &|i, o| kernels::gelu_new(i[0], o),
             Kind::Silu => &|i, o| kernels::silu(i[0], o),
-            Kind::Norm { centre, epsilon } => {
-                &move |i, o| kernels::norm(i[0], o, width, centre, epsilon)
-            }
         };
         let out = written(shape.num_elements(), |out| {
             for_rows(&inputs, out, width.max(1), f)
@@ -936,9 +1123,6 @@ pub(crate) mod flex {
             Kind::LogSoftmax => &|i, o| kernels::softmax_backward(i[0], i[1], o, width, true),
             Kind::GeluNew => &|i, o| kernels::gelu_new_backward(i[0], i[1], o),
             Kind::Silu => &|i, o| kernels::silu_backward(i[0], i[1], o),
-            Kind::Norm { centre, epsilon } => {
-                &move |i, o| kernels::norm_backward(i[0], i[1], o, width, centre, epsilon)
-            }
         };
         let mut inputs = vec![kept.storage::<f32>(), grad.storage::<f32>()];
         inputs.extend(extra.map(|e| e.storage::<f32>()));
@@ -1040,17 +1224,23 @@ pub(crate) mod kernels {
 
     #[inline(always)]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_map(a, b, |y| y)
+    }
+
+    /// `Σ a_i f(b_i)`.
+    #[inline(always)]
+    fn dot_map(a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         let mut acc = [0.0f32; LANES];
         let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let (ra, rb) = (ca.remainder(), cb.remainder());
         for (ca, cb) in ca.zip(cb) {
             for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
-                *s += x * y;
+                *s += x * f(y);
             }
         }
         let mut total: f32 = acc.into_iter().sum();
         for (&x, &y) in ra.iter().zip(rb) {
-            total += x * y;
+            total += x * f(y);
         }
         total
     }
@@ -1110,21 +1300,26 @@ pub(crate) mod kernels {
     }
 
     dispatch! {
-        /// Each row normalised: `(x - mean) / sqrt(var + eps)`, or `x / sqrt(mean(x^2) + eps)`.
-        fn norm(x: &[f32], y: &mut [f32], width: usize, centre: bool, epsilon: f32) {
+        /// Each row normalised (`(x - mean) / sqrt(var + eps)`, or `x / sqrt(mean(x^2) + eps)`
+        /// when not centring), scaled by `gamma` and shifted by `beta` (none when empty).
+        fn affine_norm(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], width: usize, centre: bool, epsilon: f32) {
             for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
                 let (mean, rstd) = row_stats(x, centre, epsilon);
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x - mean) * rstd;
+                for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
+                    *y = (x - mean) * rstd * g;
+                }
+                for (y, &b) in y.iter_mut().zip(beta) {
+                    *y += b;
                 }
             }
         }
     }
 
     dispatch! {
-        /// The input gradient of [`norm`] from the input `x` and the output gradient `g`:
-        /// `rstd (g - mean(g) - x^ mean(g x^))` (without `mean(g)` when not centring).
-        fn norm_backward(x: &[f32], g: &[f32], dx: &mut [f32], width: usize, centre: bool, epsilon: f32) {
+        /// The input gradient of [`affine_norm`] from the input `x` and the output gradient `g`:
+        /// `rstd (g' - mean(g') - x^ mean(g' x^))` with `g' = g gamma`, without `mean(g')` when
+        /// not centring.
+        fn affine_norm_backward(x: &[f32], g: &[f32], gamma: &[f32], dx: &mut [f32], width: usize, centre: bool, epsilon: f32) {
             for ((x, g), dx) in x
                 .chunks_exact(width)
                 .zip(g.chunks_exact(width))
@@ -1132,18 +1327,32 @@ pub(crate) mod kernels {
             {
                 let n = width as f32;
                 let (mean, rstd) = row_stats(x, centre, epsilon);
+                // dx holds g' first.
+                for ((d, &g), &s) in dx.iter_mut().zip(g).zip(gamma) {
+                    *d = g * s;
+                }
                 let mean_g = if centre {
-                    reduce(g, 0.0, |a, b| a + b) / n
+                    reduce(dx, 0.0, |a, b| a + b) / n
                 } else {
                     0.0
                 };
-                // dx is scratch for x^ first.
+                let mean_gx = dot_map(dx, x, |x| (x - mean) * rstd) / n;
                 for (d, &x) in dx.iter_mut().zip(x) {
-                    *d = (x - mean) * rstd;
+                    *d = rstd * (*d - mean_g - (x - mean) * rstd * mean_gx);
                 }
-                let mean_gx = dot(g, dx) / n;
-                for (d, &g) in dx.iter_mut().zip(g) {
-                    *d = rstd * (g - mean_g - *d * mean_gx);
+            }
+        }
+    }
+
+    dispatch! {
+        /// The scale's and shift's gradients of [`affine_norm`]: `Σ g x^` and `Σ g` over the
+        /// rows, added in row order.
+        fn affine_norm_params(x: &[f32], g: &[f32], dgamma: &mut [f32], dbeta: &mut [f32], width: usize, centre: bool, epsilon: f32) {
+            for (x, g) in x.chunks_exact(width).zip(g.chunks_exact(width)) {
+                let (mean, rstd) = row_stats(x, centre, epsilon);
+                for (((dg, db), &x), &g) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(x).zip(g) {
+                    *dg += g * ((x - mean) * rstd);
+                    *db += g;
                 }
             }
         }
@@ -1380,6 +1589,8 @@ mod tests {
             .map(|i| ((i * 5) % 17) as f32 * 0.1 - 0.8)
             .collect();
         let m: Vec<f32> = (0..3 * width).map(|i| (i % 5 == 0) as u8 as f32).collect();
+        let gamma: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 * 0.03).collect();
+        let beta: Vec<f32> = (0..width).map(|i| i as f32 * 0.01 - 0.2).collect();
         type Kernel<'a> = Box<dyn Fn(&mut [f32]) + 'a>;
         let kernels: Vec<(&str, Kernel)> = vec![
             (
@@ -1408,19 +1619,19 @@ mod tests {
             ),
             (
                 "layer_norm",
-                Box::new(|y| kernels::norm(&x, y, width, true, 1e-5)),
+                Box::new(|y| kernels::affine_norm(&x, &gamma, &[], y, width, true, 1e-5)),
             ),
             (
                 "rms_norm",
-                Box::new(|y| kernels::norm(&x, y, width, false, 1e-5)),
+                Box::new(|y| kernels::affine_norm(&x, &gamma, &[], y, width, false, 1e-5)),
             ),
             (
                 "layer_norm_backward",
-                Box::new(|y| kernels::norm_backward(&x, &g, y, width, true, 1e-5)),
+                Box::new(|y| kernels::affine_norm_backward(&x, &g, &gamma, y, width, true, 1e-5)),
             ),
             (
                 "rms_norm_backward",
-                Box::new(|y| kernels::norm_backward(&x, &g, y, width, false, 1e-5)),
+                Box::new(|y| kernels::affine_norm_backward(&x, &g, &gamma, y, width, false, 1e-5)),
             ),
             ("gelu_new", Box::new(|y| kernels::gelu_new(&x, y))),
             (
@@ -1438,6 +1649,14 @@ mod tests {
                 Box::new(|y| kernels::swiglu_backward_gate(&x, &g, &m, y)),
             ),
             ("silu_times", Box::new(|y| kernels::silu_times(&x, &g, y))),
+            (
+                "affine_norm",
+                Box::new(|y| kernels::affine_norm(&x, &gamma, &beta, y, width, true, 1e-5)),
+            ),
+            (
+                "affine_norm_backward",
+                Box::new(|y| kernels::affine_norm_backward(&x, &g, &gamma, y, width, false, 1e-5)),
+            ),
         ];
         for (name, kernel) in kernels {
             let (mut from_nan, mut from_zero) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
@@ -1609,7 +1828,7 @@ mod tests {
                 .iter()
                 .zip(ours.iter().zip(&reference))
             {
-                assert!(worst(a, b) < 2e-6, "{what} {dims:?}: {}", worst(a, b));
+                assert!(worst(a, b) < 1e-5, "{what} {dims:?}: {}", worst(a, b));
             }
         }
     }
@@ -1671,6 +1890,77 @@ mod tests {
                 |x| rms.forward(x),
                 1e-5,
             );
+        }
+    }
+
+    /// The scale's and shift's gradients too (the fused normalisation registers them itself),
+    /// with the scale trained or frozen.
+    #[test]
+    fn fused_norms_give_the_scale_and_shift_their_gradients() {
+        let device = Device::flex().autodiff();
+        let (x, gamma, beta) = (
+            random([4, 63, 128], &device).mul_scalar(3.0),
+            random([128], &device).add_scalar(1.0),
+            random([128], &device),
+        );
+        for (centre, with_beta, train_gamma) in [
+            (true, true, true),
+            (false, false, true),
+            (true, true, false),
+            (false, false, false),
+        ] {
+            let run = |fused: bool| {
+                let x = x.clone().require_grad();
+                let gamma = if train_gamma {
+                    gamma.clone().require_grad()
+                } else {
+                    gamma.clone()
+                };
+                let beta = with_beta.then(|| beta.clone().require_grad());
+                let before = flex::FUSED.with(|c| c.get());
+                let out = match (fused, centre) {
+                    (true, true) => layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5),
+                    (true, false) => rms_norm(x.clone(), gamma.clone(), 1e-5),
+                    (false, _) => {
+                        let c = if centre {
+                            x.clone() - x.clone().mean_dim(2)
+                        } else {
+                            x.clone()
+                        };
+                        let ms = c.clone().square().mean_dim(2);
+                        let y = c / (ms + 1e-5).sqrt() * gamma.clone().unsqueeze();
+                        match &beta {
+                            Some(b) => y + b.clone().unsqueeze(),
+                            None => y,
+                        }
+                    }
+                };
+                assert_eq!(flex::FUSED.with(|c| c.get()) - before, usize::from(fused));
+                let weight = Tensor::<3>::ones(out.dims(), &device)
+                    .cumsum(2)
+                    .div_scalar(50.0);
+                let grads = (out.clone() * weight).sum().backward();
+                let mut found = vec![values(out.inner()), values(x.grad(&grads).unwrap())];
+                found.push(gamma.grad(&grads).map(values).unwrap_or_default());
+                found.push(
+                    beta.and_then(|b| b.grad(&grads))
+                        .map(values)
+                        .unwrap_or_default(),
+                );
+                found
+            };
+            let (ours, reference) = (run(true), run(false));
+            for (what, (a, b)) in ["value", "x gradient", "gamma gradient", "beta gradient"]
+                .iter()
+                .zip(ours.iter().zip(&reference))
+            {
+                assert!(
+                    worst(a, b) < 1e-4,
+                    "{what} (centre {centre}, beta {with_beta}, trained gamma {train_gamma}): {}",
+                    worst(a, b)
+                );
+            }
+            assert_eq!(ours[2].is_empty(), !train_gamma);
         }
     }
 
