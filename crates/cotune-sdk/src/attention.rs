@@ -253,8 +253,25 @@ mod flex {
             }
         }
 
-        fn get(self, i: [usize; 4]) -> f32 {
-            self.data[self.view.at(i)]
+        /// Row `[i0, i1, i2]` along the last dimension.
+        fn row(self, [i0, i1, i2]: [usize; 3]) -> Row<'a> {
+            Row {
+                data: self.from([i0, i1, i2, 0]),
+                stride: self.view.strides[3],
+            }
+        }
+    }
+
+    /// One row of a mask or bias: value `j` at `data[j * stride]` (stride 0 when broadcast).
+    #[derive(Clone, Copy)]
+    struct Row<'a> {
+        data: &'a [f32],
+        stride: usize,
+    }
+
+    impl Row<'_> {
+        fn get(self, j: usize) -> f32 {
+            self.data[j * self.stride]
         }
     }
 
@@ -490,8 +507,10 @@ mod flex {
             }
         }
 
-        fn masked(&self, i: [usize; 4]) -> bool {
-            self.mask.is_some_and(|m| m.get(i) > 0.5)
+        /// Row `i` of the mask of batch entry `bi`, head `hi`: whether key `j` is left out.
+        fn mask_row(&self, bi: usize, hi: usize, i: usize) -> impl Fn(usize) -> bool + '_ {
+            let row = self.mask.map(|m| m.row([bi, hi, i]));
+            move |j| row.is_some_and(|m| m.get(j) > 0.5)
         }
 
         /// The output `[b, tq, h * dh]` and the softmax weights `[b, h, tq, tk]`.
@@ -546,12 +565,13 @@ mod flex {
                     false,
                 );
                 for (i, w) in w.chunks_exact_mut(d.tk.max(1)).enumerate() {
+                    let masked = self.mask_row(bi, hi, i);
+                    let bias = self.bias.map(|b| b.row([bi, hi, i]));
                     for (j, (r, &s)) in row.iter_mut().zip(w.iter()).enumerate() {
-                        let at = [bi, hi, i, j];
-                        *r = if self.masked(at) {
+                        *r = if masked(j) {
                             -1.0e9
                         } else {
-                            s * scale + self.bias.map_or(0.0, |b| b.get(at))
+                            s * scale + bias.map_or(0.0, |b| b.get(j))
                         };
                     }
                     kernels::softmax(&row, w, d.tk, false);
@@ -704,12 +724,9 @@ mod flex {
                         .enumerate()
                     {
                         let dot: f32 = w.iter().zip(ds.iter()).map(|(p, s)| p * s).sum();
+                        let masked = self.mask_row(bi, hi, i);
                         for (j, (s, &p)) in ds.iter_mut().zip(w).enumerate() {
-                            *s = if self.masked([bi, hi, i, j]) {
-                                0.0
-                            } else {
-                                p * (*s - dot)
-                            };
+                            *s = if masked(j) { 0.0 } else { p * (*s - dot) };
                         }
                     }
                     if let Some(all) = ds_all.as_deref_mut() {

@@ -1057,31 +1057,17 @@ pub(crate) mod flex {
     /// it writes in full before reading any of it (the output starts uninitialised).
     type RowFn<'a> = dyn Fn(&[&[f32]], &mut [f32]) + Sync + 'a;
 
-    /// Rows of at least this many values per thread before the work is split.
-    pub(crate) const PARALLEL_MIN: usize = 1 << 16;
-
-    /// Applies `f(input row(s), output row(s))` over `rows` rows of `width`, split over threads
-    /// by whole rows (so each value's computation is the same for any thread count).
+    /// Applies `f(input row(s), output row(s))` over rows of `width`, split over threads by
+    /// whole rows (so each value's computation is the same for any thread count).
     fn for_rows(inputs: &[&[f32]], out: &mut [f32], width: usize, f: &RowFn) {
-        let total = out.len();
-        let threads = crate::pool::threads();
-        let rows = total / width.max(1);
-        if threads == 1 || total < 2 * PARALLEL_MIN || rows < 2 {
-            f(inputs, out);
-            return;
-        }
-        let parts = threads.min(total / PARALLEL_MIN).min(rows).max(1);
-        let rows_per = rows.div_ceil(parts);
-        let chunk = rows_per * width;
-        let slots: Vec<std::sync::Mutex<&mut [f32]>> =
-            out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
-        crate::pool::run(slots.len(), &|i| {
-            let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        let width = width.max(1);
+        let chunk = crate::pool::rows_per_part(out.len() / width, width) * width;
+        crate::pool::for_chunks(out, chunk, &|i, out| {
             let ins: Vec<&[f32]> = inputs
                 .iter()
                 .map(|x| &x[i * chunk..i * chunk + out.len()])
                 .collect();
-            f(&ins, &mut out);
+            f(&ins, out);
         });
     }
 

@@ -107,6 +107,41 @@ fn team_size() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Values a part holds at least before row-wise work is split over threads: below that, waking
+/// a helper costs more than it saves.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Rows per part when `rows` rows of `width` values are split over the team by whole rows: all
+/// of them (one part, run on the calling thread) when the work is small.
+pub(crate) fn rows_per_part(rows: usize, width: usize) -> usize {
+    let total = rows * width;
+    let threads = threads();
+    if threads == 1 || total < 2 * PARALLEL_MIN || rows < 2 {
+        return rows.max(1);
+    }
+    let parts = threads.min(total / PARALLEL_MIN).min(rows).max(1);
+    rows.div_ceil(parts)
+}
+
+/// Runs `f(i, piece)` for every `chunk`-long piece of `data` (the last may be shorter), the
+/// pieces as the parts of one parallel section ([`run`]).
+pub(crate) fn for_chunks<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    if data.len() <= chunk {
+        // One piece (the common case of small work): no locks, no allocation.
+        f(0, data);
+        return;
+    }
+    let slots: Vec<Mutex<&mut [T]>> = data.chunks_mut(chunk.max(1)).map(Mutex::new).collect();
+    run(slots.len(), &|i| {
+        let mut piece = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(i, &mut piece);
+    });
+}
+
 /// Threads a parallel section may use: the caller plus the team's helpers, or rayon's thread
 /// count inside a rayon pool of another size (tests use one to vary it).
 pub(crate) fn threads() -> usize {

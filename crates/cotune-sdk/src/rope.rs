@@ -65,7 +65,6 @@ fn check_shapes(x: &Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) {
 #[cfg(feature = "flex")]
 mod flex {
     use std::mem::MaybeUninit;
-    use std::sync::Mutex;
 
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::{
@@ -77,7 +76,7 @@ mod flex {
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Bytes, DType, Tensor};
 
-    use crate::ops::flex::{f32_tensor, is_f32, PARALLEL_MIN};
+    use crate::ops::flex::{f32_tensor, is_f32};
 
     /// The fused rotation when `x` is a `flex` float32 tensor (plain, or tracked by autodiff)
     /// and the tables are `flex` float32 tensors, `None` otherwise.
@@ -249,24 +248,12 @@ mod flex {
             return data;
         }
         let out = &mut data.spare_capacity_mut()[..total];
-        let fill = |first: usize, out: &mut [MaybeUninit<f32>]| {
+        let rows_per = crate::pool::rows_per_part(rows, width);
+        crate::pool::for_chunks(out, rows_per * width, &|part, out| {
             for (i, row) in out.chunks_exact_mut(width).enumerate() {
-                f(first + i, row);
+                f(part * rows_per + i, row);
             }
-        };
-        let threads = crate::pool::threads();
-        if threads == 1 || total < 2 * PARALLEL_MIN || rows < 2 {
-            fill(0, out);
-        } else {
-            let parts = threads.min(total / PARALLEL_MIN).min(rows);
-            let rows_per = rows.div_ceil(parts);
-            let slots: Vec<Mutex<&mut [MaybeUninit<f32>]>> =
-                out.chunks_mut(rows_per * width).map(Mutex::new).collect();
-            crate::pool::run(slots.len(), &|i| {
-                let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
-                fill(i * rows_per, &mut out);
-            });
-        }
+        });
         // SAFETY: the first `total` values were all written above: the row chunks cover them
         // (`total` is a whole number of rows) and `f` writes every value of each row. A panic
         // in `f` leaves the length at zero.

@@ -23,7 +23,6 @@
 //! fixed reduction tree).  Hence results are bit-identical for any `threads`.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Read-only strided matrix view: element (i, j) at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -480,18 +479,7 @@ fn run<K: Arch>(
         };
     };
 
-    with_workspace(per * nt, |ws| {
-        if nt == 1 {
-            job(0, ws);
-            return;
-        }
-        let slots: Vec<Mutex<&mut [f32]>> = ws.chunks_mut(per).take(nt).map(Mutex::new).collect();
-        let task = |t: usize| {
-            let mut chunk = slots[t].lock().unwrap_or_else(|e| e.into_inner());
-            job(t, &mut chunk);
-        };
-        crate::pool::run(nt, &task);
-    });
+    with_workspace(per * nt, |ws| crate::pool::for_chunks(ws, per, &job));
 }
 
 /// A micro-panels kept packed at once when m is small (B-panel-outer loop order).
