@@ -176,16 +176,10 @@ fn copy_tree(from: &Path, to: &Path, fixture_dir: &Path) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Builds the fixture crate `tests/fixtures/<name>` and returns its dynamic library.
-///
-/// The crate is copied to `<target>/cotune-fixtures/<name>/` (a fixed place, so a repeated build
-/// finds its own artifacts fresh) with the workspace's `Cargo.lock`, then built by
-/// `cargo build --manifest-path <copy>/Cargo.toml` with `CARGO_TARGET_DIR` set to the tests'
-/// own target folder and the same profile as the tests.
-pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
-    // Tests on several threads may build the same fixture: one copy and one cargo at a time.
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+/// Copies the fixture crate `tests/fixtures/<name>` to `<target>/cotune-fixtures/<name>/` with
+/// the workspace's `Cargo.lock` and its path dependencies made absolute, as an outside author's
+/// crate next to a checkout; returns the copy's folder.
+pub fn copy_fixture(name: &str) -> Result<PathBuf, FixtureError> {
     let root = workspace_root();
     let fixture_dir = root.join("tests").join("fixtures").join(name);
     let manifest = fixture_dir.join("Cargo.toml");
@@ -195,7 +189,7 @@ pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
             manifest,
         });
     }
-    let (target, release) = target_dir();
+    let (target, _) = target_dir();
     let copy = target.join("cotune-fixtures").join(name);
     let copy_err = |to: &Path| {
         let to = to.to_path_buf();
@@ -208,7 +202,21 @@ pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
     copy_tree(&fixture_dir, &copy, &fixture_dir).map_err(copy_err(&copy))?;
     let lock = copy.join("Cargo.lock");
     std::fs::copy(root.join("Cargo.lock"), &lock).map_err(copy_err(&lock))?;
+    Ok(copy)
+}
 
+/// Builds the fixture crate `tests/fixtures/<name>` and returns its dynamic library.
+///
+/// The crate is copied to `<target>/cotune-fixtures/<name>/` (a fixed place, so a repeated build
+/// finds its own artifacts fresh) with the workspace's `Cargo.lock`, then built by
+/// `cargo build --manifest-path <copy>/Cargo.toml` with `CARGO_TARGET_DIR` set to the tests'
+/// own target folder and the same profile as the tests.
+pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
+    // Tests on several threads may build the same fixture: one copy and one cargo at a time.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let copy = copy_fixture(name)?;
+    let (target, release) = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command

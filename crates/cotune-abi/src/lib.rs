@@ -185,6 +185,17 @@ pub struct Logits {
 }
 
 impl Logits {
+    /// Logits of shape `[batch, answer_len, vocab]` from row-major values (no copy), so callers
+    /// need no `abi_stable` type to build soft targets.
+    pub fn new(batch: u32, answer_len: u32, vocab: u32, data: Vec<f32>) -> Self {
+        Self {
+            batch,
+            answer_len,
+            vocab,
+            data: RVec::from(data),
+        }
+    }
+
     /// The logits at example `b`, answer position `t`.
     pub fn row(&self, b: usize, t: usize) -> &[f32] {
         let v = self.vocab as usize;
@@ -285,6 +296,17 @@ pub struct NamedTensor {
     pub shape: RVec<u64>,
     /// Its values, row-major.
     pub data: RVec<f32>,
+}
+
+impl NamedTensor {
+    /// A tensor from plain values (no copy), so callers need no `abi_stable` type.
+    pub fn new(name: impl Into<String>, shape: Vec<u64>, data: Vec<f32>) -> Self {
+        Self {
+            name: RString::from(name.into()),
+            shape: RVec::from(shape),
+            data: RVec::from(data),
+        }
+    }
 }
 
 /// A model living inside a plugin. Every method returns an error rather than panicking.

@@ -6,8 +6,10 @@ use crate::record::{answer_text, format_prompt, QaRecord};
 use crate::rng::SeededRng;
 use crate::Tokenizer;
 
-/// One record as token ids, ready for `answer_logits` and `train_step`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One training or evaluation example as token ids, ready for `answer_logits` and `train_step`:
+/// the one example type of cotune (the host re-exports it and converts it to the plugin ABI's
+/// form at its boundary).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Example {
     /// The formatted prompt's ids; no special token (a model that wants `<bos>` prepends it).
     pub prompt: Vec<u32>,
@@ -16,6 +18,11 @@ pub struct Example {
 }
 
 impl Example {
+    /// An example from prompt and answer ids.
+    pub fn new(prompt: Vec<u32>, answer: Vec<u32>) -> Self {
+        Self { prompt, answer }
+    }
+
     /// Prompt plus answer length, what a decoder-only model pads to.
     pub fn len(&self) -> usize {
         self.prompt.len() + self.answer.len()

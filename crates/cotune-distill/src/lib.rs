@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cotune_data::{length_bucketed_batches, Example as DataExample};
+use cotune_data::length_bucketed_batches;
 use cotune_host::{DeviceChoice, Example, HostError, Logits, Model, Plugin, TrainOptions};
 use serde::{Deserialize, Serialize};
 
@@ -186,24 +186,9 @@ pub fn count_step() {
     STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The data crate's examples as the host's.
-pub fn to_host_examples(examples: &[DataExample]) -> Vec<Example> {
-    examples
-        .iter()
-        .map(|e| Example::new(e.prompt.clone(), e.answer.clone()))
-        .collect()
-}
-
 /// Length-bucketed batches of `examples` in a seeded order, as indices.
 pub fn batch_indices(examples: &[Example], batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
-    let as_data: Vec<DataExample> = examples
-        .iter()
-        .map(|e| DataExample {
-            prompt: e.prompt.clone(),
-            answer: e.answer.clone(),
-        })
-        .collect();
-    length_bucketed_batches(&as_data, batch_size, seed)
+    length_bucketed_batches(examples, batch_size, seed)
 }
 
 /// Length-bucketed batches of `examples` in a seeded order.

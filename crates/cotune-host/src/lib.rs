@@ -17,6 +17,7 @@ pub use cotune_abi::{
     AnswerExample, DeviceChoice, DeviceKind, ErrorKind, GenerateOptions, Logits, ModelSpec,
     NamedTensor, ParamSelection, PluginError, StepReport, Structure, TrainOptions, ABI_VERSION,
 };
+pub use cotune_data::Example;
 
 /// Everything that can go wrong between the host and a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -377,22 +378,6 @@ impl Plugin {
     pub fn new_default_model(&self, config_toml: &str, seed: u64) -> Result<Model> {
         let arch = self.architectures.first().cloned().unwrap_or_default();
         self.new_model(&arch, config_toml, seed, DeviceChoice::FLEX)
-    }
-}
-
-/// One training or evaluation example as token ids.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Example {
-    /// The prompt's token ids.
-    pub prompt: Vec<u32>,
-    /// The answer's token ids, usually ending with the end-of-sequence id.
-    pub answer: Vec<u32>,
-}
-
-impl Example {
-    /// Builds an example from prompt and answer ids.
-    pub fn new(prompt: Vec<u32>, answer: Vec<u32>) -> Self {
-        Self { prompt, answer }
     }
 }
 

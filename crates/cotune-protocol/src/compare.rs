@@ -28,7 +28,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::config::ExperimentConfig;
-use crate::run::{run_with, RoundRecord, RunOptions, Scores};
+use crate::records::{read_metrics, RoundRecord, Scores};
+use crate::runner::{run_with, RunOptions};
 
 /// The `[compare]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +250,7 @@ pub fn run_comparison(
             let runs = runs_dir
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| root.join(&planned[0].config.runs_dir));
-            let base = runs.join(format!("{}-{}", compare.name, crate::run::utc_stamp()));
+            let base = runs.join(format!("{}-{}", compare.name, crate::runner::utc_stamp()));
             let mut dir = base.clone();
             let mut n = 1;
             while dir.exists() {
@@ -326,15 +327,6 @@ pub fn run_comparison(
         dir.display()
     );
     Ok(dir)
-}
-
-fn read_metrics(path: &Path) -> anyhow::Result<Vec<RoundRecord>> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {}", path.display())))
-        .collect()
 }
 
 /// Mean and sample standard deviation.

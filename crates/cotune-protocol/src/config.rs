@@ -8,6 +8,8 @@ use cotune_eval::EvalOptions;
 use cotune_host::{HfCheckpoint, Plugin};
 use serde::{Deserialize, Serialize};
 
+pub use crate::methods::Method;
+
 /// Everything wrong with a configuration, found before any training starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,73 +41,6 @@ pub enum ConfigError {
         /// What is wrong and what was expected.
         reason: String,
     },
-}
-
-/// A method (and baseline) of the comparison, selected by `method = "..."`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// DST + device SAML + upload + (optional FedAvg) + server SAML + download.
-    CoPlms,
-    /// Each SLM tuned on its own data only.
-    Standalone,
-    /// DPMs trained on local data and averaged; no mutual learning.
-    Fedavg,
-    /// FedMKT: the LLM and the SLMs exchange top-k answer distributions on public examples
-    /// and learn from each other's (min-CE selection on the server).
-    Fedmkt,
-    /// `co-plms` without domain-specific tuning.
-    CoPlmsNoDst,
-    /// `co-plms` without mutual learning (SLM and DPM each tuned on local data alone).
-    CoPlmsNoSaml,
-    /// The LLM tuned on all devices' data: an upper bound that breaks privacy.
-    Centralized,
-}
-
-impl Method {
-    /// The name used in configs and tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::CoPlms => "co-plms",
-            Method::Standalone => "standalone",
-            Method::Fedavg => "fedavg",
-            Method::Fedmkt => "fedmkt",
-            Method::CoPlmsNoDst => "co-plms-no-dst",
-            Method::CoPlmsNoSaml => "co-plms-no-saml",
-            Method::Centralized => "centralized",
-        }
-    }
-
-    /// Every implemented method.
-    pub const ALL: [Method; 7] = [
-        Method::CoPlms,
-        Method::Standalone,
-        Method::Fedavg,
-        Method::Fedmkt,
-        Method::CoPlmsNoDst,
-        Method::CoPlmsNoSaml,
-        Method::Centralized,
-    ];
-
-    /// Whether devices hold a distilled proxy model.
-    pub fn uses_dpm(self) -> bool {
-        matches!(
-            self,
-            Method::CoPlms | Method::Fedavg | Method::CoPlmsNoDst | Method::CoPlmsNoSaml
-        )
-    }
-
-    /// Whether the server LLM changes during the rounds.
-    pub fn trains_llm(self) -> bool {
-        matches!(
-            self,
-            Method::CoPlms
-                | Method::CoPlmsNoDst
-                | Method::CoPlmsNoSaml
-                | Method::Centralized
-                | Method::Fedmkt
-        )
-    }
 }
 
 /// Where the device-side mutual learning runs.
@@ -443,12 +378,10 @@ impl ExperimentConfig {
         if self.devices.is_empty() {
             return Err(invalid("devices".into(), "at least one device".into()));
         }
-        if self.method == Method::Fedmkt && self.train.top_k == 0 {
-            return Err(invalid(
-                "train.top_k".into(),
-                "fedmkt sends the top-k answer distributions; expected k >= 1, got 0".into(),
-            ));
-        }
+        self.method
+            .implementation()
+            .check(self)
+            .map_err(|(key, reason)| invalid(key, reason))?;
         if self.rounds == 0 {
             return Err(invalid("rounds".into(), "expected at least 1".into()));
         }
@@ -554,8 +487,8 @@ impl ExperimentConfig {
             };
             dpms.push(find(key, &self.dpm_of(i).model())?);
         }
-        let fedavg = self.method == Method::Fedavg
-            || (self.method.uses_dpm() && self.train.aggregation == Aggregation::Fedavg);
+        let method = self.method.implementation();
+        let fedavg = method.uses_dpm() && method.aggregation(&self.train) == Aggregation::Fedavg;
         if fedavg {
             for i in 1..self.devices.len() {
                 let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());

@@ -301,12 +301,7 @@ pub fn train_on_targets(
                 targets[i].fill_row(t, &mut data[start..start + vocab]);
             }
         }
-        let soft = Logits {
-            batch: idx.len() as u32,
-            answer_len: answer_len as u32,
-            vocab: vocab as u32,
-            data: data.into(),
-        };
+        let soft = Logits::new(idx.len() as u32, answer_len as u32, vocab as u32, data);
         let r = student.train_step(&batch, Some(soft), &settings.options(*step))?;
         *step += 1;
         cotune_distill::count_step();

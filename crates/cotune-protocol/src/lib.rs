@@ -1,25 +1,72 @@
-//! Co-PLMs co-tuning: the server and device roles, the rounds of every method, accounting of
-//! the bytes that cross the network, and the experiment runner behind `cargo xtask run`.
+//! Co-PLMs co-tuning: the server and device roles, the federated methods, accounting of the
+//! bytes that cross the network, and the experiment runner behind `cargo xtask run`.
 //!
-//! One round of `co-plms` (see `DESIGN.md`): each device tunes its distilled proxy's adapters
-//! on its own data (DST), then its SLM and proxy learn from each other's answer distributions
-//! (SAML) over the configured transfer set; the proxy's shared part goes up, the server averages
-//! (or keeps one per device), learns mutually with its LLM on a subsample of the public corpus,
-//! and sends the result down. [`run`] does everything from a config file and returns the run
-//! folder.
+//! One round of `co-plms`: each device tunes its distilled proxy's adapters on its own data
+//! (DST), then its SLM and proxy learn from each other's answer distributions (SAML) over the
+//! configured transfer set; the proxy's shared part goes up, the server averages (or keeps one
+//! per device), learns mutually with its LLM on a subsample of the public corpus, and sends
+//! the result down. [`run`] does everything from a config file and returns the run folder.
+//!
+//! Where things are (`docs/architecture.md` has the whole map):
+//!
+//! - [`config`]: the experiment file and its checks; [`compare`]: comparison files;
+//! - [`methods`]: one type per method behind [`methods::FederatedMethod`], and the registry;
+//! - [`roles`]: [`roles::Device`] and [`roles::Server`]; [`message`] and [`fedmkt`]: the bytes
+//!   they exchange;
+//! - `setup`, `runner`, `evaluation`, `checkpoint`, `results`: a run from config to files;
+//! - [`records`]: what a run records; [`seed`]: the seed streams of a round.
 
 #![warn(missing_docs)]
 
+/// A progress line on standard error.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
+}
+
+mod checkpoint;
 pub mod compare;
 pub mod config;
+mod evaluation;
 pub mod fedmkt;
 pub mod message;
+pub mod methods;
+mod parallel;
 pub mod plot;
 mod progress;
+pub mod records;
+mod results;
 pub mod roles;
-mod run;
+mod runner;
+pub mod seed;
+mod setup;
 
-pub use config::{ConfigError, ExperimentConfig, Method, TransferSet};
-pub use run::{
-    check_config, run, run_with, DeviceRecord, LlmRecord, RoundRecord, RunOptions, Scores,
-};
+use std::path::{Path, PathBuf};
+
+pub use config::{ConfigError, ExperimentConfig, TransferSet};
+pub use methods::{FederatedMethod, Method};
+pub use records::{DeviceRecord, LlmRecord, RoundRecord, Scores};
+pub use runner::{check_config, run_with, RunOptions};
+
+/// Runs `config_path` (relative paths from the current directory) or resumes `resume`.
+///
+/// A comparison file (one with a `[compare]` table, see [`compare`]) runs every variant and
+/// seed it names and returns the comparison folder; `resume` may then be that folder.
+pub fn run(config_path: &Path, resume: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let root = std::env::current_dir()?;
+    let comparison = match resume {
+        Some(dir) => dir.join("compare.toml").is_file(),
+        None => std::fs::read_to_string(config_path)
+            .map(|t| compare::is_comparison(&t))
+            .unwrap_or(false),
+    };
+    if comparison {
+        return compare::run_comparison(config_path, resume, &root, None);
+    }
+    run_with(&RunOptions {
+        config: config_path.to_path_buf(),
+        resume: resume.map(Path::to_path_buf),
+        root,
+        runs_dir: None,
+        cache_dir: None,
+    })
+}

@@ -5,7 +5,6 @@
 //! values. Bytes up and down are the lengths of these buffers, so the accounting is the
 //! message itself.
 
-use abi_stable::std_types::{RString, RVec};
 use cotune_host::NamedTensor;
 
 const MAGIC: &[u8; 8] = b"CTPARAM1";
@@ -138,11 +137,7 @@ pub fn decode_params(bytes: &[u8]) -> Result<Vec<NamedTensor>, DecodeError> {
         }
         let n: u64 = shape.iter().product();
         let data = r.f32s(n as usize)?;
-        out.push(NamedTensor {
-            name: RString::from(name),
-            shape: RVec::from(shape),
-            data: RVec::from(data),
-        });
+        out.push(NamedTensor::new(name, shape, data));
     }
     r.end()?;
     Ok(out)
@@ -183,11 +178,7 @@ mod tests {
     use super::*;
 
     fn tensor(name: &str, shape: &[u64], data: &[f32]) -> NamedTensor {
-        NamedTensor {
-            name: name.into(),
-            shape: shape.to_vec().into(),
-            data: data.to_vec().into(),
-        }
+        NamedTensor::new(name, shape.to_vec(), data.to_vec())
     }
 
     #[test]

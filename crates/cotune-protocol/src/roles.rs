@@ -1,5 +1,8 @@
 //! The two roles of a round: a [`Device`] (its SLM, its distilled proxy, its private data) and
-//! the [`Server`] (the LLM, the public corpus, the DPMs it holds). They only exchange bytes.
+//! the [`Server`] (the LLM, the public corpus, the DPMs it holds). In a round they only exchange
+//! bytes (see [`crate::methods`]); each saves and restores its own models for resuming.
+
+use std::path::Path;
 
 use cotune_data::{format_prompt, QaRecord, SeededRng, Tokenizer};
 use cotune_distill::{
@@ -7,8 +10,10 @@ use cotune_distill::{
 };
 use cotune_eval::{generate_answers, EvalOptions};
 use cotune_host::{Example, Model, ParamSelection};
+use serde::{Deserialize, Serialize};
 
 use crate::message::{decode_params, encode_params, weighted_average};
+use crate::seed::{RoundSeed, Stream};
 
 /// A protocol-level failure, naming who and what.
 pub type RoleResult<T> = anyhow::Result<T>;
@@ -56,21 +61,10 @@ impl DistilledProxy {
     }
 }
 
-/// Losses of one device in one round.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeviceLosses {
-    /// DST (adapters) on local data.
-    pub dst: Option<EpochReport>,
-    /// The SLM's last pass (local CE, or its side of mutual learning).
-    pub slm: Option<EpochReport>,
-    /// The DPM shared part's last pass.
-    pub dpm: Option<EpochReport>,
-    /// Size of the device-side transfer set this round.
-    pub transfer_examples: usize,
-}
-
 /// An edge device.
 pub struct Device {
+    /// Its index in the experiment.
+    pub index: usize,
     /// Its name (its domain).
     pub name: String,
     /// Its small language model.
@@ -89,38 +83,9 @@ pub struct Device {
     pub public_transfer: Vec<Example>,
 }
 
-fn epoch_seed(seed: u64, round: usize, device: usize, phase: u64, epoch: usize) -> u64 {
-    let parts = [
-        seed.to_string(),
-        round.to_string(),
-        device.to_string(),
-        phase.to_string(),
-        epoch.to_string(),
-    ];
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    u64::from_str_radix(&cotune_distill::stable_hash(&refs), 16).expect("hex")
-}
-
-/// Seeds of one device's phases in one round.
-#[derive(Debug, Clone, Copy)]
-pub struct RoundSeed {
-    /// The experiment seed.
-    pub seed: u64,
-    /// The round.
-    pub round: usize,
-    /// The device index (or `usize::MAX` for the server).
-    pub device: usize,
-}
-
-impl RoundSeed {
-    /// The seed of `phase`'s `epoch`.
-    pub fn of(&self, phase: u64, epoch: usize) -> u64 {
-        epoch_seed(self.seed, self.round, self.device, phase, epoch)
-    }
-}
-
 impl Device {
-    fn proxy(&mut self) -> RoleResult<&mut DistilledProxy> {
+    /// Its distilled proxy, or an error naming the device.
+    pub fn proxy(&mut self) -> RoleResult<&mut DistilledProxy> {
         let name = self.name.clone();
         self.dpm
             .as_mut()
@@ -141,7 +106,7 @@ impl Device {
                 None,
                 &self.train,
                 settings,
-                seed.of(1, e),
+                seed.of(Stream::SlmLocalTuning, e),
                 &mut self.slm_step,
             )?);
         }
@@ -164,7 +129,7 @@ impl Device {
                 None,
                 &train,
                 settings,
-                seed.of(2, e),
+                seed.of(Stream::DpmLocalTuning, e),
                 &mut proxy.shared_step,
             )?);
         }
@@ -189,7 +154,7 @@ impl Device {
                 None,
                 &train,
                 settings,
-                seed.of(3, e),
+                seed.of(Stream::DomainSpecificTuning, e),
                 &mut proxy.adapted_step,
             )?);
         }
@@ -225,7 +190,7 @@ impl Device {
                     step: &mut proxy.shared_step,
                 },
                 transfer,
-                seed.of(4, e),
+                seed.of(Stream::DeviceMutualLearning, e),
             )?;
             proxy.sync()?;
             last = (Some(a), Some(b));
@@ -250,7 +215,7 @@ impl Device {
         if count == 0 || self.train_records.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rng = SeededRng::for_stream(seed.of(5, 0), "synthetic");
+        let mut rng = SeededRng::for_stream(seed.of(Stream::SyntheticQuestions, 0), "synthetic");
         let prefixes: Vec<String> = (0..count)
             .map(|_| {
                 let q = &self.train_records[rng.below(self.train_records.len())].question;
@@ -386,10 +351,105 @@ impl Server {
                     step: &mut self.dpm_steps[slot],
                 },
                 examples,
-                seed.of(6 + slot as u64, e),
+                seed.of(Stream::ServerMutualLearning(slot), e),
             )?;
             last = (Some(a), Some(b));
         }
         Ok(last)
+    }
+}
+
+/// The schedule counters of a device's models, saved with its checkpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSteps {
+    /// The SLM's.
+    pub slm: u32,
+    /// The proxy's `(shared, adapted)`, zero without a proxy.
+    pub dpm: (u32, u32),
+}
+
+fn save_model(model: &Model, dir: &Path, name: &str) -> RoleResult<()> {
+    let path = dir.join(format!("{name}.ckpt"));
+    model.save(&path)?;
+    Ok(())
+}
+
+fn load_model(model: &mut Model, dir: &Path, name: &str) -> RoleResult<()> {
+    use anyhow::Context;
+    let path = dir.join(format!("{name}.ckpt"));
+    model
+        .load(&path)
+        .with_context(|| format!("resuming {}", path.display()))
+}
+
+impl Device {
+    /// Writes its models to `dir` and returns their schedule counters.
+    pub fn save(&self, dir: &Path) -> RoleResult<DeviceSteps> {
+        let i = self.index;
+        save_model(&self.slm, dir, &format!("device-{i}-slm"))?;
+        let mut steps = DeviceSteps {
+            slm: self.slm_step,
+            dpm: (0, 0),
+        };
+        if let Some(p) = &self.dpm {
+            save_model(&p.shared, dir, &format!("device-{i}-dpm-shared"))?;
+            save_model(&p.adapted, dir, &format!("device-{i}-dpm-adapted"))?;
+            steps.dpm = (p.shared_step, p.adapted_step);
+        }
+        Ok(steps)
+    }
+
+    /// Reads back what [`save`](Self::save) wrote.
+    pub fn restore(&mut self, dir: &Path, steps: DeviceSteps) -> RoleResult<()> {
+        let i = self.index;
+        load_model(&mut self.slm, dir, &format!("device-{i}-slm"))?;
+        self.slm_step = steps.slm;
+        if let Some(p) = &mut self.dpm {
+            load_model(&mut p.shared, dir, &format!("device-{i}-dpm-shared"))?;
+            load_model(&mut p.adapted, dir, &format!("device-{i}-dpm-adapted"))?;
+            (p.shared_step, p.adapted_step) = steps.dpm;
+        }
+        Ok(())
+    }
+}
+
+/// The schedule counters of the server's models, saved with its checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSteps {
+    /// The LLM's.
+    pub llm: u32,
+    /// Each DPM slot's.
+    pub dpms: Vec<u32>,
+}
+
+impl Server {
+    /// Writes its models to `dir` and returns their schedule counters.
+    pub fn save(&self, dir: &Path) -> RoleResult<ServerSteps> {
+        save_model(&self.llm, dir, "llm")?;
+        for (k, m) in self.dpms.iter().enumerate() {
+            save_model(m, dir, &format!("server-dpm-{k}"))?;
+        }
+        Ok(ServerSteps {
+            llm: self.llm_step,
+            dpms: self.dpm_steps.clone(),
+        })
+    }
+
+    /// Reads back what [`save`](Self::save) wrote.
+    pub fn restore(&mut self, dir: &Path, steps: &ServerSteps) -> RoleResult<()> {
+        load_model(&mut self.llm, dir, "llm")?;
+        for (k, m) in self.dpms.iter_mut().enumerate() {
+            load_model(m, dir, &format!("server-dpm-{k}"))?;
+        }
+        if steps.dpms.len() != self.dpms.len() {
+            anyhow::bail!(
+                "the checkpoint has {} server DPM counters, the server holds {} DPMs",
+                steps.dpms.len(),
+                self.dpms.len()
+            );
+        }
+        self.llm_step = steps.llm;
+        self.dpm_steps = steps.dpms.clone();
+        Ok(())
     }
 }

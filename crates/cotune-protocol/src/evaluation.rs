@@ -1,0 +1,121 @@
+//! Evaluation after every round: the SLMs (while the method changes them), the proxies with
+//! their adapters, and the LLM (in round 0 and whenever the method changes it), each on its
+//! test split, with every prediction written to `predictions/round-<n>/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cotune_data::QaRecord;
+use cotune_eval::{evaluate, Evaluation};
+use cotune_host::Model;
+
+use crate::parallel::{parallel_map, worker_threads};
+use crate::progress;
+use crate::records::{DeviceRecord, LlmRecord, RoundOutcome, RoundRecord, Scores};
+use crate::setup::Experiment;
+
+impl Experiment {
+    /// Scores every model of round `round` and makes its record with the round's outcome
+    /// (none in round 0). `with_llm`: evaluate the LLM too.
+    pub(crate) fn evaluate_round(
+        &self,
+        round: usize,
+        outcome: RoundOutcome,
+        with_llm: bool,
+    ) -> anyhow::Result<RoundRecord> {
+        let dir = self.run_dir.join(format!("predictions/round-{round}"));
+        let method = self.config.method;
+        let with_slms = round == 0 || method.implementation().trains_slms();
+        // Every model's evaluation is independent: run them in parallel, the LLM's (the
+        // largest) first.
+        let all_tests: Vec<QaRecord> = self
+            .devices
+            .iter()
+            .flat_map(|d| d.test.iter().cloned())
+            .collect();
+        let mut jobs: Vec<(&Model, &[QaRecord], PathBuf)> = Vec::new();
+        if with_llm {
+            jobs.push((&self.server.llm, &all_tests, dir.join("llm.jsonl")));
+        }
+        let mut slots = Vec::new();
+        for dev in &self.devices {
+            let file = |who: &str| dir.join(format!("{}-{who}.jsonl", dev.name));
+            let slm = with_slms.then(|| {
+                jobs.push((&dev.slm, &dev.test, file("slm")));
+                jobs.len() - 1
+            });
+            let dpm = dev.dpm.as_ref().map(|p| {
+                jobs.push((&p.adapted, &dev.test, file("dpm")));
+                jobs.len() - 1
+            });
+            slots.push((slm, dpm));
+        }
+        progress::phase("evaluation", jobs.len());
+        let threads = worker_threads(self.config.threads);
+        let evaluations = parallel_map(jobs, threads, |(model, records, file)| {
+            let e = self
+                .eval_model(model, records, &file)
+                .with_context(|| format!("evaluating {}", model.label()))?;
+            progress::tick();
+            Ok(e)
+        })?;
+        let score =
+            |slot: Option<usize>| slot.map(|k| Scores::from(evaluations[k].report.macro_average));
+        let mut rows = outcome.devices.into_iter();
+        let devices = self
+            .devices
+            .iter()
+            .zip(&slots)
+            .map(|(dev, &(slm, dpm))| {
+                let (losses, traffic) = rows.next().unwrap_or_default();
+                DeviceRecord {
+                    device: dev.name.clone(),
+                    slm_architecture: dev.slm.label().to_string(),
+                    participated: traffic.participated,
+                    slm: score(slm),
+                    dpm: score(dpm),
+                    losses,
+                    bytes_up: traffic.up,
+                    bytes_down: traffic.down,
+                }
+            })
+            .collect();
+        let llm = with_llm.then(|| {
+            let e = &evaluations[0];
+            LlmRecord {
+                macro_average: e.report.macro_average.into(),
+                per_domain: e
+                    .report
+                    .per_domain
+                    .iter()
+                    .map(|d| (d.domain.clone(), Scores::from(d.summary)))
+                    .collect(),
+            }
+        });
+        Ok(RoundRecord {
+            round,
+            method: method.name().into(),
+            devices,
+            llm,
+            server_losses: outcome.server,
+            seconds: 0.0,
+        })
+    }
+
+    fn eval_model(
+        &self,
+        model: &Model,
+        records: &[QaRecord],
+        file: &Path,
+    ) -> anyhow::Result<Evaluation> {
+        let evaluation = evaluate(
+            model,
+            records,
+            &self.tokenizer,
+            &self.config.data.prompt_template,
+            &self.config.eval,
+        )?;
+        evaluation.write_predictions(file)?;
+        Ok(evaluation)
+    }
+}

@@ -1,0 +1,82 @@
+//! `centralized`: the devices send their training records to the server and the LLM is tuned on
+//! all of them. Privacy broken on purpose: an upper bound for the LLM, not a method to deploy.
+//! The SLMs do not change.
+
+use anyhow::Context;
+use cotune_data::QaRecord;
+
+use super::{DeviceStep, FederatedMethod, Round, ServerStep, Upload};
+use crate::progress::Progress;
+use crate::records::ServerLosses;
+use crate::roles::{Device, Server};
+use crate::seed::Stream;
+
+/// The LLM trained on every device's data.
+pub struct Centralized;
+
+impl FederatedMethod for Centralized {
+    fn name(&self) -> &'static str {
+        "centralized"
+    }
+
+    fn summary(&self) -> &'static str {
+        "the LLM tuned on all devices' data: an upper bound that breaks privacy"
+    }
+
+    fn trains_llm(&self) -> bool {
+        true
+    }
+
+    fn trains_slms(&self) -> bool {
+        false
+    }
+
+    /// The device's training records, as JSON.
+    fn device_step(
+        &self,
+        _round: &Round<'_>,
+        device: &mut Device,
+        _received: Option<&[u8]>,
+    ) -> anyhow::Result<DeviceStep> {
+        Ok(DeviceStep {
+            losses: Default::default(),
+            upload: Some(serde_json::to_vec(&device.train_records)?),
+        })
+    }
+
+    fn server_step(
+        &self,
+        round: &Round<'_>,
+        server: &mut Server,
+        uploads: Vec<Upload>,
+    ) -> anyhow::Result<ServerStep> {
+        let s = round.settings;
+        let mut all = Vec::new();
+        for u in &uploads {
+            let records: Vec<QaRecord> = serde_json::from_slice(&u.bytes)
+                .with_context(|| format!("the records of device {}", u.device))?;
+            all.extend(round.encode(&records));
+        }
+        let seed = round.server_seed();
+        let mut last = None;
+        let bar = Progress::new("server LLM on all device data", s.local_epochs);
+        for e in 0..s.local_epochs {
+            last = Some(cotune_distill::train_epoch(
+                &mut server.llm,
+                None,
+                &all,
+                &s.llm,
+                seed.of(Stream::CentralizedLlm, e),
+                &mut server.llm_step,
+            )?);
+            bar.tick();
+        }
+        Ok(ServerStep {
+            losses: ServerLosses {
+                llm: last,
+                ..ServerLosses::default()
+            },
+            downloads: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! `co-plms` (Co-PLMs): on every device, domain-specific tuning (DST) of the proxy's adapters on
+//! local data, then structure-agnostic mutual learning (SAML) between the SLM and the proxy on
+//! the transfer set; the proxy's shared part goes up; the server averages (or keeps one per
+//! device), learns mutually with its LLM on a sample of the public corpus, and sends the result
+//! down.
+//!
+//! The ablations are values of the same type: without DST the adapters stay as they are;
+//! without SAML the SLM and the proxy's shared part are each tuned on local data alone.
+
+use cotune_host::Example;
+
+use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
+use crate::config::{Aggregation, TransferSet};
+use crate::records::{DeviceLosses, PairLosses, ServerLosses};
+use crate::roles::{Device, Server};
+use crate::seed::{RoundSeed, Stream};
+
+/// Co-PLMs with its two device-side phases as switches.
+pub struct CoPlms {
+    name: &'static str,
+    summary: &'static str,
+    /// Domain-specific tuning of the proxy's adapters.
+    dst: bool,
+    /// Mutual learning between the SLM and the proxy.
+    saml: bool,
+}
+
+/// The full method.
+pub const CO_PLMS: CoPlms = CoPlms {
+    name: "co-plms",
+    summary: "DST + device SAML + upload + (optional FedAvg) + server SAML + download",
+    dst: true,
+    saml: true,
+};
+
+/// Without domain-specific tuning.
+pub const CO_PLMS_NO_DST: CoPlms = CoPlms {
+    name: "co-plms-no-dst",
+    summary: "co-plms without domain-specific tuning",
+    dst: false,
+    saml: true,
+};
+
+/// Without mutual learning on the device.
+pub const CO_PLMS_NO_SAML: CoPlms = CoPlms {
+    name: "co-plms-no-saml",
+    summary: "co-plms without mutual learning (SLM and DPM each tuned on local data alone)",
+    dst: true,
+    saml: false,
+};
+
+impl FederatedMethod for CoPlms {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn summary(&self) -> &'static str {
+        self.summary
+    }
+
+    fn uses_dpm(&self) -> bool {
+        true
+    }
+
+    fn trains_llm(&self) -> bool {
+        true
+    }
+
+    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        let train = &setup.config.train;
+        proxies::attach(setup, self.aggregation(train))?;
+        if self.saml && train.transfer == TransferSet::Public {
+            proxies::send_public_transfer(setup, train.transfer_size)?;
+        }
+        Ok(())
+    }
+
+    fn device_step(
+        &self,
+        round: &Round<'_>,
+        device: &mut Device,
+        _received: Option<&[u8]>,
+    ) -> anyhow::Result<DeviceStep> {
+        let (s, seed) = (round.settings, round.device_seed(device.index));
+        let mut l = DeviceLosses::default();
+        if self.dst {
+            l.dst = device.domain_specific_tuning(s.local_epochs, &s.dst, seed)?;
+        }
+        if self.saml {
+            let transfer = transfer_set(round, device, seed)?;
+            l.transfer_examples = transfer.len();
+            (l.slm, l.dpm) =
+                device.mutual_learning(&transfer, s.saml_epochs, &s.slm, &s.dpm, seed)?;
+        } else {
+            l.slm = device.tune_slm_locally(s.local_epochs, &s.slm, seed)?;
+            l.dpm = device.tune_dpm_locally(s.local_epochs, &s.dpm, seed)?;
+        }
+        Ok(DeviceStep {
+            losses: l,
+            upload: Some(proxies::upload(device)?),
+        })
+    }
+
+    fn server_step(
+        &self,
+        round: &Round<'_>,
+        server: &mut Server,
+        uploads: Vec<Upload>,
+    ) -> anyhow::Result<ServerStep> {
+        let s = round.settings;
+        let sample = server.public_sample(
+            s.server_public_sample,
+            round.server_seed().of(Stream::PublicSample, 0),
+        );
+        let mut losses = ServerLosses::default();
+        match self.aggregation(s) {
+            Aggregation::Fedavg => {
+                proxies::aggregate(server, &uploads)?;
+                let seed = round.server_seed();
+                (losses.llm, losses.dpm) =
+                    server.mutual_learning(0, &sample, s.server_epochs, &s.llm, &s.dpm, seed)?;
+                Ok(ServerStep {
+                    losses,
+                    downloads: proxies::to_every_device(round, server)?,
+                })
+            }
+            Aggregation::PerDevice => {
+                let mut downloads = Vec::new();
+                for u in &uploads {
+                    let i = u.device;
+                    server.receive(&u.bytes, i)?;
+                    let seed = round.server_seed_with(i);
+                    let (llm, dpm) = server.mutual_learning(
+                        i,
+                        &sample,
+                        s.server_epochs,
+                        &s.llm,
+                        &s.dpm,
+                        seed,
+                    )?;
+                    losses.per_device.push(PairLosses {
+                        device: i,
+                        llm,
+                        dpm,
+                    });
+                    downloads.push((i, server.dpm_message(i)?));
+                }
+                Ok(ServerStep { losses, downloads })
+            }
+        }
+    }
+
+    fn device_receive(
+        &self,
+        _round: &Round<'_>,
+        device: &mut Device,
+        _received: Option<&[u8]>,
+        download: &[u8],
+        _losses: &mut DeviceLosses,
+    ) -> anyhow::Result<()> {
+        proxies::receive(device, download)
+    }
+}
+
+/// The device's local examples plus, per `train.transfer`, the public questions it received
+/// or questions its proxy writes.
+fn transfer_set(
+    round: &Round<'_>,
+    device: &Device,
+    seed: RoundSeed,
+) -> anyhow::Result<Vec<Example>> {
+    let (s, data) = (round.settings, round.data);
+    let mut transfer = device.train.clone();
+    match s.transfer {
+        TransferSet::Local => {}
+        TransferSet::Public => transfer.extend(device.public_transfer.iter().cloned()),
+        TransferSet::Synthetic => transfer.extend(device.synthetic_transfer(
+            round.tokenizer,
+            &data.prompt_template,
+            s.transfer_size,
+            data.max_prompt_tokens,
+            data.max_answer_tokens,
+            seed,
+        )?),
+    }
+    Ok(transfer)
+}

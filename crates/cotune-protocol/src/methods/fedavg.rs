@@ -1,0 +1,75 @@
+//! `fedavg`: every device tunes its SLM and its DPM on its own data; the server averages the
+//! DPMs (weighted by local examples) and sends the average back. No mutual learning, and the
+//! LLM does not change.
+
+use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
+use crate::config::{Aggregation, RoundSettings};
+use crate::records::DeviceLosses;
+use crate::roles::{Device, Server};
+
+/// Federated averaging of the proxies.
+pub struct Fedavg;
+
+impl FederatedMethod for Fedavg {
+    fn name(&self) -> &'static str {
+        "fedavg"
+    }
+
+    fn summary(&self) -> &'static str {
+        "DPMs trained on local data and averaged; no mutual learning"
+    }
+
+    fn uses_dpm(&self) -> bool {
+        true
+    }
+
+    fn aggregation(&self, _settings: &RoundSettings) -> Aggregation {
+        Aggregation::Fedavg
+    }
+
+    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        proxies::attach(setup, Aggregation::Fedavg)
+    }
+
+    fn device_step(
+        &self,
+        round: &Round<'_>,
+        device: &mut Device,
+        _received: Option<&[u8]>,
+    ) -> anyhow::Result<DeviceStep> {
+        let (s, seed) = (round.settings, round.device_seed(device.index));
+        let losses = DeviceLosses {
+            slm: device.tune_slm_locally(s.local_epochs, &s.slm, seed)?,
+            dpm: device.tune_dpm_locally(s.local_epochs, &s.dpm, seed)?,
+            ..DeviceLosses::default()
+        };
+        Ok(DeviceStep {
+            losses,
+            upload: Some(proxies::upload(device)?),
+        })
+    }
+
+    fn server_step(
+        &self,
+        round: &Round<'_>,
+        server: &mut Server,
+        uploads: Vec<Upload>,
+    ) -> anyhow::Result<ServerStep> {
+        proxies::aggregate(server, &uploads)?;
+        Ok(ServerStep {
+            losses: Default::default(),
+            downloads: proxies::to_every_device(round, server)?,
+        })
+    }
+
+    fn device_receive(
+        &self,
+        _round: &Round<'_>,
+        device: &mut Device,
+        _received: Option<&[u8]>,
+        download: &[u8],
+        _losses: &mut DeviceLosses,
+    ) -> anyhow::Result<()> {
+        proxies::receive(device, download)
+    }
+}

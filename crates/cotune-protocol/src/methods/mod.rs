@@ -1,0 +1,349 @@
+//! The federated methods: one type per method, behind [`FederatedMethod`].
+//!
+//! A round has the same shape for every method, and the runner ([`crate::runner`]) drives it
+//! without knowing any method by name:
+//!
+//! 1. [`broadcast`](FederatedMethod::broadcast): the server may send every participating device
+//!    the same message (FedMKT's public sample);
+//! 2. [`device_step`](FederatedMethod::device_step), on every participating device in parallel:
+//!    local work, and what the device uploads;
+//! 3. [`server_step`](FederatedMethod::server_step): the server reads the uploads, learns, and
+//!    says what each device downloads;
+//! 4. [`device_receive`](FederatedMethod::device_receive), on every device with a download, in
+//!    parallel.
+//!
+//! The roles only exchange bytes: every message is counted in the round's [`Traffic`]
+//! (crate::records::Traffic). [`setup`](FederatedMethod::setup) runs once, after the LLM and
+//! the SLMs exist, for what a method adds (distilled proxies, the public transfer set).
+//!
+//! Adding a method is one new file with a type implementing [`FederatedMethod`], a `mod` line
+//! and one entry in [`REGISTRY`]; `method = "<its name>"` then selects it in a config and a
+//! comparison.
+
+mod centralized;
+mod co_plms;
+mod fedavg;
+mod fedmkt;
+pub(crate) mod proxies;
+mod standalone;
+
+use std::fmt;
+
+use cotune_data::{DataConfig, QaRecord, Tokenizer};
+use cotune_host::Example;
+
+use crate::config::{Aggregation, ExperimentConfig, Plugins, RoundSettings};
+use crate::records::{DeviceLosses, ServerLosses};
+use crate::roles::{Device, Server};
+use crate::seed::{Party, RoundSeed};
+
+/// Every method `method = "..."` accepts, in the order tables list them.
+pub static REGISTRY: &[&dyn FederatedMethod] = &[
+    &co_plms::CO_PLMS,
+    &standalone::Standalone,
+    &fedavg::Fedavg,
+    &fedmkt::Fedmkt,
+    &co_plms::CO_PLMS_NO_DST,
+    &co_plms::CO_PLMS_NO_SAML,
+    &centralized::Centralized,
+];
+
+/// A federated method: what it builds, what each role does in a round, what crosses the
+/// network.
+pub trait FederatedMethod: Sync {
+    /// The name in configs and tables (`co-plms`).
+    fn name(&self) -> &'static str;
+
+    /// One line for listings and errors.
+    fn summary(&self) -> &'static str;
+
+    /// Whether devices hold a distilled proxy model (evaluated every round).
+    fn uses_dpm(&self) -> bool {
+        false
+    }
+
+    /// Whether the server LLM changes during the rounds (it is then re-evaluated).
+    fn trains_llm(&self) -> bool {
+        false
+    }
+
+    /// Whether the SLMs change during the rounds (they are then evaluated every round).
+    fn trains_slms(&self) -> bool {
+        true
+    }
+
+    /// How the server treats uploaded DPMs, for methods that use them.
+    fn aggregation(&self, settings: &RoundSettings) -> Aggregation {
+        settings.aggregation
+    }
+
+    /// Checks the settings the method needs; `Err((key, reason))` names the key.
+    fn check(&self, _config: &ExperimentConfig) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
+    /// Once, after the LLM and the SLMs are built: what the method adds to them.
+    fn setup(&self, _setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The message the server sends every participating device before their step, if any.
+    fn broadcast(&self, _round: &Round<'_>, _server: &Server) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// One device's work in a round; `received` is the broadcast.
+    fn device_step(
+        &self,
+        round: &Round<'_>,
+        device: &mut Device,
+        received: Option<&[u8]>,
+    ) -> anyhow::Result<DeviceStep>;
+
+    /// The server's work on the uploads (in device order); says what each device downloads.
+    fn server_step(
+        &self,
+        round: &Round<'_>,
+        server: &mut Server,
+        uploads: Vec<Upload>,
+    ) -> anyhow::Result<ServerStep>;
+
+    /// A device's work on its download (`received` is the round's broadcast); may add to its
+    /// losses.
+    fn device_receive(
+        &self,
+        _round: &Round<'_>,
+        _device: &mut Device,
+        _received: Option<&[u8]>,
+        _download: &[u8],
+        _losses: &mut DeviceLosses,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("{} sends nothing down to devices", self.name())
+    }
+}
+
+/// What one round's steps can read: its number, settings, seeds and participants.
+pub struct Round<'a> {
+    /// The round, from 1.
+    pub number: usize,
+    /// The experiment seed.
+    pub seed: u64,
+    /// The round hyper-parameters.
+    pub settings: &'a RoundSettings,
+    /// The data settings (prompt template, token budgets).
+    pub data: &'a DataConfig,
+    /// The run's tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// The devices taking part, in index order.
+    pub participants: &'a [usize],
+    /// How many devices the experiment has.
+    pub devices: usize,
+}
+
+impl Round<'_> {
+    /// The seeds of device `i` this round.
+    pub fn device_seed(&self, i: usize) -> RoundSeed {
+        RoundSeed::new(self.seed, self.number, Party::Device(i))
+    }
+
+    /// The server's seeds this round.
+    pub fn server_seed(&self) -> RoundSeed {
+        RoundSeed::new(self.seed, self.number, Party::Server)
+    }
+
+    /// The server's seeds for its work with device `i`'s own DPM.
+    pub fn server_seed_with(&self, i: usize) -> RoundSeed {
+        RoundSeed::new(self.seed, self.number, Party::ServerWith(i))
+    }
+
+    /// Records as examples with the run's tokenizer and prompt template.
+    pub fn encode(&self, records: &[QaRecord]) -> Vec<Example> {
+        crate::setup::encode_all(records, self.tokenizer, &self.data.prompt_template)
+    }
+}
+
+/// What a device sends up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    /// The sender's index.
+    pub device: usize,
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// Its local training examples (FedAvg's weight). It travels with the message; its few
+    /// bytes are not counted.
+    pub examples: usize,
+}
+
+/// A device's step: its losses, and its upload if it sends one.
+#[derive(Debug, Default)]
+pub struct DeviceStep {
+    /// Losses of its phases.
+    pub losses: DeviceLosses,
+    /// The message it sends up.
+    pub upload: Option<Vec<u8>>,
+}
+
+/// The server's step: its losses and the downloads, per device.
+#[derive(Debug, Default)]
+pub struct ServerStep {
+    /// Its losses.
+    pub losses: ServerLosses,
+    /// `(device, message)`, each device at most once.
+    pub downloads: Vec<(usize, Vec<u8>)>,
+}
+
+/// What [`FederatedMethod::setup`] works with.
+pub struct Setup<'a> {
+    /// The checked config.
+    pub config: &'a ExperimentConfig,
+    /// Its plugins.
+    pub plugins: &'a Plugins,
+    /// The run's tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// The server (its LLM built, no DPMs yet).
+    pub server: &'a mut Server,
+    /// The devices (their SLMs built, no proxies yet).
+    pub devices: &'a mut [Device],
+    /// The public training records the server holds (for transfer sets).
+    pub public_records: &'a [QaRecord],
+    /// Bytes each device receives before round 1; a method adds what it sends then.
+    pub initial_down: &'a mut [u64],
+    /// The cache of pre-trained and distilled models.
+    pub cache_dir: &'a std::path::Path,
+    /// What identifies the data in cache keys.
+    pub data_key: &'a str,
+    /// False when resuming: models are about to be restored from the run's checkpoints, so
+    /// nothing needs training or sending.
+    pub fresh: bool,
+}
+
+/// A method as a config value: `method = "co-plms"` names one of [`REGISTRY`].
+#[derive(Clone, Copy)]
+pub struct Method(&'static dyn FederatedMethod);
+
+impl Method {
+    /// The method registered under `name`.
+    pub fn named(name: &str) -> Option<Method> {
+        REGISTRY
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|m| Method(*m))
+    }
+
+    /// Every registered method.
+    pub fn all() -> impl Iterator<Item = Method> {
+        REGISTRY.iter().map(|m| Method(*m))
+    }
+
+    /// The registered names, comma-separated (for errors).
+    pub fn names() -> String {
+        REGISTRY
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The method's name.
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// Whether devices hold a distilled proxy.
+    pub fn uses_dpm(self) -> bool {
+        self.0.uses_dpm()
+    }
+
+    /// Whether the server LLM changes during the rounds.
+    pub fn trains_llm(self) -> bool {
+        self.0.trains_llm()
+    }
+
+    /// The implementation.
+    pub fn implementation(self) -> &'static dyn FederatedMethod {
+        self.0
+    }
+}
+
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Method {}
+
+impl fmt::Debug for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Method({})", self.name())
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Method::named(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown method `{name}`, expected one of {}",
+                Method::names()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_registered_once_and_parses_by_name() {
+        let names: Vec<&str> = Method::all().map(Method::name).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for name in names {
+            let m: Method = serde_json::from_str(&format!("{name:?}")).unwrap();
+            assert_eq!(m.name(), name);
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("{name:?}"));
+        }
+        let err = serde_json::from_str::<Method>("\"fedprox\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fedprox") && err.contains("co-plms"), "{err}");
+    }
+
+    #[test]
+    fn what_each_method_builds_and_trains() {
+        let m = |n| Method::named(n).unwrap();
+        assert!(m("co-plms").uses_dpm() && m("co-plms").trains_llm());
+        assert!(m("fedavg").uses_dpm() && !m("fedavg").trains_llm());
+        assert!(!m("standalone").uses_dpm() && !m("standalone").trains_llm());
+        assert!(!m("fedmkt").uses_dpm() && m("fedmkt").trains_llm());
+        assert!(!m("centralized").implementation().trains_slms());
+        let fedavg_settings = RoundSettings {
+            aggregation: Aggregation::PerDevice,
+            ..RoundSettings::default()
+        };
+        assert_eq!(
+            m("fedavg").implementation().aggregation(&fedavg_settings),
+            Aggregation::Fedavg
+        );
+        assert_eq!(
+            m("co-plms").implementation().aggregation(&fedavg_settings),
+            Aggregation::PerDevice
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! The run's summary files: `results.md` and `results.csv` (the last round per device, the
+//! LLM before and after, and every round's averages) and the plots `plots/em.svg` and
+//! `plots/rouge_l.svg`.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::ExperimentConfig;
+use crate::plot;
+use crate::records::{DeviceRecord, RoundRecord, Scores};
+
+fn pct(s: Option<Scores>, f: fn(&Scores) -> f64) -> String {
+    s.map(|s| format!("{:.2}", 100.0 * f(&s)))
+        .unwrap_or_else(|| "-".into())
+}
+
+type Pick = fn(&DeviceRecord) -> Option<Scores>;
+type Metric = fn(&Scores) -> f64;
+
+/// The mean over `devices` that have the score, in %, or `-`.
+fn average(devices: &[DeviceRecord], pick: Pick, metric: Metric) -> String {
+    let v: Vec<f64> = devices
+        .iter()
+        .filter_map(pick)
+        .map(|s| metric(&s))
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2}", 100.0 * v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+/// The four averages of a results line: SLM EM and Rouge-L, DPM EM and Rouge-L.
+fn averages(devices: &[DeviceRecord]) -> [String; 4] {
+    [
+        average(devices, |d| d.slm, |s| s.em),
+        average(devices, |d| d.slm, |s| s.rouge_l),
+        average(devices, |d| d.dpm, |s| s.em),
+        average(devices, |d| d.dpm, |s| s.rouge_l),
+    ]
+}
+
+/// Writes `results.md` and `results.csv` from the recorded rounds, and the plots.
+pub(crate) fn write_results(
+    run_dir: &Path,
+    config: &ExperimentConfig,
+    llm_label: &str,
+    records: &[RoundRecord],
+) -> anyhow::Result<()> {
+    let last = records.last().context("no rounds recorded")?;
+    let method = config.method.name();
+    let mut md = format!(
+        "# {} ({method})\n\nFinal round {}; scores in % on each device's test split; bytes are \
+         means per round.\n\n",
+        config.name, last.round
+    );
+    let mut csv = String::from(
+        "method,device,slm,slm_em,slm_rouge_l,dpm_em,dpm_rouge_l,bytes_up_per_round,bytes_down_per_round\n",
+    );
+    device_table(&mut md, &mut csv, method, records);
+    llm_table(&mut md, &mut csv, method, llm_label, records);
+    round_table(&mut md, records);
+    std::fs::write(run_dir.join("results.md"), md)?;
+    std::fs::write(run_dir.join("results.csv"), csv)?;
+    write_plots(run_dir, config, records)?;
+    Ok(())
+}
+
+/// The last round per device, with each device's mean bytes per round, and their average.
+fn device_table(md: &mut String, csv: &mut String, method: &str, records: &[RoundRecord]) {
+    let Some(last) = records.last() else { return };
+    let rounds = records.len().saturating_sub(1).max(1) as f64;
+    md.push_str(
+        "| device | SLM | SLM EM | SLM Rouge-L | DPM EM | DPM Rouge-L | bytes up | bytes down |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (i, d) in last.devices.iter().enumerate() {
+        let (up, down) = records.iter().skip(1).fold((0u64, 0u64), |(u, d), r| {
+            (u + r.devices[i].bytes_up, d + r.devices[i].bytes_down)
+        });
+        let (up, down) = (up as f64 / rounds, down as f64 / rounds);
+        let scores = [
+            pct(d.slm, |s| s.em),
+            pct(d.slm, |s| s.rouge_l),
+            pct(d.dpm, |s| s.em),
+            pct(d.dpm, |s| s.rouge_l),
+        ];
+        let (name, arch) = (&d.device, &d.slm_architecture);
+        md.push_str(&format!(
+            "| {name} | {arch} | {} | {up:.0} | {down:.0} |\n",
+            scores.join(" | ")
+        ));
+        csv.push_str(&format!(
+            "{method},{name},{arch},{},{up:.0},{down:.0}\n",
+            scores.join(",")
+        ));
+    }
+    let avg = averages(&last.devices);
+    md.push_str(&format!("| **average** | | {} | | |\n", avg.join(" | ")));
+    csv.push_str(&format!("{method},average,,{},,\n", avg.join(",")));
+}
+
+/// The LLM per domain before (round 0) and after the last round that evaluated it.
+fn llm_table(
+    md: &mut String,
+    csv: &mut String,
+    method: &str,
+    llm_label: &str,
+    records: &[RoundRecord],
+) {
+    let Some(l) = records.iter().rev().find_map(|r| r.llm.as_ref()) else {
+        return;
+    };
+    let before = records.first().and_then(|r| r.llm.as_ref());
+    md.push_str(
+        "\n## Server LLM\n\n| domain | before (round 0) EM | Rouge-L | final EM | Rouge-L |\n\
+         |---|---|---|---|---|\n",
+    );
+    let mut rows: Vec<(String, Scores, Option<Scores>)> = l
+        .per_domain
+        .iter()
+        .map(|(d, s)| {
+            let b = before.and_then(|b| b.per_domain.iter().find(|(x, _)| x == d).map(|x| x.1));
+            (d.clone(), *s, b)
+        })
+        .collect();
+    rows.push((
+        "**macro average**".into(),
+        l.macro_average,
+        before.map(|b| b.macro_average),
+    ));
+    for (d, s, b) in rows {
+        md.push_str(&format!(
+            "| {d} | {} | {} | {} | {} |\n",
+            pct(b, |s| s.em),
+            pct(b, |s| s.rouge_l),
+            pct(Some(s), |s| s.em),
+            pct(Some(s), |s| s.rouge_l)
+        ));
+        csv.push_str(&format!(
+            "{method},llm:{},{llm_label},{},{},,,,\n",
+            d.trim_matches('*'),
+            pct(Some(s), |s| s.em),
+            pct(Some(s), |s| s.rouge_l)
+        ));
+    }
+}
+
+/// Every round's averages over devices, the LLM's macro average and the wall time.
+fn round_table(md: &mut String, records: &[RoundRecord]) {
+    md.push_str(
+        "\n## Per round (average over devices, %)\n\n| round | SLM EM | SLM Rouge-L | DPM EM | \
+         DPM Rouge-L | LLM EM | LLM Rouge-L | seconds |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let llm = r.llm.as_ref().map(|l| l.macro_average);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} |\n",
+            r.round,
+            averages(&r.devices).join(" | "),
+            pct(llm, |s| s.em),
+            pct(llm, |s| s.rouge_l),
+            r.seconds
+        ));
+    }
+}
+
+/// `plots/em.svg` and `plots/rouge_l.svg`: each device's SLM score per round, and the LLM's
+/// macro average (dashed) when the method changes it.
+fn write_plots(
+    run_dir: &Path,
+    config: &ExperimentConfig,
+    records: &[RoundRecord],
+) -> anyhow::Result<()> {
+    let dir = run_dir.join("plots");
+    std::fs::create_dir_all(&dir)?;
+    let metrics: [(&str, &str, Metric); 2] = [
+        ("em", "exact match (%)", |s| s.em),
+        ("rouge_l", "Rouge-L F1 (%)", |s| s.rouge_l),
+    ];
+    for (file, label, f) in metrics {
+        let mut series = Vec::new();
+        if let Some(first) = records.first() {
+            for (i, d) in first.devices.iter().enumerate() {
+                series.push(plot::Series {
+                    label: format!("{} ({})", d.device, d.slm_architecture),
+                    points: records
+                        .iter()
+                        .filter_map(|r| {
+                            r.devices
+                                .get(i)
+                                .and_then(|d| d.slm)
+                                .map(|s| (r.round, 100.0 * f(&s)))
+                        })
+                        .collect(),
+                    dashed: false,
+                });
+            }
+        }
+        let llm: Vec<(usize, f64)> = records
+            .iter()
+            .filter_map(|r| {
+                r.llm
+                    .as_ref()
+                    .map(|l| (r.round, 100.0 * f(&l.macro_average)))
+            })
+            .collect();
+        if !llm.is_empty() {
+            series.push(plot::Series {
+                label: "server LLM (macro)".into(),
+                points: llm,
+                dashed: true,
+            });
+        }
+        let title = format!(
+            "{}: {} per round, SLMs ({})",
+            config.name,
+            label,
+            config.method.name()
+        );
+        std::fs::write(
+            dir.join(format!("{file}.svg")),
+            plot::line_chart(&title, label, &series),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The experiment runner: the run folder, setup or restore, round 0's evaluation, then every
+//! round of the method (broadcast, device steps, server step, downloads; see
+//! [`crate::methods`]) with its evaluation, record and checkpoint, and the summary files. The
+//! runner knows no method by name.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::checkpoint;
+use crate::config::{ExperimentConfig, Plugins};
+use crate::methods::{FederatedMethod, Round, Upload};
+use crate::parallel::{for_devices, worker_threads};
+use crate::progress;
+use crate::records::{DeviceLosses, RoundOutcome, RoundRecord, Scores, Traffic};
+use crate::results::write_results;
+use crate::setup::{setup, Experiment};
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The experiment config file.
+    pub config: PathBuf,
+    /// A run folder to resume instead of starting a new run.
+    pub resume: Option<PathBuf>,
+    /// The folder relative paths (data, runs, cache) are taken from.
+    pub root: PathBuf,
+    /// Overrides the config's `runs_dir`.
+    pub runs_dir: Option<PathBuf>,
+    /// Overrides the config's `cache_dir`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Checks a config without training: parse, values, domain files, plugins, FedAvg shapes.
+pub fn check_config(config_path: &Path, root: &Path) -> anyhow::Result<ExperimentConfig> {
+    let mut config = ExperimentConfig::load(config_path)?;
+    config.resolve_paths(root);
+    config.check(config_path, root)?;
+    Ok(config)
+}
+
+/// The current UTC time as `YYYYMMDD-HHMMSS` (run folder names).
+pub(crate) fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Runs (or resumes) an experiment and returns its run folder.
+pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let config_path = match &options.resume {
+        Some(dir) => dir.join("config.resolved.toml"),
+        None => options.config.clone(),
+    };
+    let mut config = ExperimentConfig::load(&config_path)?;
+    config.resolve_paths(&options.root);
+    if let Some(dir) = &options.runs_dir {
+        config.runs_dir = dir.clone();
+    }
+    if let Some(dir) = &options.cache_dir {
+        config.cache_dir = dir.clone();
+    }
+    let plugins = config.check(&config_path, &options.root)?;
+    let run_dir = match &options.resume {
+        Some(dir) => dir.clone(),
+        None => new_run_dir(&config, &options.root)?,
+    };
+    progress!(
+        "{} ({}), {} devices, {} rounds -> {}",
+        config.name,
+        config.method.name(),
+        config.devices.len(),
+        config.rounds,
+        run_dir.display()
+    );
+    let _status = progress::Status::start(config.rounds);
+    let resumable = match &options.resume {
+        Some(dir) => checkpoint::read(dir)?,
+        None => None,
+    };
+    let (experiment, records) = start(config, &options.root, run_dir, plugins, resumable)?;
+    let run_dir = run_rounds(experiment, records)?;
+    progress!(
+        "done in {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok(run_dir)
+}
+
+/// A new folder `<runs_dir>/<name>-<stamp>[-n]` holding the resolved config.
+fn new_run_dir(config: &ExperimentConfig, root: &Path) -> anyhow::Result<PathBuf> {
+    let base = root
+        .join(&config.runs_dir)
+        .join(format!("{}-{}", config.name, utc_stamp()));
+    let mut dir = base.clone();
+    let mut n = 1;
+    while dir.exists() {
+        n += 1;
+        dir = PathBuf::from(format!("{}-{n}", base.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("config.resolved.toml"), toml::to_string(config)?)?;
+    Ok(dir)
+}
+
+/// Sets the experiment up: fresh, with round 0 evaluated, or restored from its last
+/// checkpoint with the records of the rounds it completed.
+fn start(
+    config: ExperimentConfig,
+    root: &Path,
+    run_dir: PathBuf,
+    plugins: Plugins,
+    resumable: Option<checkpoint::Resumable>,
+) -> anyhow::Result<(Experiment, Vec<RoundRecord>)> {
+    let t = Instant::now();
+    match resumable {
+        Some(r) => {
+            let mut experiment = setup(config, root, run_dir, plugins, false)?;
+            experiment.restore(&r.checkpoint)?;
+            progress!("resuming after round {}", r.checkpoint.completed);
+            Ok((experiment, r.records))
+        }
+        None => {
+            let experiment = setup(config, root, run_dir, plugins, true)?;
+            let mut record = experiment.evaluate_round(0, RoundOutcome::default(), true)?;
+            record.seconds = t.elapsed().as_secs_f64();
+            let mut records = Vec::new();
+            experiment.finish_round(&mut records, record)?;
+            Ok((experiment, records))
+        }
+    }
+}
+
+/// The rounds after the last recorded one, each evaluated, recorded and checkpointed; then the
+/// summary files.
+fn run_rounds(
+    mut experiment: Experiment,
+    mut records: Vec<RoundRecord>,
+) -> anyhow::Result<PathBuf> {
+    let first = records.last().map_or(0, |r| r.round) + 1;
+    progress::rounds_done(first - 1);
+    let trains_llm = experiment.config.method.trains_llm();
+    for round in first..=experiment.config.rounds {
+        let t = Instant::now();
+        let outcome = experiment.run_round(round)?;
+        let mut record = experiment.evaluate_round(round, outcome, trains_llm)?;
+        record.seconds = t.elapsed().as_secs_f64();
+        experiment.finish_round(&mut records, record)?;
+        experiment.save_checkpoint(round)?;
+        progress::rounds_done(round);
+    }
+    write_results(
+        &experiment.run_dir,
+        &experiment.config,
+        experiment.server.llm.label(),
+        &records,
+    )?;
+    Ok(experiment.run_dir)
+}
+
+impl Experiment {
+    /// Device `i`'s share of the round in which `participants` take part.
+    fn participants(&self, round: usize) -> Vec<usize> {
+        let n = self.devices.len();
+        let k = ((n as f64 * self.config.train.device_fraction).round() as usize).clamp(1, n);
+        let mut idx: Vec<usize> = (0..n).collect();
+        if k < n {
+            cotune_data::SeededRng::for_stream(
+                self.config.seed.wrapping_add(round as u64),
+                "participants",
+            )
+            .shuffle(&mut idx);
+            idx.truncate(k);
+            idx.sort_unstable();
+        }
+        idx
+    }
+
+    /// One round of the method: broadcast, device steps, server step, downloads. Every
+    /// message is counted in its device's traffic.
+    fn run_round(&mut self, number: usize) -> anyhow::Result<RoundOutcome> {
+        let method: &dyn FederatedMethod = self.config.method.implementation();
+        let participants = self.participants(number);
+        let n = self.devices.len();
+        let mut traffic: Vec<Traffic> = (0..n)
+            .map(|i| Traffic {
+                participated: participants.contains(&i),
+                up: 0,
+                down: if number == 1 { self.initial_down[i] } else { 0 },
+            })
+            .collect();
+        let mut losses = vec![DeviceLosses::default(); n];
+        progress!(
+            "round {number}/{}: devices {}",
+            self.config.rounds,
+            participants
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let round = Round {
+            number,
+            seed: self.config.seed,
+            settings: &self.config.train,
+            data: &self.config.data,
+            tokenizer: &self.tokenizer,
+            participants: &participants,
+            devices: n,
+        };
+        let threads = worker_threads(self.config.threads);
+
+        let broadcast = method.broadcast(&round, &self.server)?;
+        if let Some(message) = &broadcast {
+            for &i in &participants {
+                traffic[i].down += message.len() as u64;
+            }
+        }
+        let received = broadcast.as_deref();
+
+        progress::phase("devices", participants.len());
+        let steps = for_devices(&mut self.devices, &participants, threads, |dev| {
+            let step = method.device_step(&round, dev, received)?;
+            progress!(
+                "  device {} ({}): {}",
+                dev.name,
+                dev.slm.label(),
+                losses_line(&step.losses)
+            );
+            Ok((step, dev.train.len()))
+        })?;
+        let mut uploads = Vec::new();
+        for (i, (step, examples)) in steps {
+            losses[i] = step.losses;
+            if let Some(bytes) = step.upload {
+                traffic[i].up += bytes.len() as u64;
+                uploads.push(Upload {
+                    device: i,
+                    bytes,
+                    examples,
+                });
+            }
+        }
+
+        progress::phase("server", 1);
+        let server = method.server_step(&round, &mut self.server, uploads)?;
+        let mut downloads: Vec<Option<Vec<u8>>> = vec![None; n];
+        for (i, message) in server.downloads {
+            traffic[i].down += message.len() as u64;
+            downloads[i] = Some(message);
+        }
+        let receivers: Vec<usize> = (0..n).filter(|&i| downloads[i].is_some()).collect();
+        progress::phase("devices: downloads", receivers.len());
+        let received_losses = for_devices(&mut self.devices, &receivers, threads, |dev| {
+            let mut l = losses[dev.index].clone();
+            let download = downloads[dev.index].as_deref().unwrap_or_default();
+            method.device_receive(&round, dev, received, download, &mut l)?;
+            Ok(l)
+        })?;
+        for (i, l) in received_losses {
+            losses[i] = l;
+        }
+        Ok(RoundOutcome {
+            devices: losses.into_iter().zip(traffic).collect(),
+            server: server.losses,
+        })
+    }
+
+    /// Logs the round's scores and appends its record to `metrics.jsonl` (rewritten whole, so
+    /// a resumed run's file holds exactly the completed rounds).
+    fn finish_round(
+        &self,
+        records: &mut Vec<RoundRecord>,
+        record: RoundRecord,
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        let f = |s: Option<Scores>| {
+            s.map(|s| format!("{:.1}/{:.1}", 100.0 * s.em, 100.0 * s.rouge_l))
+                .unwrap_or_else(|| "-".into())
+        };
+        let summary: Vec<String> = record
+            .devices
+            .iter()
+            .map(|d| format!("{} slm {} dpm {}", d.device, f(d.slm), f(d.dpm)))
+            .collect();
+        let llm = record
+            .llm
+            .as_ref()
+            .map(|l| format!("; LLM {}", f(Some(l.macro_average))))
+            .unwrap_or_default();
+        progress!(
+            "round {} evaluated (EM/Rouge-L %): {}{llm} ({:.1}s)",
+            record.round,
+            summary.join("; "),
+            record.seconds
+        );
+        records.push(record);
+        let path = self.run_dir.join("metrics.jsonl");
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?,
+        );
+        for r in records.iter() {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// A device's losses for the log: the cross-entropy of each phase that ran.
+fn losses_line(l: &DeviceLosses) -> String {
+    let parts: Vec<String> = [("slm", l.slm), ("dpm", l.dpm), ("dst", l.dst)]
+        .iter()
+        .filter_map(|(who, r)| r.map(|r| format!("{who} CE {:.3}", r.cross_entropy)))
+        .collect();
+    if parts.is_empty() {
+        "no local training".into()
+    } else {
+        parts.join(", ")
+    }
+}

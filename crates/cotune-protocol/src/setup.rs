@@ -1,0 +1,388 @@
+//! Setup of a run: the data and tokenizer, the cached pre-training of the LLM and of pre-trained
+//! SLMs, the server and the devices, then what the method adds (its
+//! [`setup`](crate::methods::FederatedMethod::setup)). Resuming builds the same experiment
+//! without training anything; [`crate::checkpoint`] then restores the models.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use cotune_data::{encode_example, prepare, Benchmark, Prepared, QaRecord, SeededRng, Tokenizer};
+use cotune_distill::{pretrain_cached, stable_hash, ModelRecipe, Pretrained};
+use cotune_host::{Example, Model, Plugin, Structure};
+
+use crate::config::{architecture_of, ExperimentConfig, Plugins, SlmInit};
+use crate::methods::Setup;
+use crate::parallel::{parallel_map, worker_threads};
+use crate::progress;
+use crate::roles::{Device, Server};
+
+/// A run's state between rounds: the config, the run folder, the roles and what the first
+/// download carried.
+pub(crate) struct Experiment {
+    /// The checked config.
+    pub config: ExperimentConfig,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The run's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The server.
+    pub server: Server,
+    /// The devices, in config order.
+    pub devices: Vec<Device>,
+    /// Bytes each device receives before round 1 (first DPM, public questions).
+    pub initial_down: Vec<u64>,
+}
+
+/// The prepared data: the benchmark, the tokenizer, and the public corpus as records and
+/// examples, with the key that names them in the cache.
+struct Data {
+    benchmark: Benchmark,
+    tokenizer: Tokenizer,
+    public_records: Vec<QaRecord>,
+    public_train: Vec<Example>,
+    public_valid: Vec<Example>,
+    key: String,
+}
+
+/// Builds the experiment of `config`. With `fresh` false (resuming) nothing is pre-trained or
+/// distilled: the models are restored from the run's checkpoints next.
+pub(crate) fn setup(
+    config: ExperimentConfig,
+    root: &Path,
+    run_dir: PathBuf,
+    plugins: Plugins,
+    fresh: bool,
+) -> anyhow::Result<Experiment> {
+    let t = Instant::now();
+    let data = prepare_data(&config, root, &run_dir)?;
+    let cache_dir = root.join(&config.cache_dir);
+    if fresh {
+        pretrain_all(&config, &plugins, &data, &cache_dir)?;
+    }
+    let llm = build_llm(&config, &plugins, &data, &cache_dir, fresh)?;
+    check_fits(&llm, "llm", &data.tokenizer, &config)?;
+    let mut server = Server {
+        llm,
+        llm_step: 0,
+        dpms: Vec::new(),
+        dpm_steps: Vec::new(),
+        public_train: data.public_train.clone(),
+    };
+    let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
+    let mut initial_down = vec![0u64; devices.len()];
+    config.method.implementation().setup(&mut Setup {
+        config: &config,
+        plugins: &plugins,
+        tokenizer: &data.tokenizer,
+        server: &mut server,
+        devices: &mut devices,
+        public_records: &data.public_records,
+        initial_down: &mut initial_down,
+        cache_dir: &cache_dir,
+        data_key: &data.key,
+        fresh,
+    })?;
+    progress!("setup done in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(Experiment {
+        config,
+        run_dir,
+        tokenizer: data.tokenizer,
+        server,
+        devices,
+        initial_down,
+    })
+}
+
+fn prepare_data(config: &ExperimentConfig, root: &Path, run_dir: &Path) -> anyhow::Result<Data> {
+    let t = Instant::now();
+    let Prepared {
+        benchmark,
+        tokenizer,
+        ..
+    } = prepare(&config.data, root).context("preparing the data")?;
+    tokenizer
+        .save(&run_dir.join("tokenizer.json"))
+        .context("saving the tokenizer")?;
+    let template = &config.data.prompt_template;
+    let mut public_records = benchmark.public_train.clone();
+    if let Some(max) = config.max_public {
+        SeededRng::for_stream(config.data.seed, "max-public").shuffle(&mut public_records);
+        public_records.truncate(max);
+    }
+    let public_train = encode_all(&public_records, &tokenizer, template);
+    let public_valid = encode_all(&benchmark.public_valid, &tokenizer, template);
+    let key = stable_hash(&[
+        &serde_json::to_string(&config.data)?,
+        &format!("{:?}", config.max_public),
+        &tokenizer.to_json(),
+    ]);
+    let devices: Vec<String> = benchmark
+        .devices
+        .iter()
+        .map(|d| format!("{} {}/{}", d.name, d.train.len(), d.test.len()))
+        .collect();
+    progress!(
+        "data ready: {} public train, {} public valid; devices (train/test) {} ({:.1}s)",
+        public_train.len(),
+        public_valid.len(),
+        devices.join(", "),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Data {
+        benchmark,
+        tokenizer,
+        public_records,
+        public_train,
+        public_valid,
+        key,
+    })
+}
+
+/// The seed of the cached pre-trainings.
+fn pretrain_seed(config: &ExperimentConfig) -> u64 {
+    config.pretrain_seed.unwrap_or(config.seed)
+}
+
+/// Every pre-training (the LLM's and each distinct pre-trained SLM's) is independent: they run
+/// in parallel to fill the cache, which the builds below then read.
+fn pretrain_all(
+    config: &ExperimentConfig,
+    plugins: &Plugins,
+    data: &Data,
+    cache_dir: &Path,
+) -> anyhow::Result<()> {
+    let seed = pretrain_seed(config);
+    let llm_arch = architecture_of(&config.llm, &plugins.llm);
+    let llm_text = config.llm.config_text();
+    let llm = ModelRecipe {
+        checkpoint: config.llm.checkpoint.as_deref(),
+        ..recipe(&plugins.llm, &llm_arch, &llm_text, seed)
+    };
+    let slms: Vec<(usize, String, String)> = config
+        .devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.init == SlmInit::PretrainedPublic)
+        .map(|(i, d)| {
+            let arch = architecture_of(&d.slm, &plugins.slms[i]);
+            (i, arch, d.slm.config_text())
+        })
+        .collect();
+    let mut jobs = vec![("the LLM".to_string(), llm)];
+    let mut seen = Vec::new();
+    for (i, arch, text) in &slms {
+        let id = (plugins.slms[*i].path().to_path_buf(), arch, text);
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let device = &config.devices[*i];
+        jobs.push((
+            format!("the SLM of {}", device.domain),
+            ModelRecipe {
+                checkpoint: device.slm.checkpoint.as_deref(),
+                ..recipe(&plugins.slms[*i], arch, text, seed.wrapping_add(100))
+            },
+        ));
+    }
+    progress::phase("pre-training", jobs.len());
+    let started = Instant::now();
+    let done = parallel_map(jobs, worker_threads(config.threads), |(who, r)| {
+        let p = pretrain_cached(
+            r,
+            &data.key,
+            &data.public_train,
+            &data.public_valid,
+            &config.pretrain,
+            cache_dir,
+        )
+        .with_context(|| format!("pre-training {who}"))?;
+        progress::tick();
+        Ok((who, p.report))
+    })?;
+    for (who, report) in &done {
+        progress!(
+            "{who}: {} (best epoch {})",
+            if report.from_cache {
+                "pre-trained by an earlier run, read from the cache"
+            } else {
+                "pre-trained now and cached"
+            },
+            report.best_epoch
+        );
+    }
+    progress!(
+        "pre-training phase done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The server LLM: pre-trained (read from the cache the pre-training phase filled), or built
+/// bare when resuming.
+fn build_llm(
+    config: &ExperimentConfig,
+    plugins: &Plugins,
+    data: &Data,
+    cache_dir: &Path,
+    fresh: bool,
+) -> anyhow::Result<Model> {
+    let arch = architecture_of(&config.llm, &plugins.llm);
+    let text = config.llm.config_text();
+    let r = ModelRecipe {
+        checkpoint: config.llm.checkpoint.as_deref(),
+        ..recipe(&plugins.llm, &arch, &text, pretrain_seed(config))
+    };
+    if !fresh {
+        return Ok(r.build()?);
+    }
+    let Pretrained { model, report } = pretrain_cached(
+        r,
+        &data.key,
+        &data.public_train,
+        &data.public_valid,
+        &config.pretrain,
+        cache_dir,
+    )?;
+    let valid: Vec<String> = report
+        .valid_cross_entropy
+        .iter()
+        .map(|v| format!("{v:.3}"))
+        .collect();
+    progress!(
+        "LLM {} pre-trained: best epoch {}, valid CE by epoch {}",
+        model.label(),
+        report.best_epoch,
+        valid.join(", ")
+    );
+    Ok(model)
+}
+
+/// The devices with their SLMs (random, from a checkpoint, or pre-trained on the public corpus)
+/// and their private data.
+fn build_devices(
+    config: &ExperimentConfig,
+    plugins: &Plugins,
+    data: &Data,
+    cache_dir: &Path,
+    fresh: bool,
+) -> anyhow::Result<Vec<Device>> {
+    let template = &config.data.prompt_template;
+    let mut devices = Vec::with_capacity(config.devices.len());
+    for (i, (entry, split)) in config
+        .devices
+        .iter()
+        .zip(&data.benchmark.devices)
+        .enumerate()
+    {
+        let plugin = &plugins.slms[i];
+        let arch = architecture_of(&entry.slm, plugin);
+        let text = entry.slm.config_text();
+        let r = ModelRecipe {
+            checkpoint: entry.slm.checkpoint.as_deref(),
+            ..recipe(
+                plugin,
+                &arch,
+                &text,
+                config.seed.wrapping_add(100 + i as u64),
+            )
+        };
+        let slm = match &entry.init {
+            SlmInit::PretrainedPublic if fresh => {
+                // Pre-trained SLMs of one config share the cache: seeded from the config only.
+                let r = ModelRecipe {
+                    seed: pretrain_seed(config).wrapping_add(100),
+                    ..r
+                };
+                pretrain_cached(
+                    r,
+                    &data.key,
+                    &data.public_train,
+                    &data.public_valid,
+                    &config.pretrain,
+                    cache_dir,
+                )?
+                .model
+            }
+            _ => r.build()?,
+        };
+        check_fits(&slm, &format!("devices[{i}].slm"), &data.tokenizer, config)?;
+        let mut test = split.test.clone();
+        if let Some(max) = config.max_test {
+            test.truncate(max);
+        }
+        devices.push(Device {
+            index: i,
+            name: split.name.clone(),
+            slm,
+            slm_step: 0,
+            dpm: None,
+            train: encode_all(&split.train, &data.tokenizer, template),
+            train_records: split.train.clone(),
+            test,
+            public_transfer: Vec::new(),
+        });
+    }
+    Ok(devices)
+}
+
+/// Records as examples with `tokenizer` and the prompt `template`.
+pub(crate) fn encode_all(
+    records: &[QaRecord],
+    tokenizer: &Tokenizer,
+    template: &str,
+) -> Vec<Example> {
+    records
+        .iter()
+        .map(|r| encode_example(tokenizer, template, r))
+        .collect()
+}
+
+/// Checks that `model` (called `who` in errors) covers the tokenizer and the token budgets.
+pub(crate) fn check_fits(
+    model: &Model,
+    who: &str,
+    tokenizer: &Tokenizer,
+    config: &ExperimentConfig,
+) -> anyhow::Result<()> {
+    let spec = model.spec();
+    if (spec.vocab_size as usize) < tokenizer.vocab_size() {
+        bail!(
+            "{who} ({}) has vocab_size {} but the tokenizer has {} tokens; raise its vocab_size",
+            model.label(),
+            spec.vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    let (p, a) = (config.data.max_prompt_tokens, config.data.max_answer_tokens);
+    let need = match spec.structure {
+        Structure::DecoderOnly => p + a,
+        Structure::EncoderDecoder => p.max(a),
+    };
+    if (spec.context_len as usize) < need {
+        bail!(
+            "{who} ({}) has a context of {} tokens but data.max_prompt_tokens + \
+             data.max_answer_tokens need {need}",
+            model.label(),
+            spec.context_len
+        );
+    }
+    Ok(())
+}
+
+/// A fresh model of `plugin`'s `arch` with config `text` and `seed`.
+pub(crate) fn recipe<'a>(
+    plugin: &'a Plugin,
+    arch: &'a str,
+    text: &'a str,
+    seed: u64,
+) -> ModelRecipe<'a> {
+    ModelRecipe {
+        plugin,
+        architecture: arch,
+        config: text,
+        seed,
+        checkpoint: None,
+    }
+}
