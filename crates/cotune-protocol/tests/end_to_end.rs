@@ -88,6 +88,36 @@ fn check_outputs(run: &Path, rounds: usize) {
     }
 }
 
+/// The records of `run` without wall times.
+fn without_times(records: Vec<RoundRecord>) -> Vec<RoundRecord> {
+    records
+        .into_iter()
+        .map(|r| RoundRecord { seconds: 0.0, ..r })
+        .collect()
+}
+
+/// The smoke run's metrics are pinned, round by round and for every method: scores, every
+/// loss, and the bytes each device sent and received (`tests/fixtures/smoke/<method>.jsonl`,
+/// recorded on an x86-64 CPU with AVX2 and FMA by the runner before its renovation). A change
+/// that moves any number fails here; one that means to (a new seed stream, another data split)
+/// records the files anew from a run of `configs/smoke.toml` per method, with `seconds` zeroed,
+/// and says why in its commit.
+fn check_pinned(method: &str, records: Vec<RoundRecord>) {
+    let path = root().join(format!("crates/cotune-protocol/tests/fixtures/smoke/{method}.jsonl"));
+    let pinned = cotune_protocol::records::read_metrics(&path).unwrap();
+    let got = without_times(records);
+    assert_eq!(got.len(), pinned.len(), "{method}: rounds");
+    for (g, p) in got.iter().zip(&pinned) {
+        assert_eq!(
+            g,
+            p,
+            "{method}: round {} moved from its pinned numbers in {}",
+            p.round,
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn every_method_runs_the_smoke_config() {
     let tmp = tempfile::tempdir().unwrap();
@@ -98,6 +128,7 @@ fn every_method_runs_the_smoke_config() {
             .unwrap_or_else(|e| panic!("{}: {e:#}", method.name()));
         check_outputs(&run, 2);
         let records = metrics(&run);
+        check_pinned(method.name(), records.clone());
         let last = records.last().unwrap();
         if method.uses_dpm() {
             assert!(last
