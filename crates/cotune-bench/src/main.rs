@@ -240,39 +240,61 @@ fn fmt_num(v: &Value, key: &str, decimals: usize) -> String {
         .map_or("-".into(), |x| format!("{x:.decimals$}"))
 }
 
-fn main() -> Result<()> {
+/// The command line.
+struct Args {
+    reps: usize,
+    torch: Option<String>,
+    out: PathBuf,
+    only: Option<Vec<String>>,
+    section_of: Option<String>,
+    train_only: bool,
+}
+
+fn parse_args() -> Result<Args> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut reps = 10usize;
-    let mut torch: Option<String> = std::env::var("COTUNE_TORCH_PYTHON").ok();
-    let mut out = PathBuf::from("target/cotune-bench/bench.json");
-    let mut only: Option<Vec<String>> = None;
-    let mut section_of: Option<String> = None;
-    let mut train_only = false;
+    let mut parsed = Args {
+        reps: 10,
+        torch: std::env::var("COTUNE_TORCH_PYTHON").ok(),
+        out: PathBuf::from("target/cotune-bench/bench.json"),
+        only: None,
+        section_of: None,
+        train_only: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--steps" => reps = value()?.parse().context("--steps takes a number")?,
-            "--torch" => torch = Some(value()?.clone()),
-            "--out" => out = PathBuf::from(value()?),
-            "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
-            "--section" => section_of = Some(value()?.clone()),
-            "--train-only" => train_only = true,
+            "--steps" => parsed.reps = value()?.parse().context("--steps takes a number")?,
+            "--torch" => parsed.torch = Some(value()?.clone()),
+            "--out" => parsed.out = PathBuf::from(value()?),
+            "--only" => parsed.only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--section" => parsed.section_of = Some(value()?.clone()),
+            "--train-only" => parsed.train_only = true,
             other => bail!(
                 "unknown argument `{other}` (use --steps N, --torch PYTHON, --out FILE, --only PLUGIN[,PLUGIN])"
             ),
         }
     }
-    if reps == 0 {
+    if parsed.reps == 0 {
         bail!("--steps must be at least 1");
     }
-    if let Some(plugin) = section_of {
-        return section(&plugin, reps, train_only);
+    Ok(parsed)
+}
+
+/// One plugin's measures: cotune's and, given a Python with torch, PyTorch's.
+type Row = (&'static str, Value, Option<Value>);
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let reps = args.reps;
+    if let Some(plugin) = &args.section_of {
+        return section(plugin, reps, args.train_only);
     }
     let selected: Vec<&Shape> = SHAPES
         .iter()
         .filter(|s| {
-            only.as_ref()
+            args.only
+                .as_ref()
                 .is_none_or(|o| o.iter().any(|p| p == s.plugin))
         })
         .collect();
@@ -293,7 +315,7 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| "one thread per core".into())
     );
     let mut results = serde_json::Map::new();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for shape in &selected {
         let ours = match run_section(shape.plugin, reps) {
             Ok(r) => r,
@@ -302,7 +324,7 @@ fn main() -> Result<()> {
                 continue;
             }
         };
-        let theirs = match &torch {
+        let theirs = match &args.torch {
             Some(python) => Some(run_torch(python, shape.plugin, reps)?),
             None => None,
         };
@@ -312,7 +334,38 @@ fn main() -> Result<()> {
         }
         rows.push((shape.plugin, ours, theirs));
     }
+    print_tables(&rows);
+    if args.torch.is_none() {
+        println!("\n(PyTorch reference not run: pass --torch PYTHON with torch and transformers installed)");
+    }
+    if selected.iter().any(|s| s.plugin == "gpt2") {
+        let in_process = bench_in_process(reps)?;
+        if let Some(plugin_tps) = results
+            .get("gpt2")
+            .and_then(|r| r["train_tokens_per_s"].as_f64())
+        {
+            println!(
+                "\nhost<->plugin overhead (gpt2 training): in-process {in_process:.0} tok/s, through the plugin {plugin_tps:.0} tok/s, ratio {:.3}",
+                plugin_tps / in_process
+            );
+        }
+        results.insert(
+            "gpt2_in_process".into(),
+            json!({ "train_tokens_per_s": in_process }),
+        );
+    }
+    let out = &args.out;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
 
+/// The speed table (tokens/s side by side, with ratios) and the size, step and memory table.
+fn print_tables(rows: &[Row]) {
     let torch_label = rows
         .iter()
         .find_map(|(_, _, t)| t.as_ref())
@@ -326,7 +379,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| "PyTorch".into());
     println!("\n| plugin | measure | cotune tok/s | {torch_label} tok/s | cotune / PyTorch |");
     println!("|---|---|---|---|---|");
-    for (plugin, ours, theirs) in &rows {
+    for (plugin, ours, theirs) in rows {
         for (key, label) in MEASURES {
             let (t, ratio) = match theirs {
                 Some(t) => (
@@ -347,7 +400,7 @@ fn main() -> Result<()> {
     println!("\n| plugin | params (cotune / PyTorch) | train step ms (cotune / PyTorch) | model peak MiB (cotune / PyTorch) | process peak RSS MiB (cotune / PyTorch) |");
     println!("|---|---|---|---|---|");
     let none = Value::Null;
-    for (plugin, ours, theirs) in &rows {
+    for (plugin, ours, theirs) in rows {
         let t = theirs.as_ref().unwrap_or(&none);
         println!(
             "| {plugin} | {} / {} | {} / {} | {} / {} | {} / {} |",
@@ -361,31 +414,4 @@ fn main() -> Result<()> {
             fmt_num(t, "peak_rss_mib", 0),
         );
     }
-    if torch.is_none() {
-        println!("\n(PyTorch reference not run: pass --torch PYTHON with torch and transformers installed)");
-    }
-
-    if selected.iter().any(|s| s.plugin == "gpt2") {
-        let in_process = bench_in_process(reps)?;
-        if let Some(plugin_tps) = results
-            .get("gpt2")
-            .and_then(|r| r["train_tokens_per_s"].as_f64())
-        {
-            println!(
-                "\nhost<->plugin overhead (gpt2 training): in-process {in_process:.0} tok/s, through the plugin {plugin_tps:.0} tok/s, ratio {:.3}",
-                plugin_tps / in_process
-            );
-        }
-        results.insert(
-            "gpt2_in_process".into(),
-            json!({ "train_tokens_per_s": in_process }),
-        );
-    }
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("\nwrote {}", out.display());
-    Ok(())
 }

@@ -174,28 +174,7 @@ impl Benchmark {
         config.validate()?;
         let (pools, mut domain_rows) = load_domains(config, root)?;
 
-        let (names, mixtures): (Vec<String>, Vec<Vec<f64>>) = match config.partition {
-            Partition::OneDomain => {
-                let identity = (0..pools.len())
-                    .map(|i| {
-                        (0..pools.len())
-                            .map(|d| if d == i { 1.0 } else { 0.0 })
-                            .collect()
-                    })
-                    .collect();
-                (config.domains.clone(), identity)
-            }
-            Partition::Dirichlet { alpha, devices } => {
-                let mut rng = SeededRng::for_stream(config.seed, "partition/dirichlet");
-                let mixtures = (0..devices)
-                    .map(|_| rng.dirichlet(alpha, pools.len()))
-                    .collect();
-                (
-                    (0..devices).map(|i| format!("device-{i}")).collect(),
-                    mixtures,
-                )
-            }
-        };
+        let (names, mixtures) = device_mixtures(config, pools.len());
         let wanted = |size: usize| -> Vec<Vec<usize>> {
             mixtures.iter().map(|m| apportion(size, m)).collect()
         };
@@ -205,26 +184,7 @@ impl Benchmark {
             wanted(config.device_train_size),
         );
 
-        let mut devices: Vec<DeviceData> = names
-            .iter()
-            .map(|name| DeviceData {
-                name: name.clone(),
-                domains: Vec::new(),
-                train: Vec::new(),
-                valid: Vec::new(),
-                test: Vec::new(),
-            })
-            .collect();
-        let mut device_rows: Vec<DeviceSummary> = names
-            .iter()
-            .map(|name| DeviceSummary {
-                name: name.clone(),
-                train: 0,
-                valid: 0,
-                test: 0,
-                by_domain: Vec::new(),
-            })
-            .collect();
+        let (mut devices, mut device_rows) = empty_devices(&names);
         let mut public_shares = Vec::new();
 
         for (d, pool) in pools.into_iter().enumerate() {
@@ -530,6 +490,56 @@ impl SplitSummary {
         }
         out
     }
+}
+
+/// The devices' names and their domain mixtures: one device per domain, or Dirichlet draws.
+fn device_mixtures(config: &DataConfig, domains: usize) -> (Vec<String>, Vec<Vec<f64>>) {
+    match config.partition {
+        Partition::OneDomain => {
+            let identity = (0..domains)
+                .map(|i| {
+                    (0..domains)
+                        .map(|d| if d == i { 1.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect();
+            (config.domains.clone(), identity)
+        }
+        Partition::Dirichlet { alpha, devices } => {
+            let mut rng = SeededRng::for_stream(config.seed, "partition/dirichlet");
+            let mixtures = (0..devices)
+                .map(|_| rng.dirichlet(alpha, domains))
+                .collect();
+            (
+                (0..devices).map(|i| format!("device-{i}")).collect(),
+                mixtures,
+            )
+        }
+    }
+}
+
+/// Devices with no records yet, and their empty summary rows.
+fn empty_devices(names: &[String]) -> (Vec<DeviceData>, Vec<DeviceSummary>) {
+    names
+        .iter()
+        .map(|name| {
+            let data = DeviceData {
+                name: name.clone(),
+                domains: Vec::new(),
+                train: Vec::new(),
+                valid: Vec::new(),
+                test: Vec::new(),
+            };
+            let row = DeviceSummary {
+                name: name.clone(),
+                train: 0,
+                valid: 0,
+                test: 0,
+                by_domain: Vec::new(),
+            };
+            (data, row)
+        })
+        .unzip()
 }
 
 #[cfg(test)]

@@ -375,18 +375,24 @@ impl ExperimentConfig {
             key,
             reason,
         };
+        self.check_values().map_err(|(k, r)| invalid(k, r))?;
+        self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
+        let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
+        self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
+        Ok(plugins)
+    }
+
+    /// Values in range and what the method needs; `Err((key, reason))`.
+    fn check_values(&self) -> Result<(), (String, String)> {
         if self.devices.is_empty() {
-            return Err(invalid("devices".into(), "at least one device".into()));
+            return Err(("devices".into(), "at least one device".into()));
         }
-        self.method
-            .implementation()
-            .check(self)
-            .map_err(|(key, reason)| invalid(key, reason))?;
+        self.method.implementation().check(self)?;
         if self.rounds == 0 {
-            return Err(invalid("rounds".into(), "expected at least 1".into()));
+            return Err(("rounds".into(), "expected at least 1".into()));
         }
         if !(self.train.device_fraction > 0.0 && self.train.device_fraction <= 1.0) {
-            return Err(invalid(
+            return Err((
                 "train.device_fraction".into(),
                 format!(
                     "expected a share in (0, 1], got {}",
@@ -395,18 +401,22 @@ impl ExperimentConfig {
             ));
         }
         if self.data.partition != Partition::OneDomain {
-            return Err(invalid(
+            return Err((
                 "data.partition".into(),
                 "the runner maps one device to one domain; use \"one-domain\"".into(),
             ));
         }
         self.data
             .validate()
-            .map_err(|e| invalid("data".into(), e.to_string()))?;
+            .map_err(|e| ("data".to_string(), e.to_string()))
+    }
+
+    /// Every device's domain file and the public corpus exist under `root`.
+    fn check_files(&self, root: &Path) -> Result<(), (String, String)> {
         for (i, d) in self.devices.iter().enumerate() {
             let file = self.data.domain_path(root, &d.domain);
             if !file.is_file() {
-                return Err(invalid(
+                return Err((
                     format!("devices[{i}].domain"),
                     format!(
                         "device {i}'s domain {:?} has no data file {}",
@@ -418,94 +428,105 @@ impl ExperimentConfig {
         }
         let public = self.data.public_path(root);
         if !public.is_file() {
-            return Err(invalid(
+            return Err((
                 "data.public_file".into(),
                 format!("no public corpus file {}", public.display()),
             ));
         }
-        let find = |key: String, entry: &ModelEntry| -> Result<Plugin, ConfigError> {
-            let section = key.trim_end_matches(".plugin").to_string();
-            let plugin = match (&entry.checkpoint, entry.plugin.is_empty()) {
-                (None, true) => {
-                    return Err(invalid(
-                        key,
-                        "expected a plugin name or library path, or a `checkpoint` folder".into(),
-                    ))
-                }
-                (None, false) => {
-                    Plugin::open(&entry.plugin).map_err(|e| invalid(key.clone(), e.to_string()))?
-                }
-                (Some(folder), _) => {
-                    let key = format!("{section}.checkpoint");
-                    let cp = HfCheckpoint::read(folder.as_path())
-                        .map_err(|e| invalid(key.clone(), e.to_string()))?;
-                    if entry.plugin.is_empty() {
-                        cp.find_plugin()
-                            .map_err(|e| invalid(key.clone(), e.to_string()))?
-                            .0
-                    } else {
-                        let plugin = Plugin::open(&entry.plugin)
-                            .map_err(|e| invalid(format!("{section}.plugin"), e.to_string()))?;
-                        if checkpoint_architecture(&plugin, &cp).is_none() {
-                            return Err(invalid(
-                                key,
-                                format!(
-                                    "plugin {} loads no architecture of {} ({})",
-                                    entry.plugin,
-                                    folder.display(),
-                                    cp.architectures.join(", ")
-                                ),
-                            ));
-                        }
-                        plugin
-                    }
-                }
-            };
-            if let Some(arch) = &entry.architecture {
-                if !plugin.architectures().contains(arch) {
-                    return Err(invalid(
-                        format!("{key}.architecture"),
-                        format!(
-                            "plugin {} offers no architecture {arch:?} (it offers {:?})",
-                            entry.plugin,
-                            plugin.architectures()
-                        ),
-                    ));
-                }
-            }
-            Ok(plugin)
-        };
-        let llm = find("llm.plugin".into(), &self.llm)?;
+        Ok(())
+    }
+
+    /// Opens every model's plugin.
+    fn find_plugins(&self) -> Result<Plugins, (String, String)> {
+        let llm = find_plugin("llm.plugin".into(), &self.llm)?;
         let mut dpms = Vec::new();
         let mut slms = Vec::new();
         for (i, d) in self.devices.iter().enumerate() {
-            slms.push(find(format!("devices[{i}].slm.plugin"), &d.slm)?);
+            slms.push(find_plugin(format!("devices[{i}].slm.plugin"), &d.slm)?);
             let key = if d.dpm.is_some() {
                 format!("devices[{i}].dpm.plugin")
             } else {
                 "dpm.plugin".into()
             };
-            dpms.push(find(key, &self.dpm_of(i).model())?);
-        }
-        let method = self.method.implementation();
-        let fedavg = method.uses_dpm() && method.aggregation(&self.train) == Aggregation::Fedavg;
-        if fedavg {
-            for i in 1..self.devices.len() {
-                let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());
-                if a != b {
-                    return Err(invalid(
-                        format!("devices[{i}].dpm"),
-                        format!(
-                            "FedAvg averages DPM parameters, so every device needs the same DPM; \
-                             device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
-                            b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
-                        ),
-                    ));
-                }
-            }
+            dpms.push(find_plugin(key, &self.dpm_of(i).model())?);
         }
         Ok(Plugins { llm, dpms, slms })
     }
+
+    /// FedAvg averages DPM parameters, so every device needs the same DPM.
+    fn check_fedavg_shapes(&self) -> Result<(), (String, String)> {
+        let method = self.method.implementation();
+        if !method.uses_dpm() || method.aggregation(&self.train) != Aggregation::Fedavg {
+            return Ok(());
+        }
+        for i in 1..self.devices.len() {
+            let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());
+            if a != b {
+                return Err((
+                    format!("devices[{i}].dpm"),
+                    format!(
+                        "FedAvg averages DPM parameters, so every device needs the same DPM; \
+                         device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
+                        b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The plugin of `entry` (named `key` in errors): by name or path, or the one that loads its
+/// `checkpoint` folder; with its `architecture` checked.
+fn find_plugin(key: String, entry: &ModelEntry) -> Result<Plugin, (String, String)> {
+    let section = key.trim_end_matches(".plugin").to_string();
+    let plugin = match (&entry.checkpoint, entry.plugin.is_empty()) {
+        (None, true) => {
+            return Err((
+                key,
+                "expected a plugin name or library path, or a `checkpoint` folder".into(),
+            ))
+        }
+        (None, false) => Plugin::open(&entry.plugin).map_err(|e| (key.clone(), e.to_string()))?,
+        (Some(folder), _) => {
+            let key = format!("{section}.checkpoint");
+            let cp =
+                HfCheckpoint::read(folder.as_path()).map_err(|e| (key.clone(), e.to_string()))?;
+            if entry.plugin.is_empty() {
+                cp.find_plugin()
+                    .map_err(|e| (key.clone(), e.to_string()))?
+                    .0
+            } else {
+                let plugin = Plugin::open(&entry.plugin)
+                    .map_err(|e| (format!("{section}.plugin"), e.to_string()))?;
+                if checkpoint_architecture(&plugin, &cp).is_none() {
+                    return Err((
+                        key,
+                        format!(
+                            "plugin {} loads no architecture of {} ({})",
+                            entry.plugin,
+                            folder.display(),
+                            cp.architectures.join(", ")
+                        ),
+                    ));
+                }
+                plugin
+            }
+        }
+    };
+    if let Some(arch) = &entry.architecture {
+        if !plugin.architectures().contains(arch) {
+            return Err((
+                format!("{key}.architecture"),
+                format!(
+                    "plugin {} offers no architecture {arch:?} (it offers {:?})",
+                    entry.plugin,
+                    plugin.architectures()
+                ),
+            ));
+        }
+    }
+    Ok(plugin)
 }
 
 /// The architecture of `plugin` that loads the checkpoint's class.

@@ -103,7 +103,9 @@ fn without_times(records: Vec<RoundRecord>) -> Vec<RoundRecord> {
 /// records the files anew from a run of `configs/smoke.toml` per method, with `seconds` zeroed,
 /// and says why in its commit.
 fn check_pinned(method: &str, records: Vec<RoundRecord>) {
-    let path = root().join(format!("crates/cotune-protocol/tests/fixtures/smoke/{method}.jsonl"));
+    let path = root().join(format!(
+        "crates/cotune-protocol/tests/fixtures/smoke/{method}.jsonl"
+    ));
     let pinned = cotune_protocol::records::read_metrics(&path).unwrap();
     let got = without_times(records);
     assert_eq!(got.len(), pinned.len(), "{method}: rounds");

@@ -149,17 +149,6 @@ impl FederatedMethod for CoPlms {
             }
         }
     }
-
-    fn device_receive(
-        &self,
-        _round: &Round<'_>,
-        device: &mut Device,
-        _received: Option<&[u8]>,
-        download: &[u8],
-        _losses: &mut DeviceLosses,
-    ) -> anyhow::Result<()> {
-        proxies::receive(device, download)
-    }
 }
 
 /// The device's local examples plus, per `train.transfer`, the public questions it received

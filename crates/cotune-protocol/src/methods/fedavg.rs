@@ -61,15 +61,4 @@ impl FederatedMethod for Fedavg {
             downloads: proxies::to_every_device(round, server)?,
         })
     }
-
-    fn device_receive(
-        &self,
-        _round: &Round<'_>,
-        device: &mut Device,
-        _received: Option<&[u8]>,
-        download: &[u8],
-        _losses: &mut DeviceLosses,
-    ) -> anyhow::Result<()> {
-        proxies::receive(device, download)
-    }
 }

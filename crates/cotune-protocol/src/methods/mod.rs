@@ -109,16 +109,16 @@ pub trait FederatedMethod: Sync {
     ) -> anyhow::Result<ServerStep>;
 
     /// A device's work on its download (`received` is the round's broadcast); may add to its
-    /// losses.
+    /// losses. By default the download is a DPM's shared part and replaces the device proxy's.
     fn device_receive(
         &self,
         _round: &Round<'_>,
-        _device: &mut Device,
+        device: &mut Device,
         _received: Option<&[u8]>,
-        _download: &[u8],
+        download: &[u8],
         _losses: &mut DeviceLosses,
     ) -> anyhow::Result<()> {
-        anyhow::bail!("{} sends nothing down to devices", self.name())
+        proxies::receive(device, download)
     }
 }
 
