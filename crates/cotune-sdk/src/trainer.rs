@@ -412,13 +412,14 @@ impl<M: LanguageModel> Trainer<M> {
         }
     }
 
-    /// One AdamW step on cross-entropy plus, with soft targets, temperature-scaled KL.
-    pub fn train_step(
-        &mut self,
+    /// Refuses a step's inputs before anything runs: the batch, the options' ranges, and the
+    /// soft targets' shape and values.
+    fn check_step_inputs(
+        &self,
         batch: &[AnswerExample],
         soft_targets: Option<&Logits>,
         options: &TrainOptions,
-    ) -> Result<StepReport, PluginError> {
+    ) -> Result<(), PluginError> {
         self.check_batch(batch)?;
         let t = options.temperature;
         let alpha = options.kl_weight;
@@ -468,6 +469,18 @@ impl<M: LanguageModel> Trainer<M> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// One AdamW step on cross-entropy plus, with soft targets, temperature-scaled KL.
+    pub fn train_step(
+        &mut self,
+        batch: &[AnswerExample],
+        soft_targets: Option<&Logits>,
+        options: &TrainOptions,
+    ) -> Result<StepReport, PluginError> {
+        self.check_step_inputs(batch, soft_targets, options)?;
+        let (t, alpha) = (options.temperature, options.kl_weight);
         self.ensure_optimizer(options.weight_decay, options.grad_clip_norm);
 
         let device = self.device.clone();
