@@ -93,3 +93,36 @@ fn a_plugin_built_alone_resolves_burns_tree_like_the_workspace() {
         );
     }
 }
+
+/// The dependency profiles (`[profile.dev.package."*"]`, `[profile.test.package."*"]`) of a
+/// manifest: different settings also make cargo compile burn again.
+fn dependency_profiles(manifest: &Path) -> Vec<Option<toml::Value>> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    ["dev", "test"]
+        .iter()
+        .map(|p| {
+            doc.get("profile")
+                .and_then(|v| v.get(p))
+                .and_then(|v| v.get("package"))
+                .and_then(|v| v.get("*"))
+                .cloned()
+        })
+        .collect()
+}
+
+#[test]
+fn fixture_plugins_build_dependencies_with_the_workspaces_profile() {
+    let root = workspace_root();
+    let workspace = dependency_profiles(&root.join("Cargo.toml"));
+    assert!(workspace.iter().all(Option::is_some), "{workspace:?}");
+    for fixture in ["stranger-plugin", "broken-plugin"] {
+        let manifest = root.join("tests/fixtures").join(fixture).join("Cargo.toml");
+        assert_eq!(
+            dependency_profiles(&manifest),
+            workspace,
+            "{} must repeat the workspace's dependency profiles",
+            manifest.display()
+        );
+    }
+}
