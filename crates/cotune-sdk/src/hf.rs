@@ -3,10 +3,11 @@
 //!
 //! A plugin opts in by setting [`LanguageModel::HF_ARCHITECTURE`] and implementing
 //! [`LanguageModel::config_from_hf`], [`LanguageModel::config_to_hf`] and
-//! [`LanguageModel::hf_tensors`]; the reading, checking, transposing and writing live here, the
-//! same for every architecture. A model built from a Hugging Face folder keeps that folder's
-//! `config.json`, so an export writes back every key it had (overwriting only the ones the model
-//! owns).
+//! [`LanguageModel::hf_tensors`], either directly or by implementing [`HfMapping`] and writing
+//! [`hf_methods!()`](crate::hf_methods) in its `impl LanguageModel`; the reading, checking,
+//! transposing and writing live here, the same for every architecture. A model built from a
+//! Hugging Face folder keeps that folder's `config.json`, so an export writes back every key it
+//! had (overwriting only the ones the model owns).
 //!
 //! The safetensors format is small enough to read and write here: an 8-byte little-endian header
 //! length, a JSON header mapping each tensor name to its dtype, shape and byte range, then the raw
@@ -80,6 +81,80 @@ pub struct StoredTensor {
 /// The error for an architecture without a Hugging Face mapping.
 pub fn no_mapping(architecture: &str) -> String {
     format!("the `{architecture}` architecture has no Hugging Face mapping")
+}
+
+/// A model's Hugging Face mapping in one `impl`, typically in the plugin's `hf.rs`; the
+/// [`hf_methods!()`](crate::hf_methods) line inside `impl LanguageModel` turns it into the
+/// trait's `HF_ARCHITECTURE`, `config_from_hf`, `config_to_hf`, `hf_tensors` and `hf_ignored`.
+///
+/// ```ignore
+/// impl HfMapping for MyModel {
+///     const CLASS: &'static str = "MyModelForCausalLM";
+///     fn from_hf_config(hf: &Value) -> Result<toml::Table, String> { /* ... */ }
+///     fn to_hf_config(c: &MyConfig) -> Result<Value, String> { /* ... */ }
+///     fn tensors(c: &MyConfig) -> Vec<HfTensor> { /* ... */ }
+///     fn ignored(name: &str) -> bool { name == "lm_head.weight" }
+/// }
+///
+/// impl LanguageModel for MyModel {
+///     // ...
+///     cotune_sdk::hf_methods!();
+/// }
+/// ```
+pub trait HfMapping: LanguageModel {
+    /// The Hugging Face class whose checkpoints this architecture reads and writes
+    /// ([`LanguageModel::HF_ARCHITECTURE`]).
+    const CLASS: &'static str;
+
+    /// `config.json` to this model's configuration keys ([`LanguageModel::config_from_hf`]).
+    fn from_hf_config(hf: &Value) -> Result<toml::Table, String>;
+
+    /// This configuration's `config.json` ([`LanguageModel::config_to_hf`]).
+    fn to_hf_config(config: &Self::Config) -> Result<Value, String>;
+
+    /// Every tensor of the class's checkpoint with its parameter
+    /// ([`LanguageModel::hf_tensors`]).
+    fn tensors(config: &Self::Config) -> Vec<HfTensor>;
+
+    /// Tensors a file may hold that are skipped on load ([`LanguageModel::hf_ignored`]); none
+    /// by default.
+    fn ignored(name: &str) -> bool {
+        let _ = name;
+        false
+    }
+}
+
+/// Inside `impl LanguageModel for M`, where `M` implements [`HfMapping`](crate::hf::HfMapping):
+/// defines `HF_ARCHITECTURE`, `config_from_hf`, `config_to_hf`, `hf_tensors` and `hf_ignored`
+/// by forwarding to it.
+#[macro_export]
+macro_rules! hf_methods {
+    () => {
+        const HF_ARCHITECTURE: ::core::option::Option<&'static str> =
+            ::core::option::Option::Some(<Self as $crate::hf::HfMapping>::CLASS);
+
+        fn config_from_hf(
+            hf: &$crate::hf::serde_json::Value,
+        ) -> ::core::result::Result<$crate::hf::toml::Table, ::std::string::String> {
+            <Self as $crate::hf::HfMapping>::from_hf_config(hf)
+        }
+
+        fn config_to_hf(
+            config: &<Self as $crate::LanguageModel>::Config,
+        ) -> ::core::result::Result<$crate::hf::serde_json::Value, ::std::string::String> {
+            <Self as $crate::hf::HfMapping>::to_hf_config(config)
+        }
+
+        fn hf_tensors(
+            config: &<Self as $crate::LanguageModel>::Config,
+        ) -> ::std::vec::Vec<$crate::hf::HfTensor> {
+            <Self as $crate::hf::HfMapping>::tensors(config)
+        }
+
+        fn hf_ignored(name: &str) -> bool {
+            <Self as $crate::hf::HfMapping>::ignored(name)
+        }
+    };
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> PluginError {

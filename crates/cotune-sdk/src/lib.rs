@@ -15,8 +15,11 @@
 //! See `docs/plugin-authoring.md` for a walk-through.
 
 pub mod attention;
+pub mod config;
+pub mod decoder;
 pub mod hf;
 pub mod nn;
+pub mod norm;
 pub mod ops;
 pub mod params;
 pub mod plugin;
@@ -29,6 +32,9 @@ mod testing;
 mod trainer;
 
 pub use trainer::{LoraConfig, Memory, Trainer};
+
+pub use decoder::Decoder;
+pub use hf::HfMapping;
 
 pub use burn;
 pub use cotune_abi as abi;

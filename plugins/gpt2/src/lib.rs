@@ -9,15 +9,17 @@
 
 use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
-use cotune_sdk::burn::module::{Initializer, Module, Param};
+use cotune_sdk::burn::module::{Initializer, Module};
 use cotune_sdk::burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use cotune_sdk::burn::tensor::activation::gelu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor};
+use cotune_sdk::config::{divisible, one_of, positive};
 use cotune_sdk::nn::{causal_mask, gelu_new, split_heads, KvCache};
+use cotune_sdk::norm::layer_norm;
 use cotune_sdk::ops::{linear, matmul};
-use cotune_sdk::{LanguageModel, Memory, Structure};
+use cotune_sdk::{Decoder, LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
 pub mod hf;
@@ -154,11 +156,6 @@ struct Block {
     eps: f64,
 }
 
-/// `ln` applied to `x` through the SDK's fused normalisation.
-fn layer_norm(ln: &LayerNorm, x: Tensor<3>, eps: f64) -> Tensor<3> {
-    cotune_sdk::ops::layer_norm(x, ln.gamma.val(), ln.beta.as_ref().map(|b| b.val()), eps)
-}
-
 impl Block {
     fn forward(
         &self,
@@ -186,8 +183,13 @@ pub struct Gpt2 {
     eps: f64,
 }
 
-impl Gpt2 {
-    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+impl Decoder for Gpt2 {
+    fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        _memory: Option<&Memory>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [_, n] = tokens.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let device = tokens.device();
@@ -201,6 +203,10 @@ impl Gpt2 {
         }
         layer_norm(&self.ln_f, x, self.eps)
     }
+
+    fn empty_cache(&self) -> KvCache {
+        KvCache::new(self.h.len())
+    }
 }
 
 impl LanguageModel for Gpt2 {
@@ -213,52 +219,27 @@ impl LanguageModel for Gpt2 {
     const EXAMPLE_CONFIG: &'static str =
         "vocab_size = 96\nn_positions = 64\nn_embd = 32\nn_layer = 2\nn_head = 4\n";
 
-    const HF_ARCHITECTURE: Option<&'static str> = Some("GPT2LMHeadModel");
-
-    fn config_from_hf(
-        hf: &cotune_sdk::hf::serde_json::Value,
-    ) -> Result<cotune_sdk::hf::toml::Table, String> {
-        hf::config_from_hf(hf)
-    }
-
-    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
-        Ok(hf::config_to_hf(c))
-    }
-
-    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
-        hf::tensors(c)
-    }
-
-    fn hf_ignored(name: &str) -> bool {
-        hf::ignored(name)
-    }
+    cotune_sdk::hf_methods!();
+    cotune_sdk::decoder_methods!();
 
     fn validate(c: &Gpt2Config) -> Result<(), String> {
-        let positive = [
+        positive(&[
             ("vocab_size", c.vocab_size),
             ("n_positions", c.n_positions),
             ("n_embd", c.n_embd),
             ("n_layer", c.n_layer),
             ("n_head", c.n_head),
-        ];
-        if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{key}` must be positive, got {v}"));
+        ])?;
+        divisible(("n_embd", c.n_embd), ("n_head", c.n_head))?;
+        if let Some(inner) = c.n_inner {
+            positive(&[("n_inner", inner)])?;
         }
-        if !c.n_embd.is_multiple_of(c.n_head) {
-            return Err(format!(
-                "`n_embd` ({}) must be divisible by `n_head` ({})",
-                c.n_embd, c.n_head
-            ));
-        }
-        if c.n_inner == Some(0) {
-            return Err("`n_inner` must be positive, got 0".into());
-        }
-        if !matches!(c.activation_function.as_str(), "gelu_new" | "gelu") {
-            return Err(format!(
-                "`activation_function` must be \"gelu_new\" or \"gelu\", got {:?}",
-                c.activation_function
-            ));
-        }
+        one_of(
+            "activation_function",
+            &c.activation_function,
+            &["gelu_new", "gelu"],
+        )?;
+        // GPT-2's own message names both reals.
         if !(c.layer_norm_epsilon > 0.0 && c.initializer_range > 0.0) {
             return Err(format!(
                 "`layer_norm_epsilon` ({}) and `initializer_range` ({}) must be positive",
@@ -337,33 +318,8 @@ impl LanguageModel for Gpt2 {
         c.n_positions
     }
 
-    fn decode(&self, tokens: Tensor<2, Int>, _memory: Option<&Memory>) -> Tensor<3> {
-        self.run(tokens, None)
-    }
-
-    fn decode_cached(
-        &self,
-        tokens: Tensor<2, Int>,
-        _memory: Option<&Memory>,
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        self.run(tokens, Some(cache))
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.h.len())
-    }
-
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => linear(head, hidden),
-            None => {
-                let [b, t, d] = hidden.dims();
-                let weight: Param<Tensor<2>> = self.wte.weight.clone();
-                let v = weight.dims()[0];
-                matmul(hidden.reshape([b * t, d]), weight.val().transpose()).reshape([b, t, v])
-            }
-        }
+        cotune_sdk::decoder::logits(hidden, self.lm_head.as_ref(), &self.wte)
     }
 }
 

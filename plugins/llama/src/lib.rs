@@ -15,12 +15,14 @@
 
 use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
-use cotune_sdk::burn::module::{Initializer, Module, Param};
+use cotune_sdk::burn::module::{Initializer, Module};
 use cotune_sdk::burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use cotune_sdk::config::{divisible, positive, positive_numbers};
 use cotune_sdk::nn::{causal_mask, split_heads, KvCache};
-use cotune_sdk::ops::{linear, matmul};
-use cotune_sdk::{LanguageModel, Memory, Structure};
+use cotune_sdk::norm::RmsNorm;
+use cotune_sdk::ops::linear;
+use cotune_sdk::{Decoder, LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
 pub mod hf;
@@ -77,30 +79,6 @@ impl LlamaConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
-    }
-}
-
-/// Root-mean-square layer normalisation with a learned scale named `weight`, as the checkpoint
-/// names it (burn's `RmsNorm` calls it `gamma`).
-#[derive(Module, Debug)]
-struct RmsNorm {
-    weight: Param<Tensor<1>>,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn new(d: usize, eps: f64, device: &Device) -> Self {
-        Self {
-            weight: Initializer::Ones.init([d], device),
-            eps,
-        }
-    }
-
-    /// # Shapes
-    /// - x: `[b, t, d]`
-    /// - output: `[b, t, d]`
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        cotune_sdk::ops::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -243,8 +221,13 @@ pub struct Llama {
     rope_theta: f64,
 }
 
-impl Llama {
-    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+impl Decoder for Llama {
+    fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        _memory: Option<&Memory>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [_, n] = tokens.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let device = tokens.device();
@@ -258,6 +241,10 @@ impl Llama {
         }
         self.norm.forward(x)
     }
+
+    fn empty_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
 }
 
 impl LanguageModel for Llama {
@@ -269,28 +256,11 @@ impl LanguageModel for Llama {
     const LORA_TARGETS: &'static [&'static str] = &["q_proj", "v_proj"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nhidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 2\nnum_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 64\n";
 
-    const HF_ARCHITECTURE: Option<&'static str> = Some("LlamaForCausalLM");
-
-    fn config_from_hf(
-        hf: &cotune_sdk::hf::serde_json::Value,
-    ) -> Result<cotune_sdk::hf::toml::Table, String> {
-        hf::config_from_hf(hf)
-    }
-
-    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
-        Ok(hf::config_to_hf(c))
-    }
-
-    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
-        hf::tensors(c)
-    }
-
-    fn hf_ignored(name: &str) -> bool {
-        hf::ignored(name)
-    }
+    cotune_sdk::hf_methods!();
+    cotune_sdk::decoder_methods!();
 
     fn validate(c: &LlamaConfig) -> Result<(), String> {
-        let positive = [
+        positive(&[
             ("vocab_size", c.vocab_size),
             ("hidden_size", c.hidden_size),
             ("intermediate_size", c.intermediate_size),
@@ -298,23 +268,10 @@ impl LanguageModel for Llama {
             ("num_attention_heads", c.num_attention_heads),
             ("num_key_value_heads", c.kv_heads()),
             ("max_position_embeddings", c.max_position_embeddings),
-        ];
-        if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{key}` must be positive, got {v}"));
-        }
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(format!(
-                "`hidden_size` ({}) must be divisible by `num_attention_heads` ({})",
-                c.hidden_size, c.num_attention_heads
-            ));
-        }
-        if !c.num_attention_heads.is_multiple_of(c.kv_heads()) {
-            return Err(format!(
-                "`num_attention_heads` ({}) must be divisible by `num_key_value_heads` ({})",
-                c.num_attention_heads,
-                c.kv_heads()
-            ));
-        }
+        ])?;
+        let heads = ("num_attention_heads", c.num_attention_heads);
+        divisible(("hidden_size", c.hidden_size), heads)?;
+        divisible(heads, ("num_key_value_heads", c.kv_heads()))?;
         if !c.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "the head width `hidden_size / num_attention_heads` ({} / {} = {}) must be even for rotary embeddings",
@@ -323,18 +280,11 @@ impl LanguageModel for Llama {
                 c.head_dim()
             ));
         }
-        let positive_reals = [
+        positive_numbers(&[
             ("rms_norm_eps", c.rms_norm_eps),
             ("rope_theta", c.rope_theta),
             ("initializer_range", c.initializer_range),
-        ];
-        if let Some((key, v)) = positive_reals
-            .iter()
-            .find(|(_, v)| !(v.is_finite() && *v > 0.0))
-        {
-            return Err(format!("`{key}` must be a positive number, got {v}"));
-        }
-        Ok(())
+        ])
     }
 
     fn init(c: &LlamaConfig, device: &Device) -> Self {
@@ -390,33 +340,8 @@ impl LanguageModel for Llama {
         c.max_position_embeddings
     }
 
-    fn decode(&self, tokens: Tensor<2, Int>, _memory: Option<&Memory>) -> Tensor<3> {
-        self.run(tokens, None)
-    }
-
-    fn decode_cached(
-        &self,
-        tokens: Tensor<2, Int>,
-        _memory: Option<&Memory>,
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        self.run(tokens, Some(cache))
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layers.len())
-    }
-
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => linear(head, hidden),
-            None => {
-                let [b, t, d] = hidden.dims();
-                let weight: Param<Tensor<2>> = self.embed_tokens.weight.clone();
-                let v = weight.dims()[0];
-                matmul(hidden.reshape([b * t, d]), weight.val().transpose()).reshape([b, t, v])
-            }
-        }
+        cotune_sdk::decoder::logits(hidden, self.lm_head.as_ref(), &self.embed_tokens)
     }
 }
 

@@ -10,161 +10,165 @@
 //! skipped.
 
 use cotune_sdk::hf::serde_json::{json, Value};
-use cotune_sdk::hf::{set, toml, HfConfig, HfTensor, TRANSFORMERS_VERSION};
+use cotune_sdk::hf::{set, toml, HfConfig, HfMapping, HfTensor, TRANSFORMERS_VERSION};
 
-use crate::T5Config;
+use crate::{T5Config, T5};
 
-/// `config.json` to this plugin's configuration keys (`max_length`, which Hugging Face's lacks,
-/// keeps its default unless the extra configuration sets it).
-pub fn config_from_hf(hf: &Value) -> Result<toml::Table, String> {
-    let c = HfConfig(hf);
-    let mut t = toml::Table::new();
-    for key in [
-        "vocab_size",
-        "d_model",
-        "d_kv",
-        "d_ff",
-        "num_layers",
-        "num_heads",
-    ] {
-        set(&mut t, key, c.required_usize(key)? as i64);
-    }
-    for key in [
-        "num_decoder_layers",
-        "relative_attention_num_buckets",
-        "relative_attention_max_distance",
-        "decoder_start_token_id",
-    ] {
-        if let Some(v) = c.usize(key)? {
-            set(&mut t, key, v as i64);
+impl HfMapping for T5 {
+    const CLASS: &'static str = "T5ForConditionalGeneration";
+
+    /// `config.json` to this plugin's configuration keys (`max_length`, which Hugging Face's lacks,
+    /// keeps its default unless the extra configuration sets it).
+    fn from_hf_config(hf: &Value) -> Result<toml::Table, String> {
+        let c = HfConfig(hf);
+        let mut t = toml::Table::new();
+        for key in [
+            "vocab_size",
+            "d_model",
+            "d_kv",
+            "d_ff",
+            "num_layers",
+            "num_heads",
+        ] {
+            set(&mut t, key, c.required_usize(key)? as i64);
         }
-    }
-    for key in ["layer_norm_epsilon", "initializer_factor"] {
-        if let Some(v) = c.f64(key)? {
-            set(&mut t, key, v);
+        for key in [
+            "num_decoder_layers",
+            "relative_attention_num_buckets",
+            "relative_attention_max_distance",
+            "decoder_start_token_id",
+        ] {
+            if let Some(v) = c.usize(key)? {
+                set(&mut t, key, v as i64);
+            }
         }
-    }
-    if let Some(ff) = c.str("feed_forward_proj")? {
-        if !matches!(ff, "relu" | "gated-gelu") {
+        for key in ["layer_norm_epsilon", "initializer_factor"] {
+            if let Some(v) = c.f64(key)? {
+                set(&mut t, key, v);
+            }
+        }
+        if let Some(ff) = c.str("feed_forward_proj")? {
+            if !matches!(ff, "relu" | "gated-gelu") {
+                return Err(format!(
+                    "`feed_forward_proj` = {ff:?} is not supported (relu or gated-gelu)"
+                ));
+            }
+            set(&mut t, "feed_forward_proj", ff);
+        }
+        let tied = c.bool("tie_word_embeddings")?.unwrap_or(true);
+        let scaled = c.bool("scale_decoder_outputs")?.unwrap_or(tied);
+        if tied != scaled {
             return Err(format!(
-                "`feed_forward_proj` = {ff:?} is not supported (relu or gated-gelu)"
+                "`tie_word_embeddings` = {tied} with `scale_decoder_outputs` = {scaled} is not supported (a tied head scales the decoder output, an untied one does not)"
             ));
         }
-        set(&mut t, "feed_forward_proj", ff);
+        set(&mut t, "tie_word_embeddings", tied);
+        Ok(t)
     }
-    let tied = c.bool("tie_word_embeddings")?.unwrap_or(true);
-    let scaled = c.bool("scale_decoder_outputs")?.unwrap_or(tied);
-    if tied != scaled {
-        return Err(format!(
-            "`tie_word_embeddings` = {tied} with `scale_decoder_outputs` = {scaled} is not supported (a tied head scales the decoder output, an untied one does not)"
-        ));
+
+    /// This configuration as `transformers`' `T5Config` writes it. The padding id is the decoder
+    /// start id (T5's convention); the end-of-sequence id is unknown to a model built here and
+    /// written as `null`.
+    fn to_hf_config(c: &T5Config) -> Result<Value, String> {
+        let gated = c.feed_forward_proj == "gated-gelu";
+        Ok(json!({
+            "classifier_dropout": 0.0,
+            "d_ff": c.d_ff,
+            "d_kv": c.d_kv,
+            "d_model": c.d_model,
+            "decoder_start_token_id": c.decoder_start_token_id,
+            "dense_act_fn": if gated { "gelu_new" } else { "relu" },
+            "dropout_rate": 0.1,
+            "dtype": "float32",
+            "eos_token_id": null,
+            "feed_forward_proj": c.feed_forward_proj,
+            "initializer_factor": c.initializer_factor,
+            "is_decoder": false,
+            "is_encoder_decoder": true,
+            "is_gated_act": gated,
+            "layer_norm_epsilon": c.layer_norm_epsilon,
+            "model_type": "t5",
+            "num_decoder_layers": c.decoder_layers(),
+            "num_heads": c.num_heads,
+            "num_layers": c.num_layers,
+            "pad_token_id": c.decoder_start_token_id,
+            "relative_attention_max_distance": c.relative_attention_max_distance,
+            "relative_attention_num_buckets": c.relative_attention_num_buckets,
+            "scale_decoder_outputs": c.tie_word_embeddings,
+            "tie_word_embeddings": c.tie_word_embeddings,
+            "transformers_version": TRANSFORMERS_VERSION,
+            "use_cache": true,
+            "vocab_size": c.vocab_size,
+        }))
     }
-    set(&mut t, "tie_word_embeddings", tied);
-    Ok(t)
-}
 
-/// This configuration as `transformers`' `T5Config` writes it. The padding id is the decoder
-/// start id (T5's convention); the end-of-sequence id is unknown to a model built here and
-/// written as `null`.
-pub fn config_to_hf(c: &T5Config) -> Value {
-    let gated = c.feed_forward_proj == "gated-gelu";
-    json!({
-        "classifier_dropout": 0.0,
-        "d_ff": c.d_ff,
-        "d_kv": c.d_kv,
-        "d_model": c.d_model,
-        "decoder_start_token_id": c.decoder_start_token_id,
-        "dense_act_fn": if gated { "gelu_new" } else { "relu" },
-        "dropout_rate": 0.1,
-        "dtype": "float32",
-        "eos_token_id": null,
-        "feed_forward_proj": c.feed_forward_proj,
-        "initializer_factor": c.initializer_factor,
-        "is_decoder": false,
-        "is_encoder_decoder": true,
-        "is_gated_act": gated,
-        "layer_norm_epsilon": c.layer_norm_epsilon,
-        "model_type": "t5",
-        "num_decoder_layers": c.decoder_layers(),
-        "num_heads": c.num_heads,
-        "num_layers": c.num_layers,
-        "pad_token_id": c.decoder_start_token_id,
-        "relative_attention_max_distance": c.relative_attention_max_distance,
-        "relative_attention_num_buckets": c.relative_attention_num_buckets,
-        "scale_decoder_outputs": c.tie_word_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "transformers_version": TRANSFORMERS_VERSION,
-        "use_cache": true,
-        "vocab_size": c.vocab_size,
-    })
-}
-
-/// Every tensor of a `T5ForConditionalGeneration` file with its parameter.
-pub fn tensors(c: &T5Config) -> Vec<HfTensor> {
-    let mut out = vec![HfTensor::same("shared.weight", "shared.weight")];
-    let ff_inputs: &[&str] = if c.feed_forward_proj == "gated-gelu" {
-        &["wi_0", "wi_1"]
-    } else {
-        &["wi"]
-    };
-    for (stack, layers) in [("encoder", c.num_layers), ("decoder", c.decoder_layers())] {
-        for n in 0..layers {
-            let hf = format!("{stack}.block.{n}.layer");
-            let ours = format!("{stack}.block.{n}");
-            let mut sublayers = vec![("0", "SelfAttention", "self_attention")];
-            if stack == "decoder" {
-                sublayers.push(("1", "EncDecAttention", "cross_attention"));
-            }
-            for (index, hf_name, our_name) in sublayers {
-                for p in ["q", "k", "v", "o"] {
-                    out.push(HfTensor::transposed(
-                        format!("{hf}.{index}.{hf_name}.{p}.weight"),
-                        format!("{ours}.{our_name}.{p}.weight"),
+    /// Every tensor of a `T5ForConditionalGeneration` file with its parameter.
+    fn tensors(c: &T5Config) -> Vec<HfTensor> {
+        let mut out = vec![HfTensor::same("shared.weight", "shared.weight")];
+        let ff_inputs: &[&str] = if c.feed_forward_proj == "gated-gelu" {
+            &["wi_0", "wi_1"]
+        } else {
+            &["wi"]
+        };
+        for (stack, layers) in [("encoder", c.num_layers), ("decoder", c.decoder_layers())] {
+            for n in 0..layers {
+                let hf = format!("{stack}.block.{n}.layer");
+                let ours = format!("{stack}.block.{n}");
+                let mut sublayers = vec![("0", "SelfAttention", "self_attention")];
+                if stack == "decoder" {
+                    sublayers.push(("1", "EncDecAttention", "cross_attention"));
+                }
+                for (index, hf_name, our_name) in sublayers {
+                    for p in ["q", "k", "v", "o"] {
+                        out.push(HfTensor::transposed(
+                            format!("{hf}.{index}.{hf_name}.{p}.weight"),
+                            format!("{ours}.{our_name}.{p}.weight"),
+                        ));
+                    }
+                    if n == 0 && our_name == "self_attention" {
+                        out.push(HfTensor::same(
+                            format!("{hf}.{index}.{hf_name}.relative_attention_bias.weight"),
+                            format!("{ours}.{our_name}.relative_attention_bias.weight"),
+                        ));
+                    }
+                    out.push(HfTensor::same(
+                        format!("{hf}.{index}.layer_norm.weight"),
+                        format!("{ours}.{our_name}.layer_norm.gamma"),
                     ));
                 }
-                if n == 0 && our_name == "self_attention" {
-                    out.push(HfTensor::same(
-                        format!("{hf}.{index}.{hf_name}.relative_attention_bias.weight"),
-                        format!("{ours}.{our_name}.relative_attention_bias.weight"),
+                let ff = if stack == "decoder" { "2" } else { "1" };
+                for p in ff_inputs.iter().chain(&["wo"]) {
+                    out.push(HfTensor::transposed(
+                        format!("{hf}.{ff}.DenseReluDense.{p}.weight"),
+                        format!("{ours}.feed_forward.{p}.weight"),
                     ));
                 }
                 out.push(HfTensor::same(
-                    format!("{hf}.{index}.layer_norm.weight"),
-                    format!("{ours}.{our_name}.layer_norm.gamma"),
-                ));
-            }
-            let ff = if stack == "decoder" { "2" } else { "1" };
-            for p in ff_inputs.iter().chain(&["wo"]) {
-                out.push(HfTensor::transposed(
-                    format!("{hf}.{ff}.DenseReluDense.{p}.weight"),
-                    format!("{ours}.feed_forward.{p}.weight"),
+                    format!("{hf}.{ff}.layer_norm.weight"),
+                    format!("{ours}.feed_forward.layer_norm.gamma"),
                 ));
             }
             out.push(HfTensor::same(
-                format!("{hf}.{ff}.layer_norm.weight"),
-                format!("{ours}.feed_forward.layer_norm.gamma"),
+                format!("{stack}.final_layer_norm.weight"),
+                format!("{stack}.final_layer_norm.gamma"),
             ));
         }
-        out.push(HfTensor::same(
-            format!("{stack}.final_layer_norm.weight"),
-            format!("{stack}.final_layer_norm.gamma"),
-        ));
+        if !c.tie_word_embeddings {
+            out.push(HfTensor::transposed("lm_head.weight", "lm_head.weight"));
+        }
+        out
     }
-    if !c.tie_word_embeddings {
-        out.push(HfTensor::transposed("lm_head.weight", "lm_head.weight"));
-    }
-    out
-}
 
-/// Copies of `shared.weight` and the cross-attention position bias some checkpoints carry.
-pub fn ignored(name: &str) -> bool {
-    matches!(
-        name,
-        "encoder.embed_tokens.weight"
-            | "decoder.embed_tokens.weight"
-            | "lm_head.weight"
-            | "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
-    )
+    /// Copies of `shared.weight` and the cross-attention position bias some checkpoints carry.
+    fn ignored(name: &str) -> bool {
+        matches!(
+            name,
+            "encoder.embed_tokens.weight"
+                | "decoder.embed_tokens.weight"
+                | "lm_head.weight"
+                | "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+        )
+    }
 }
 
 #[cfg(test)]
@@ -180,13 +184,13 @@ mod tests {
     fn the_tied_head_follows_both_transformers_versions() {
         // transformers 4: only `tie_word_embeddings` (absent means tied).
         assert_eq!(
-            config_from_hf(&base()).unwrap()["tie_word_embeddings"].as_bool(),
+            T5::from_hf_config(&base()).unwrap()["tie_word_embeddings"].as_bool(),
             Some(true)
         );
         let mut v11 = base();
         v11["tie_word_embeddings"] = json!(false);
         assert_eq!(
-            config_from_hf(&v11).unwrap()["tie_word_embeddings"].as_bool(),
+            T5::from_hf_config(&v11).unwrap()["tie_word_embeddings"].as_bool(),
             Some(false)
         );
         // transformers 5 writes both keys.
@@ -194,11 +198,11 @@ mod tests {
         v5["tie_word_embeddings"] = json!(true);
         v5["scale_decoder_outputs"] = json!(true);
         assert_eq!(
-            config_from_hf(&v5).unwrap()["tie_word_embeddings"].as_bool(),
+            T5::from_hf_config(&v5).unwrap()["tie_word_embeddings"].as_bool(),
             Some(true)
         );
         v5["scale_decoder_outputs"] = json!(false);
-        let e = config_from_hf(&v5).unwrap_err();
+        let e = T5::from_hf_config(&v5).unwrap_err();
         assert!(e.contains("`scale_decoder_outputs` = false"), "{e}");
     }
 
@@ -206,7 +210,7 @@ mod tests {
     fn unknown_feed_forwards_are_refused_by_name() {
         let mut hf = base();
         hf["feed_forward_proj"] = json!("gated-silu");
-        let e = config_from_hf(&hf).unwrap_err();
+        let e = T5::from_hf_config(&hf).unwrap_err();
         assert!(
             e.contains("`feed_forward_proj`") && e.contains("gated-silu"),
             "{e}"

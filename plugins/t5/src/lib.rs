@@ -48,19 +48,17 @@
 
 use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
-use cotune_sdk::burn::module::{Initializer, Module, Param};
+use cotune_sdk::burn::module::{Initializer, Module};
 use cotune_sdk::burn::nn::{
     Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
 };
 use cotune_sdk::burn::tensor::activation::relu;
 use cotune_sdk::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use cotune_sdk::config::{below, one_of, positive, positive_numbers};
+use cotune_sdk::decoder::{tied_logits, Decoder};
 use cotune_sdk::nn::{causal_mask, gelu_new, key_padding_mask, split_heads, KvCache};
-use cotune_sdk::ops::{linear, matmul};
-
-/// `norm` applied to `x` through the SDK's fused normalisation.
-fn rms_norm(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
-    cotune_sdk::ops::rms_norm(x, norm.gamma.val(), norm.epsilon)
-}
+use cotune_sdk::norm::rms_norm;
+use cotune_sdk::ops::linear;
 use cotune_sdk::{LanguageModel, Memory, Structure};
 use serde::Deserialize;
 
@@ -407,8 +405,8 @@ pub struct T5 {
     lm_head: Option<Linear>,
 }
 
-impl T5 {
-    fn decode_at(
+impl Decoder for T5 {
+    fn forward(
         &self,
         tokens: Tensor<2, Int>,
         memory: Option<&Memory>,
@@ -419,6 +417,14 @@ impl T5 {
         let mask = causal_mask(n, offset + n, &tokens.device()).reshape([1, 1, n, offset + n]);
         self.decoder
             .forward(self.shared.forward(tokens), offset, mask, memory, cache)
+    }
+
+    fn empty_cache(&self) -> T5Cache {
+        let layers = self.decoder.block.len();
+        T5Cache {
+            self_attention: KvCache::new(layers),
+            cross_attention: KvCache::new(layers),
+        }
     }
 }
 
@@ -431,28 +437,11 @@ impl LanguageModel for T5 {
     const LORA_TARGETS: &'static [&'static str] = &["q", "v"];
     const EXAMPLE_CONFIG: &'static str = "vocab_size = 96\nd_model = 32\nd_kv = 8\nd_ff = 64\nnum_layers = 2\nnum_heads = 4\nrelative_attention_num_buckets = 8\nrelative_attention_max_distance = 20\n";
 
-    const HF_ARCHITECTURE: Option<&'static str> = Some("T5ForConditionalGeneration");
-
-    fn config_from_hf(
-        hf: &cotune_sdk::hf::serde_json::Value,
-    ) -> Result<cotune_sdk::hf::toml::Table, String> {
-        hf::config_from_hf(hf)
-    }
-
-    fn config_to_hf(c: &Self::Config) -> Result<cotune_sdk::hf::serde_json::Value, String> {
-        Ok(hf::config_to_hf(c))
-    }
-
-    fn hf_tensors(c: &Self::Config) -> Vec<cotune_sdk::hf::HfTensor> {
-        hf::tensors(c)
-    }
-
-    fn hf_ignored(name: &str) -> bool {
-        hf::ignored(name)
-    }
+    cotune_sdk::hf_methods!();
+    cotune_sdk::decoder_methods!();
 
     fn validate(c: &T5Config) -> Result<(), String> {
-        let positive = [
+        positive(&[
             ("vocab_size", c.vocab_size),
             ("d_model", c.d_model),
             ("d_kv", c.d_kv),
@@ -461,10 +450,7 @@ impl LanguageModel for T5 {
             ("num_decoder_layers", c.decoder_layers()),
             ("num_heads", c.num_heads),
             ("max_length", c.max_length),
-        ];
-        if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{key}` must be positive, got {v}"));
-        }
+        ])?;
         let buckets = c.relative_attention_num_buckets;
         if buckets < 4 {
             // Fewer leave the encoder no exactly-bucketed distance, and HF's formula divides by 0.
@@ -480,27 +466,19 @@ impl LanguageModel for T5 {
                 c.relative_attention_max_distance
             ));
         }
-        if !matches!(c.feed_forward_proj.as_str(), "relu" | "gated-gelu") {
-            return Err(format!(
-                "`feed_forward_proj` must be \"relu\" or \"gated-gelu\", got {:?}",
-                c.feed_forward_proj
-            ));
-        }
-        for (key, v) in [
+        one_of(
+            "feed_forward_proj",
+            &c.feed_forward_proj,
+            &["relu", "gated-gelu"],
+        )?;
+        positive_numbers(&[
             ("layer_norm_epsilon", c.layer_norm_epsilon),
             ("initializer_factor", c.initializer_factor),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!("`{key}` must be a positive number, got {v}"));
-            }
-        }
-        if c.decoder_start_token_id as usize >= c.vocab_size {
-            return Err(format!(
-                "`decoder_start_token_id` ({}) must be below `vocab_size` ({})",
-                c.decoder_start_token_id, c.vocab_size
-            ));
-        }
-        Ok(())
+        ])?;
+        below(
+            ("decoder_start_token_id", c.decoder_start_token_id as usize),
+            ("vocab_size", c.vocab_size),
+        )
     }
 
     fn init(c: &T5Config, device: &Device) -> Self {
@@ -590,36 +568,13 @@ impl LanguageModel for T5 {
         )
     }
 
-    fn decode(&self, tokens: Tensor<2, Int>, memory: Option<&Memory>) -> Tensor<3> {
-        self.decode_at(tokens, memory, None)
-    }
-
-    fn decode_cached(
-        &self,
-        tokens: Tensor<2, Int>,
-        memory: Option<&Memory>,
-        cache: &mut T5Cache,
-    ) -> Tensor<3> {
-        self.decode_at(tokens, memory, Some(cache))
-    }
-
-    fn new_cache(&self) -> T5Cache {
-        let layers = self.decoder.block.len();
-        T5Cache {
-            self_attention: KvCache::new(layers),
-            cross_attention: KvCache::new(layers),
-        }
-    }
-
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => linear(head, hidden),
+            // The tied head scales the decoder output by `d_model^-0.5` first.
             None => {
-                let [b, t, d] = hidden.dims();
-                let weight: Param<Tensor<2>> = self.shared.weight.clone();
-                let v = weight.dims()[0];
-                let rows = hidden.mul_scalar((d as f64).powf(-0.5)).reshape([b * t, d]);
-                matmul(rows, weight.val().transpose()).reshape([b, t, v])
+                let d = hidden.dims()[2];
+                tied_logits(hidden.mul_scalar((d as f64).powf(-0.5)), &self.shared)
             }
         }
     }
