@@ -4,9 +4,13 @@
 //! passes to hidden states and logits, a key/value cache for generation) and calls
 //! [`export_plugin!`]. The SDK supplies the rest, identically for every architecture:
 //!
-//! - [`Trainer`]: AdamW with decoupled weight decay, warm-up plus cosine learning rate, global
-//!   gradient-norm clipping, cross-entropy over answer tokens with a padding mask, and
-//!   temperature-scaled KL to soft targets (scaled by `T²`);
+//! - [`Trainer`]: AdamW with decoupled weight decay, warm-up plus cosine learning rate,
+//!   gradient-norm clipping per parameter tensor (burn's clipping, which scales each tensor's
+//!   gradient to the configured L2 norm on its own, not the global norm), cross-entropy over
+//!   answer tokens with a padding mask, and temperature-scaled KL to soft targets (scaled by
+//!   `T²`);
+//! - the CPU kernels' operations ([`ops`], [`attention`], [`rope`], [`sgemm`]), re-exported from
+//!   the `cotune-kernels` crate;
 //! - greedy generation with the model's key/value cache;
 //! - parameter export and import by name, and checkpoints that include the optimiser state;
 //! - the `abi_stable` glue, with `catch_unwind` around every exported call so a panic becomes a
@@ -14,22 +18,21 @@
 //!
 //! See `docs/plugin-authoring.md` for a walk-through.
 
-pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod hf;
 pub mod nn;
 pub mod norm;
-pub mod ops;
 pub mod params;
 pub mod plugin;
-mod pool;
-pub mod rope;
 pub mod schedule;
-pub mod sgemm;
-#[cfg(all(test, feature = "flex"))]
-mod testing;
 mod trainer;
+
+// The CPU kernels and the operations built on them live in the `cotune-kernels` crate; their
+// modules are re-exported here under the names plugins have always used.
+/// The packed single-precision matrix product (from `cotune-kernels`).
+pub use cotune_kernels::cpu::sgemm;
+pub use cotune_kernels::{attention, ops, rope};
 
 pub use trainer::{LoraConfig, Memory, Trainer};
 

@@ -1,6 +1,5 @@
 //! Small building blocks shared by model plugins: attention with masks and a key/value cache.
 
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Per-layer keys and values of the tokens decoded so far.
@@ -103,29 +102,14 @@ pub fn attention(
 /// GELU with the tanh approximation (GPT-2's `gelu_new`, PyTorch's `gelu(approximate="tanh")`):
 /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 ///
-/// Computed as the equal `x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))`, with the cube as
-/// `x * x^2`: burn's `gelu_approximate` spells out `powf` and `tanh`, which the CPU backends
-/// evaluate element by element through `powf` and `tanhf` (and again in the backward pass);
-/// here the only transcendental is the one fused `sigmoid`, whose backward reuses its output.
-///
-/// On the CPU backend this is one fused operation ([`crate::ops::gelu_new`]); elsewhere it is
-/// composed from burn's operations as above ([`gelu_new_composed`]).
+/// On the CPU backend this is one fused operation; elsewhere it is composed from burn's
+/// operations ([`gelu_new_composed`]). Both are [`crate::ops::gelu_new`] and
+/// [`crate::ops::gelu_new_composed`], which document how it is computed.
 pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     crate::ops::gelu_new(x)
 }
 
-/// [`gelu_new`] composed from burn's operations.
-pub fn gelu_new_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    let two_c = 2.0 * SQRT_2_OVER_PI;
-    let inner = x
-        .clone()
-        .square()
-        .mul_scalar(two_c * 0.044715)
-        .add_scalar(two_c);
-    let z = x.clone() * inner;
-    x * sigmoid(z)
-}
+pub use crate::ops::gelu_new_composed;
 
 /// Splits `[b, t, h * dh]` into heads `[b, h, t, dh]`.
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {

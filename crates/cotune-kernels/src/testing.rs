@@ -1,4 +1,4 @@
-//! Helpers shared by the unit tests of the CPU kernels (`ops`, `rope`, `attention`).
+//! Helpers shared by the unit tests of the tensor operations (`ops`, `rope`, `attention`).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -42,4 +42,21 @@ pub(crate) fn random<const D: usize>(dims: [usize; D], device: &Device) -> Tenso
             .collect()
     });
     Tensor::from_data(TensorData::new(values, dims), device)
+}
+
+/// The causal mask `[queries, keys]` (true where a query would see the future), as
+/// `cotune_sdk::nn::causal_mask` builds it.
+pub(crate) fn causal_mask(
+    queries: usize,
+    keys: usize,
+    device: &Device,
+) -> Tensor<2, burn::tensor::Bool> {
+    Tensor::<2, burn::tensor::Bool>::tril_mask([queries, keys], (keys - queries) as i64, device)
+}
+
+/// `[b, t, h * dh]` split into heads `[b, h, t, dh]` (a view), as `cotune_sdk::nn::split_heads`
+/// does.
+pub(crate) fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, t, d] = x.dims();
+    x.reshape([b, t, heads, d / heads]).swap_dims(1, 2)
 }

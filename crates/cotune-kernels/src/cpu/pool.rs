@@ -1,4 +1,4 @@
-//! The SDK's worker team for the CPU kernels: the calling thread plus `threads - 1` helper
+//! The worker team of the CPU kernels: the calling thread plus `threads - 1` helper
 //! threads that wait for work a short while (yielding the core to any other thread that wants
 //! it) before they sleep.
 //!
