@@ -1,7 +1,7 @@
 //! The AVX2 + FMA path: 6 x 16 tiles.
 
 use super::x86::pack_b_colmajor;
-use super::{pack_a_generic, pack_b_generic, Arch};
+use super::{pack_a_generic, pack_b_generic, simd, Arch};
 use std::arch::x86_64::*;
 
 pub(super) struct Avx2;
@@ -90,9 +90,10 @@ unsafe fn tile(
     }
 }
 
-/// R x (8*V) register-blocked microkernel.
+/// The R x (8*V) micro-kernel ([`super::simd::kern`]) compiled for AVX2 + FMA; vector v of B
+/// row p is at `b + p*ldb + 8*v`.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kern<const R: usize, const V: usize>(
     kc: usize,
     a: *const f32,
@@ -104,48 +105,7 @@ unsafe fn kern<const R: usize, const V: usize>(
     nr: usize,
     add: bool,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); V]; R];
-    // SAFETY: a readable at p*lda+i (i<R), b at p*ldb+j (j<8V), C tile R x nr writable.
-    unsafe {
-        let mut ap = a;
-        let mut bp = b;
-        for _ in 0..kc {
-            let mut bv = [_mm256_setzero_ps(); V];
-            for v in 0..V {
-                bv[v] = _mm256_loadu_ps(bp.add(8 * v));
-            }
-            for i in 0..R {
-                let av = _mm256_set1_ps(*ap.add(i));
-                for v in 0..V {
-                    acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
-                }
-            }
-            ap = ap.wrapping_add(lda);
-            bp = bp.wrapping_add(ldb);
-        }
-        for i in 0..R {
-            let cr = c.add(i * ldc);
-            if nr >= 8 * V {
-                for v in 0..V {
-                    let cp = cr.add(8 * v);
-                    let r = if add {
-                        _mm256_add_ps(_mm256_loadu_ps(cp), acc[i][v])
-                    } else {
-                        acc[i][v]
-                    };
-                    _mm256_storeu_ps(cp, r);
-                }
-            } else {
-                // Edge tile: same single add per element, done through a temporary.
-                let mut tmp = [0.0f32; 16];
-                for v in 0..V {
-                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), acc[i][v]);
-                }
-                for (j, t) in tmp.iter().enumerate().take(nr) {
-                    let cp = cr.add(j);
-                    *cp = if add { *cp + *t } else { *t };
-                }
-            }
-        }
-    }
+    // SAFETY: avx2 and fma detected (the caller's contract); pointer contract forwarded, with
+    // one panel (boff 0: V <= 2).
+    unsafe { simd::kern::<__m256, R, V>(kc, a, lda, b, ldb, 0, c, ldc, nr, add) }
 }

@@ -2,7 +2,7 @@
 //! packing, and the dot-product path for tiny m with B stored transposed.
 
 use super::x86::{pack_b_colmajor, transpose8};
-use super::{pack_a_generic, pack_b_generic, Arch, View};
+use super::{pack_a_generic, pack_b_generic, simd, Arch, View};
 use std::arch::x86_64::*;
 
 pub(super) struct Avx512;
@@ -102,9 +102,6 @@ impl Arch for Avx512 {
         unsafe { dot_block(m, n, k, a, b, c, ldc, add) }
     }
 }
-
-/// Prefetch the C tile at the start of each microkernel call.
-const PREFETCH_C: bool = true;
 
 /// Largest m for which the dot-product path is used (B stored transposed).
 const DOT_MAX_M: usize = 8;
@@ -398,17 +395,10 @@ unsafe fn tile(
     }
 }
 
-/// Lane mask for vector `v` of a tile row with `nr` valid columns.
-#[inline(always)]
-fn lane_mask(nr: usize, v: usize) -> __mmask16 {
-    let lanes = nr.saturating_sub(16 * v).min(16);
-    ((1u32 << lanes) - 1) as __mmask16
-}
-
-/// R x (16*V) register-blocked microkernel; vector v of B row p is at
-/// `b + p*ldb + (v/2)*boff + (v%2)*16` (boff: distance between NR-wide panels).
+/// The R x (16*V) micro-kernel ([`super::simd::kern`]) compiled for AVX-512F; vector v of B
+/// row p is at `b + p*ldb + (v/2)*boff + (v%2)*16` (boff: distance between NR-wide panels).
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kern<const R: usize, const V: usize>(
     kc: usize,
     a: *const f32,
@@ -421,67 +411,6 @@ unsafe fn kern<const R: usize, const V: usize>(
     nr: usize,
     add: bool,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
-    // SAFETY: a readable at p*lda+i (i<R), b at the documented vector offsets, C tile R x nr writable.
-    unsafe {
-        if PREFETCH_C {
-            // Pull the C tile towards L1 while the FMAs run (prefetchw is not stable).
-            for i in 0..R {
-                for v in 0..V {
-                    _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16 * v) as *const i8);
-                }
-            }
-        }
-        let mut ap = a;
-        let mut bp = b;
-        for _ in 0..kc {
-            let mut bv = [_mm512_setzero_ps(); V];
-            for v in 0..V {
-                bv[v] = _mm512_loadu_ps(bp.wrapping_add((v / 2) * boff + (v % 2) * 16));
-            }
-            if R <= 2 {
-                // Short tiles are bandwidth bound: fetch B rows a few iterations ahead.
-                for v in 0..V {
-                    let pf = bp.wrapping_add(8 * ldb + (v / 2) * boff + (v % 2) * 16);
-                    _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
-                }
-            }
-            for i in 0..R {
-                let av = _mm512_set1_ps(*ap.add(i));
-                for v in 0..V {
-                    acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
-                }
-            }
-            ap = ap.wrapping_add(lda);
-            bp = bp.wrapping_add(ldb);
-        }
-        if nr >= 16 * V {
-            for i in 0..R {
-                let cr = c.add(i * ldc);
-                for v in 0..V {
-                    let cp = cr.add(16 * v);
-                    let r = if add {
-                        _mm512_add_ps(_mm512_loadu_ps(cp), acc[i][v])
-                    } else {
-                        acc[i][v]
-                    };
-                    _mm512_storeu_ps(cp, r);
-                }
-            }
-        } else {
-            for i in 0..R {
-                let cr = c.add(i * ldc);
-                for v in 0..V {
-                    let mk = lane_mask(nr, v);
-                    let cp = cr.wrapping_add(16 * v);
-                    let r = if add {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp), acc[i][v])
-                    } else {
-                        acc[i][v]
-                    };
-                    _mm512_mask_storeu_ps(cp, mk, r);
-                }
-            }
-        }
-    }
+    // SAFETY: avx512f detected (the caller's contract); pointer contract forwarded.
+    unsafe { simd::kern::<__m512, R, V>(kc, a, lda, b, ldb, boff, c, ldc, nr, add) }
 }
