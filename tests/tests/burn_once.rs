@@ -19,7 +19,7 @@ fn tree(dir: &Path, args: &[&str]) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(dir)
-        .args(["tree", "--offline", "--prefix", "none", "--target", "all"])
+        .args(["tree", "--offline", "--prefix", "none"])
         .args(args)
         .output()
         .expect("cargo runs");
