@@ -462,6 +462,20 @@ pub fn load<M: LanguageModel>(
     seed: u64,
     device: Device,
 ) -> Result<(Trainer<M>, Value), PluginError> {
+    let (mut trainer, hf) = trainer_from_hf_config::<M>(folder, extra_toml, seed, device)?;
+    let values = tensors_from_hf_weights(&trainer, folder)?;
+    trainer.import_params(&values)?;
+    Ok((trainer, hf))
+}
+
+/// A fresh trainer from the folder's `config.json` (checked to name the architecture) with
+/// `extra_toml`'s keys on top; returns it with the `config.json`.
+fn trainer_from_hf_config<M: LanguageModel>(
+    folder: &Path,
+    extra_toml: &str,
+    seed: u64,
+    device: Device,
+) -> Result<(Trainer<M>, Value), PluginError> {
     let expected = expected_architecture::<M>()?;
     let config_path = folder.join(CONFIG_FILE);
     let hf = read_config(&config_path)?;
@@ -502,13 +516,23 @@ pub fn load<M: LanguageModel>(
             format!("writing the translated configuration: {e}"),
         )
     })?;
-    let mut trainer = Trainer::<M>::from_toml(&config_text, seed, device).map_err(|e| {
+    let trainer = Trainer::<M>::from_toml(&config_text, seed, device).map_err(|e| {
         err(
             e.kind,
             format!("{} (translated from {})", e.message, config_path.display()),
         )
     })?;
+    Ok((trainer, hf))
+}
 
+/// Every tensor of the folder's `model.safetensors`, mapped to the trainer's parameter names,
+/// shapes checked and transposed where the mapping says so; every parameter and every stored
+/// tensor accounted for.
+fn tensors_from_hf_weights<M: LanguageModel>(
+    trainer: &Trainer<M>,
+    folder: &Path,
+) -> Result<Vec<NamedTensor>, PluginError> {
+    let config_path = folder.join(CONFIG_FILE);
     let weights_path = folder.join(WEIGHTS_FILE);
     let mut stored = read_safetensors(&weights_path)?;
     let shown = weights_path.display();
@@ -592,8 +616,7 @@ pub fn load<M: LanguageModel>(
             ),
         ));
     }
-    trainer.import_params(&values)?;
-    Ok((trainer, hf))
+    Ok(values)
 }
 
 /// Writes `trainer`'s model as a Hugging Face folder: `config.json` (the keys of `original`, a
