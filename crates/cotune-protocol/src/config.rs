@@ -2,13 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use cotune_data::{DataConfig, Partition};
+use cotune_data::DataConfig;
 use cotune_distill::{DistillConfig, PretrainConfig, TrainSettings};
 use cotune_eval::EvalOptions;
 use cotune_host::{HfCheckpoint, Plugin};
 use serde::{Deserialize, Serialize};
-
-pub use crate::methods::Method;
 
 /// Everything wrong with a configuration, found before any training starts.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +39,19 @@ pub enum ConfigError {
         /// What is wrong and what was expected.
         reason: String,
     },
+}
+
+/// The name of a method, `method = "co-plms"`. [`crate::methods::Method::of`] finds its
+/// implementation; the config's checks refuse a name no method is registered under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MethodName(pub String);
+
+impl MethodName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Where the device-side mutual learning runs.
@@ -253,8 +264,8 @@ impl Default for RoundSettings {
 pub struct ExperimentConfig {
     /// The run's name (the run folder is `<runs_dir>/<name>-<timestamp>`).
     pub name: String,
-    /// The method.
-    pub method: Method,
+    /// The method, by name (see [`crate::methods::REGISTRY`]).
+    pub method: MethodName,
     /// Seed of every model initialisation and sampling.
     #[serde(default)]
     pub seed: u64,
@@ -365,172 +376,13 @@ impl ExperimentConfig {
     pub fn dpm_of(&self, i: usize) -> &DpmEntry {
         self.devices[i].dpm.as_ref().unwrap_or(&self.dpm)
     }
-
-    /// Checks everything that can be checked before training: values, the domain files (data
-    /// relative to `root`), the plugins, and that FedAvg has one DPM architecture. Returns the
-    /// loaded plugins.
-    pub fn check(&self, path: &Path, root: &Path) -> Result<Plugins, ConfigError> {
-        let invalid = |key: String, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            reason,
-        };
-        self.check_values().map_err(|(k, r)| invalid(k, r))?;
-        self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
-        let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
-        self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
-        Ok(plugins)
-    }
-
-    /// Values in range and what the method needs; `Err((key, reason))`.
-    fn check_values(&self) -> Result<(), (String, String)> {
-        if self.devices.is_empty() {
-            return Err(("devices".into(), "at least one device".into()));
-        }
-        self.method.implementation().check(self)?;
-        if self.rounds == 0 {
-            return Err(("rounds".into(), "expected at least 1".into()));
-        }
-        if !(self.train.device_fraction > 0.0 && self.train.device_fraction <= 1.0) {
-            return Err((
-                "train.device_fraction".into(),
-                format!(
-                    "expected a share in (0, 1], got {}",
-                    self.train.device_fraction
-                ),
-            ));
-        }
-        if self.data.partition != Partition::OneDomain {
-            return Err((
-                "data.partition".into(),
-                "the runner maps one device to one domain; use \"one-domain\"".into(),
-            ));
-        }
-        self.data
-            .validate()
-            .map_err(|e| ("data".to_string(), e.to_string()))
-    }
-
-    /// Every device's domain file and the public corpus exist under `root`.
-    fn check_files(&self, root: &Path) -> Result<(), (String, String)> {
-        for (i, d) in self.devices.iter().enumerate() {
-            let file = self.data.domain_path(root, &d.domain);
-            if !file.is_file() {
-                return Err((
-                    format!("devices[{i}].domain"),
-                    format!(
-                        "device {i}'s domain {:?} has no data file {}",
-                        d.domain,
-                        file.display()
-                    ),
-                ));
-            }
-        }
-        let public = self.data.public_path(root);
-        if !public.is_file() {
-            return Err((
-                "data.public_file".into(),
-                format!("no public corpus file {}", public.display()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Opens every model's plugin.
-    fn find_plugins(&self) -> Result<Plugins, (String, String)> {
-        let llm = find_plugin("llm.plugin".into(), &self.llm)?;
-        let mut dpms = Vec::new();
-        let mut slms = Vec::new();
-        for (i, d) in self.devices.iter().enumerate() {
-            slms.push(find_plugin(format!("devices[{i}].slm.plugin"), &d.slm)?);
-            let key = if d.dpm.is_some() {
-                format!("devices[{i}].dpm.plugin")
-            } else {
-                "dpm.plugin".into()
-            };
-            dpms.push(find_plugin(key, &self.dpm_of(i).model())?);
-        }
-        Ok(Plugins { llm, dpms, slms })
-    }
-
-    /// FedAvg averages DPM parameters, so every device needs the same DPM.
-    fn check_fedavg_shapes(&self) -> Result<(), (String, String)> {
-        let method = self.method.implementation();
-        if !method.uses_dpm() || method.aggregation(&self.train) != Aggregation::Fedavg {
-            return Ok(());
-        }
-        for i in 1..self.devices.len() {
-            let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());
-            if a != b {
-                return Err((
-                    format!("devices[{i}].dpm"),
-                    format!(
-                        "FedAvg averages DPM parameters, so every device needs the same DPM; \
-                         device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
-                        b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The plugin of `entry` (named `key` in errors): by name or path, or the one that loads its
-/// `checkpoint` folder; with its `architecture` checked.
-fn find_plugin(key: String, entry: &ModelEntry) -> Result<Plugin, (String, String)> {
-    let section = key.trim_end_matches(".plugin").to_string();
-    let plugin = match (&entry.checkpoint, entry.plugin.is_empty()) {
-        (None, true) => {
-            return Err((
-                key,
-                "expected a plugin name or library path, or a `checkpoint` folder".into(),
-            ))
-        }
-        (None, false) => Plugin::open(&entry.plugin).map_err(|e| (key.clone(), e.to_string()))?,
-        (Some(folder), _) => {
-            let key = format!("{section}.checkpoint");
-            let cp =
-                HfCheckpoint::read(folder.as_path()).map_err(|e| (key.clone(), e.to_string()))?;
-            if entry.plugin.is_empty() {
-                cp.find_plugin()
-                    .map_err(|e| (key.clone(), e.to_string()))?
-                    .0
-            } else {
-                let plugin = Plugin::open(&entry.plugin)
-                    .map_err(|e| (format!("{section}.plugin"), e.to_string()))?;
-                if checkpoint_architecture(&plugin, &cp).is_none() {
-                    return Err((
-                        key,
-                        format!(
-                            "plugin {} loads no architecture of {} ({})",
-                            entry.plugin,
-                            folder.display(),
-                            cp.architectures.join(", ")
-                        ),
-                    ));
-                }
-                plugin
-            }
-        }
-    };
-    if let Some(arch) = &entry.architecture {
-        if !plugin.architectures().contains(arch) {
-            return Err((
-                format!("{key}.architecture"),
-                format!(
-                    "plugin {} offers no architecture {arch:?} (it offers {:?})",
-                    entry.plugin,
-                    plugin.architectures()
-                ),
-            ));
-        }
-    }
-    Ok(plugin)
 }
 
 /// The architecture of `plugin` that loads the checkpoint's class.
-fn checkpoint_architecture(plugin: &Plugin, checkpoint: &HfCheckpoint) -> Option<String> {
+pub(crate) fn checkpoint_architecture(
+    plugin: &Plugin,
+    checkpoint: &HfCheckpoint,
+) -> Option<String> {
     plugin.architectures().iter().find_map(|arch| {
         plugin
             .hf_architecture(arch)

@@ -9,6 +9,7 @@ use cotune_data::QaRecord;
 use cotune_eval::{evaluate, Evaluation};
 use cotune_host::Model;
 
+use crate::methods::Method;
 use crate::parallel::{parallel_map, worker_threads};
 use crate::progress;
 use crate::records::{DeviceRecord, LlmRecord, RoundOutcome, RoundRecord, Scores};
@@ -24,7 +25,7 @@ impl Experiment {
         with_llm: bool,
     ) -> anyhow::Result<RoundRecord> {
         let dir = self.run_dir.join(format!("predictions/round-{round}"));
-        let method = self.config.method;
+        let method = Method::of(&self.config)?;
         let with_slms = round == 0 || method.implementation().trains_slms();
         // Every model's evaluation is independent: run them in parallel, the LLM's (the
         // largest) first.

@@ -33,16 +33,18 @@ pub mod methods;
 mod parallel;
 pub mod plot;
 mod progress;
+mod recipes;
 pub mod records;
 mod results;
 pub mod roles;
 mod runner;
 pub mod seed;
 mod setup;
+mod validation;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{ConfigError, ExperimentConfig, TransferSet};
+pub use config::{ConfigError, ExperimentConfig, MethodName, TransferSet};
 pub use methods::{FederatedMethod, Method};
 pub use records::{DeviceRecord, LlmRecord, RoundRecord, Scores};
 pub use runner::{check_config, run_with, RunOptions};

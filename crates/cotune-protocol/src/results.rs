@@ -50,7 +50,7 @@ pub(crate) fn write_results(
     records: &[RoundRecord],
 ) -> anyhow::Result<()> {
     let last = records.last().context("no rounds recorded")?;
-    let method = config.method.name();
+    let method = config.method.as_str();
     let mut md = format!(
         "# {} ({method})\n\nFinal round {}; scores in % on each device's test split; bytes are \
          means per round.\n\n",
@@ -218,7 +218,7 @@ fn write_plots(
             "{}: {} per round, SLMs ({})",
             config.name,
             label,
-            config.method.name()
+            config.method.as_str()
         );
         std::fs::write(
             dir.join(format!("{file}.svg")),

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::checkpoint;
 use crate::config::{ExperimentConfig, Plugins};
-use crate::methods::{FederatedMethod, Round, Upload};
+use crate::methods::{FederatedMethod, Method, Round, Upload};
 use crate::parallel::{for_devices, worker_threads};
 use crate::progress;
 use crate::records::{DeviceLosses, RoundOutcome, RoundRecord, Scores, Traffic};
@@ -88,7 +88,7 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
     progress!(
         "{} ({}), {} devices, {} rounds -> {}",
         config.name,
-        config.method.name(),
+        config.method.as_str(),
         config.devices.len(),
         config.rounds,
         run_dir.display()
@@ -160,7 +160,7 @@ fn run_rounds(
 ) -> anyhow::Result<PathBuf> {
     let first = records.last().map_or(0, |r| r.round) + 1;
     progress::rounds_done(first - 1);
-    let trains_llm = experiment.config.method.trains_llm();
+    let trains_llm = Method::of(&experiment.config)?.trains_llm();
     for round in first..=experiment.config.rounds {
         let t = Instant::now();
         let outcome = experiment.run_round(round)?;
@@ -200,7 +200,7 @@ impl Experiment {
     /// One round of the method: broadcast, device steps, server step, downloads. Every
     /// message is counted in its device's traffic.
     fn run_round(&mut self, number: usize) -> anyhow::Result<RoundOutcome> {
-        let method: &dyn FederatedMethod = self.config.method.implementation();
+        let method: &dyn FederatedMethod = Method::of(&self.config)?.implementation();
         let participants = self.participants(number);
         let n = self.devices.len();
         let mut traffic: Vec<Traffic> = (0..n)

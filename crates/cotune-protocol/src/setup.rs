@@ -6,15 +6,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use cotune_data::{encode_example, prepare, Benchmark, Prepared, QaRecord, SeededRng, Tokenizer};
+use anyhow::Context;
+use cotune_data::{prepare, Benchmark, Prepared, QaRecord, SeededRng, Tokenizer};
 use cotune_distill::{pretrain_cached, stable_hash, ModelRecipe, Pretrained};
-use cotune_host::{Example, Model, Plugin, Structure};
+use cotune_host::{Example, Model};
 
 use crate::config::{architecture_of, ExperimentConfig, Plugins, SlmInit};
-use crate::methods::Setup;
+use crate::methods::{Method, Setup};
 use crate::parallel::{parallel_map, worker_threads};
 use crate::progress;
+use crate::recipes::{check_fits, encode_all, recipe};
 use crate::roles::{Device, Server};
 
 /// A run's state between rounds: the config, the run folder, the roles and what the first
@@ -71,7 +72,7 @@ pub(crate) fn setup(
     };
     let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
     let mut initial_down = vec![0u64; devices.len()];
-    config.method.implementation().setup(&mut Setup {
+    Method::of(&config)?.implementation().setup(&mut Setup {
         config: &config,
         plugins: &plugins,
         tokenizer: &data.tokenizer,
@@ -325,64 +326,4 @@ fn build_devices(
         });
     }
     Ok(devices)
-}
-
-/// Records as examples with `tokenizer` and the prompt `template`.
-pub(crate) fn encode_all(
-    records: &[QaRecord],
-    tokenizer: &Tokenizer,
-    template: &str,
-) -> Vec<Example> {
-    records
-        .iter()
-        .map(|r| encode_example(tokenizer, template, r))
-        .collect()
-}
-
-/// Checks that `model` (called `who` in errors) covers the tokenizer and the token budgets.
-pub(crate) fn check_fits(
-    model: &Model,
-    who: &str,
-    tokenizer: &Tokenizer,
-    config: &ExperimentConfig,
-) -> anyhow::Result<()> {
-    let spec = model.spec();
-    if (spec.vocab_size as usize) < tokenizer.vocab_size() {
-        bail!(
-            "{who} ({}) has vocab_size {} but the tokenizer has {} tokens; raise its vocab_size",
-            model.label(),
-            spec.vocab_size,
-            tokenizer.vocab_size()
-        );
-    }
-    let (p, a) = (config.data.max_prompt_tokens, config.data.max_answer_tokens);
-    let need = match spec.structure {
-        Structure::DecoderOnly => p + a,
-        Structure::EncoderDecoder => p.max(a),
-    };
-    if (spec.context_len as usize) < need {
-        bail!(
-            "{who} ({}) has a context of {} tokens but data.max_prompt_tokens + \
-             data.max_answer_tokens need {need}",
-            model.label(),
-            spec.context_len
-        );
-    }
-    Ok(())
-}
-
-/// A fresh model of `plugin`'s `arch` with config `text` and `seed`.
-pub(crate) fn recipe<'a>(
-    plugin: &'a Plugin,
-    arch: &'a str,
-    text: &'a str,
-    seed: u64,
-) -> ModelRecipe<'a> {
-    ModelRecipe {
-        plugin,
-        architecture: arch,
-        config: text,
-        seed,
-        checkpoint: None,
-    }
 }

@@ -158,7 +158,7 @@ impl Round<'_> {
 
     /// Records as examples with the run's tokenizer and prompt template.
     pub fn encode(&self, records: &[QaRecord]) -> Vec<Example> {
-        crate::setup::encode_all(records, self.tokenizer, &self.data.prompt_template)
+        crate::recipes::encode_all(records, self.tokenizer, &self.data.prompt_template)
     }
 }
 
@@ -222,6 +222,17 @@ pub struct Setup<'a> {
 pub struct Method(&'static dyn FederatedMethod);
 
 impl Method {
+    /// The method `config` names, or an error naming the unknown name.
+    pub fn of(config: &ExperimentConfig) -> anyhow::Result<Method> {
+        let name = config.method.as_str();
+        Method::named(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown method `{name}`, expected one of {}",
+                Method::names()
+            )
+        })
+    }
+
     /// The method registered under `name`.
     pub fn named(name: &str) -> Option<Method> {
         REGISTRY
@@ -285,24 +296,6 @@ impl fmt::Display for Method {
     }
 }
 
-impl serde::Serialize for Method {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Method {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Method::named(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown method `{name}`, expected one of {}",
-                Method::names()
-            ))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,14 +308,10 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         for name in names {
-            let m: Method = serde_json::from_str(&format!("{name:?}")).unwrap();
-            assert_eq!(m.name(), name);
-            assert_eq!(serde_json::to_string(&m).unwrap(), format!("{name:?}"));
+            assert_eq!(Method::named(name).unwrap().name(), name);
         }
-        let err = serde_json::from_str::<Method>("\"fedprox\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("fedprox") && err.contains("co-plms"), "{err}");
+        assert!(Method::named("fedprox").is_none());
+        assert!(Method::names().contains("co-plms"));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use cotune_host::{Example, Model, ParamSelection};
 
 use super::{Round, Setup, Upload};
 use crate::config::{architecture_of, Aggregation};
+use crate::recipes::{check_fits, recipe};
 use crate::roles::{Device, DistilledProxy, Server};
-use crate::setup::{check_fits, recipe};
 
 /// Distils the first DPM from the server's LLM (or reads it from the cache), fills the
 /// server's DPM slots (one, or one per device under `aggregation`) with it, and gives every
@@ -89,7 +89,7 @@ pub(crate) fn send_public_transfer(setup: &mut Setup<'_>, size: usize) -> anyhow
         idx.truncate(size);
         let records: Vec<QaRecord> = idx.iter().map(|&k| public[k].clone()).collect();
         setup.initial_down[i] += serde_json::to_vec(&records)?.len() as u64;
-        device.public_transfer = crate::setup::encode_all(
+        device.public_transfer = crate::recipes::encode_all(
             &records,
             setup.tokenizer,
             &setup.config.data.prompt_template,

@@ -1,0 +1,189 @@
+//! The checks of an experiment config that can run before any training: values in range, what
+//! the method needs, the data files, the plugins, and one DPM for FedAvg.
+
+use std::path::Path;
+
+use cotune_data::Partition;
+use cotune_host::{HfCheckpoint, Plugin};
+
+use crate::config::{
+    checkpoint_architecture, Aggregation, ConfigError, ExperimentConfig, ModelEntry, Plugins,
+};
+use crate::methods::Method;
+
+impl ExperimentConfig {
+    /// Checks everything that can be checked before training: values, the domain files (data
+    /// relative to `root`), the plugins, and that FedAvg has one DPM architecture. Returns the
+    /// loaded plugins.
+    pub fn check(&self, path: &Path, root: &Path) -> Result<Plugins, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason,
+        };
+        self.check_values().map_err(|(k, r)| invalid(k, r))?;
+        self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
+        let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
+        self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
+        Ok(plugins)
+    }
+
+    /// Values in range and what the method needs; `Err((key, reason))`.
+    fn check_values(&self) -> Result<(), (String, String)> {
+        if self.devices.is_empty() {
+            return Err(("devices".into(), "at least one device".into()));
+        }
+        let method = Method::named(self.method.as_str()).ok_or_else(|| {
+            (
+                "method".to_string(),
+                format!(
+                    "unknown method `{}`, expected one of {}",
+                    self.method.as_str(),
+                    Method::names()
+                ),
+            )
+        })?;
+        method.implementation().check(self)?;
+        if self.rounds == 0 {
+            return Err(("rounds".into(), "expected at least 1".into()));
+        }
+        if !(self.train.device_fraction > 0.0 && self.train.device_fraction <= 1.0) {
+            return Err((
+                "train.device_fraction".into(),
+                format!(
+                    "expected a share in (0, 1], got {}",
+                    self.train.device_fraction
+                ),
+            ));
+        }
+        if self.data.partition != Partition::OneDomain {
+            return Err((
+                "data.partition".into(),
+                "the runner maps one device to one domain; use \"one-domain\"".into(),
+            ));
+        }
+        self.data
+            .validate()
+            .map_err(|e| ("data".to_string(), e.to_string()))
+    }
+
+    /// Every device's domain file and the public corpus exist under `root`.
+    fn check_files(&self, root: &Path) -> Result<(), (String, String)> {
+        for (i, d) in self.devices.iter().enumerate() {
+            let file = self.data.domain_path(root, &d.domain);
+            if !file.is_file() {
+                return Err((
+                    format!("devices[{i}].domain"),
+                    format!(
+                        "device {i}'s domain {:?} has no data file {}",
+                        d.domain,
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        let public = self.data.public_path(root);
+        if !public.is_file() {
+            return Err((
+                "data.public_file".into(),
+                format!("no public corpus file {}", public.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens every model's plugin.
+    fn find_plugins(&self) -> Result<Plugins, (String, String)> {
+        let llm = find_plugin("llm.plugin".into(), &self.llm)?;
+        let mut dpms = Vec::new();
+        let mut slms = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            slms.push(find_plugin(format!("devices[{i}].slm.plugin"), &d.slm)?);
+            let key = if d.dpm.is_some() {
+                format!("devices[{i}].dpm.plugin")
+            } else {
+                "dpm.plugin".into()
+            };
+            dpms.push(find_plugin(key, &self.dpm_of(i).model())?);
+        }
+        Ok(Plugins { llm, dpms, slms })
+    }
+
+    /// FedAvg averages DPM parameters, so every device needs the same DPM.
+    fn check_fedavg_shapes(&self) -> Result<(), (String, String)> {
+        let Some(method) = Method::named(self.method.as_str()) else {
+            return Ok(());
+        };
+        let method = method.implementation();
+        if !method.uses_dpm() || method.aggregation(&self.train) != Aggregation::Fedavg {
+            return Ok(());
+        }
+        for i in 1..self.devices.len() {
+            let (a, b) = (self.dpm_of(0).model(), self.dpm_of(i).model());
+            if a != b {
+                return Err((
+                    format!("devices[{i}].dpm"),
+                    format!(
+                        "FedAvg averages DPM parameters, so every device needs the same DPM; \
+                         device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
+                        b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The plugin of `entry` (named `key` in errors): by name or path, or the one that loads its
+/// `checkpoint` folder; with its `architecture` checked.
+fn find_plugin(key: String, entry: &ModelEntry) -> Result<Plugin, (String, String)> {
+    let section = key.trim_end_matches(".plugin").to_string();
+    let plugin = match (&entry.checkpoint, entry.plugin.is_empty()) {
+        (None, true) => {
+            return Err((
+                key,
+                "expected a plugin name or library path, or a `checkpoint` folder".into(),
+            ))
+        }
+        (None, false) => Plugin::open(&entry.plugin).map_err(|e| (key.clone(), e.to_string()))?,
+        (Some(folder), _) => {
+            let key = format!("{section}.checkpoint");
+            let cp =
+                HfCheckpoint::read(folder.as_path()).map_err(|e| (key.clone(), e.to_string()))?;
+            if entry.plugin.is_empty() {
+                cp.find_plugin()
+                    .map_err(|e| (key.clone(), e.to_string()))?
+                    .0
+            } else {
+                let plugin = Plugin::open(&entry.plugin)
+                    .map_err(|e| (format!("{section}.plugin"), e.to_string()))?;
+                if checkpoint_architecture(&plugin, &cp).is_none() {
+                    return Err((
+                        key,
+                        format!(
+                            "plugin {} loads no architecture of {} ({})",
+                            entry.plugin,
+                            folder.display(),
+                            cp.architectures.join(", ")
+                        ),
+                    ));
+                }
+                plugin
+            }
+        }
+    };
+    if let Some(arch) = &entry.architecture {
+        if !plugin.architectures().contains(arch) {
+            return Err((
+                format!("{key}.architecture"),
+                format!(
+                    "plugin {} offers no architecture {arch:?} (it offers {:?})",
+                    entry.plugin,
+                    plugin.architectures()
+                ),
+            ));
+        }
+    }
+    Ok(plugin)
+}
