@@ -288,16 +288,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Weighted FedAvg of uploaded shared parts into DPM slot `slot`; returns the serialised
-    /// average.
-    pub fn aggregate(&mut self, uploads: &[(Vec<u8>, f64)], slot: usize) -> RoleResult<Vec<u8>> {
+    /// Weighted FedAvg of uploaded shared parts (message, weight) into DPM slot `slot`.
+    pub fn aggregate(&mut self, uploads: &[(&[u8], f64)], slot: usize) -> RoleResult<()> {
         let sets = uploads
             .iter()
             .map(|(bytes, w)| Ok((decode_params(bytes)?, *w)))
             .collect::<RoleResult<Vec<_>>>()?;
         let avg = weighted_average(&sets).map_err(|e| anyhow::anyhow!("FedAvg: {e}"))?;
         self.dpms[slot].import_params(&avg)?;
-        Ok(encode_params(&avg))
+        Ok(())
     }
 
     /// Stores one device's upload in its slot.
@@ -437,16 +436,16 @@ impl Server {
 
     /// Reads back what [`save`](Self::save) wrote.
     pub fn restore(&mut self, dir: &Path, steps: &ServerSteps) -> RoleResult<()> {
-        load_model(&mut self.llm, dir, "llm")?;
-        for (k, m) in self.dpms.iter_mut().enumerate() {
-            load_model(m, dir, &format!("server-dpm-{k}"))?;
-        }
         if steps.dpms.len() != self.dpms.len() {
             anyhow::bail!(
                 "the checkpoint has {} server DPM counters, the server holds {} DPMs",
                 steps.dpms.len(),
                 self.dpms.len()
             );
+        }
+        load_model(&mut self.llm, dir, "llm")?;
+        for (k, m) in self.dpms.iter_mut().enumerate() {
+            load_model(m, dir, &format!("server-dpm-{k}"))?;
         }
         self.llm_step = steps.llm;
         self.dpm_steps = steps.dpms.clone();

@@ -63,14 +63,14 @@ pub(crate) fn setup(
     }
     let llm = build_llm(&config, &plugins, &data, &cache_dir, fresh)?;
     check_fits(&llm, "llm", &data.tokenizer, &config)?;
+    let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
     let mut server = Server {
         llm,
         llm_step: 0,
         dpms: Vec::new(),
         dpm_steps: Vec::new(),
-        public_train: data.public_train.clone(),
+        public_train: data.public_train,
     };
-    let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
     let mut initial_down = vec![0u64; devices.len()];
     Method::of(&config)?.implementation().setup(&mut Setup {
         config: &config,

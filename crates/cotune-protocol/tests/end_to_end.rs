@@ -154,6 +154,18 @@ fn every_method_runs_the_smoke_config() {
                 .all(|d| d.bytes_up == 0 && d.bytes_down == 0));
         }
     }
+    // One DPM per device on the server: each device's pair learns on its own, pinned too.
+    let path = tmp.path().join("per-device.toml");
+    std::fs::write(
+        &path,
+        smoke_text().replace("aggregation = \"fedavg\"", "aggregation = \"per-device\""),
+    )
+    .unwrap();
+    let run = run_with(&options(path, &runs, &cache)).unwrap();
+    check_outputs(&run, 2);
+    let records = metrics(&run);
+    assert_eq!(records[1].server_losses.per_device.len(), 2);
+    check_pinned("co-plms-per-device", records);
     for transfer in ["public", "synthetic"] {
         let extra = format!("transfer = \"{transfer}\"");
         let config = variant(tmp.path(), transfer, "co-plms", 1, &extra);

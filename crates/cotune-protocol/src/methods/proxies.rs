@@ -110,12 +110,11 @@ pub(crate) fn receive(device: &mut Device, download: &[u8]) -> anyhow::Result<()
 
 /// FedAvg of the uploads (weighted by local examples) into the server's one DPM slot.
 pub(crate) fn aggregate(server: &mut Server, uploads: &[Upload]) -> anyhow::Result<()> {
-    let weighted: Vec<(Vec<u8>, f64)> = uploads
+    let weighted: Vec<(&[u8], f64)> = uploads
         .iter()
-        .map(|u| (u.bytes.clone(), u.examples as f64))
+        .map(|u| (u.bytes.as_slice(), u.examples as f64))
         .collect();
-    server.aggregate(&weighted, 0)?;
-    Ok(())
+    server.aggregate(&weighted, 0)
 }
 
 /// The server's DPM slot 0 sent to every device of the experiment.
