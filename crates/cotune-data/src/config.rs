@@ -78,7 +78,9 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Partition {
-    /// One device per entry of `domains`, holding that domain only (the paper's setting).
+    /// One device per entry of `domains`, holding that domain only (the paper's setting). A
+    /// domain listed more than once gives each of its devices its own records of it; those
+    /// devices are named `<domain>-1`, `<domain>-2`, ... in order.
     #[default]
     OneDomain,
     /// `devices` devices, each with its own mixture of all domains drawn from a symmetric
@@ -143,11 +145,14 @@ impl DataConfig {
                     "a domain is a file stem inside `dir`, without directories",
                 ));
             }
-            if !seen.insert(domain) {
+            // One-domain devices may share a domain (each gets its own records of it); a
+            // Dirichlet partition mixes distinct domains.
+            let repeat_ok = self.partition == Partition::OneDomain;
+            if !seen.insert(domain) && !repeat_ok {
                 return Err(DataError::config(
                     "domains",
                     format!("{domain:?}"),
-                    "each domain may be listed once",
+                    "each domain may be listed once in a Dirichlet partition",
                 ));
             }
             if public_stem.as_deref() == Some(domain.as_str()) {
@@ -221,6 +226,17 @@ impl DataConfig {
         Ok(())
     }
 
+    /// The domains, each once, in order of first appearance.
+    pub fn unique_domains(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in &self.domains {
+            if !out.contains(d) {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+
     /// The data directory, with a relative `dir` taken from `root`.
     pub fn data_dir(&self, root: &Path) -> PathBuf {
         root.join(&self.dir)
@@ -288,9 +304,21 @@ mod tests {
         assert_eq!(invalid_key(&alpha), "partition.dirichlet.alpha");
         let twice = DataConfig {
             domains: vec!["geography".into(), "geography".into()],
+            partition: Partition::Dirichlet {
+                alpha: 1.0,
+                devices: 2,
+            },
             ..base.clone()
         };
         assert_eq!(invalid_key(&twice), "domains");
+        let shared = DataConfig {
+            domains: vec!["geography".into(), "geography".into()],
+            ..base.clone()
+        };
+        shared
+            .validate()
+            .expect("one-domain devices may share a domain");
+        assert_eq!(shared.unique_domains(), ["geography"]);
         let public_as_device = DataConfig {
             domains: vec!["trivia".into()],
             ..base

@@ -334,7 +334,7 @@ fn load_domains(
     let mut owner: HashMap<String, usize> = HashMap::new();
     let mut pools = Vec::new();
     let mut rows = Vec::new();
-    for (d, domain) in config.domains.iter().enumerate() {
+    for (d, domain) in config.unique_domains().iter().enumerate() {
         let path = config.domain_path(root, domain);
         let file_records = load_jsonl(&path)?;
         let mut row = DomainSummary {
@@ -496,14 +496,25 @@ impl SplitSummary {
 fn device_mixtures(config: &DataConfig, domains: usize) -> (Vec<String>, Vec<Vec<f64>>) {
     match config.partition {
         Partition::OneDomain => {
-            let identity = (0..domains)
-                .map(|i| {
+            let unique = config.unique_domains();
+            let mut names = Vec::new();
+            let mut mixtures = Vec::new();
+            for (i, domain) in config.domains.iter().enumerate() {
+                let pool = unique.iter().position(|u| u == domain).unwrap_or(0);
+                mixtures.push(
                     (0..domains)
-                        .map(|d| if d == i { 1.0 } else { 0.0 })
-                        .collect()
-                })
-                .collect();
-            (config.domains.clone(), identity)
+                        .map(|d| if d == pool { 1.0 } else { 0.0 })
+                        .collect(),
+                );
+                let shared = config.domains.iter().filter(|d| *d == domain).count();
+                names.push(if shared > 1 {
+                    let k = config.domains[..=i].iter().filter(|d| *d == domain).count();
+                    format!("{domain}-{k}")
+                } else {
+                    domain.clone()
+                });
+            }
+            (names, mixtures)
         }
         Partition::Dirichlet { alpha, devices } => {
             let mut rng = SeededRng::for_stream(config.seed, "partition/dirichlet");

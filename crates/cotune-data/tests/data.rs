@@ -144,6 +144,29 @@ fn dirichlet_split_invariants_and_mixtures() {
 }
 
 #[test]
+fn devices_sharing_a_domain_get_their_own_records() {
+    let config = DataConfig {
+        domains: ["geography", "chemistry", "geography"]
+            .map(String::from)
+            .to_vec(),
+        ..DataConfig::default()
+    };
+    let (benchmark, summary) = Benchmark::build(&config, &root()).unwrap();
+    assert_no_leak(&benchmark);
+    let names: Vec<&str> = benchmark.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["geography-1", "chemistry", "geography-2"]);
+    for device in &benchmark.devices {
+        assert_eq!(device.test.len(), config.test_size);
+        assert_eq!(device.train.len(), config.device_train_size);
+        assert!(device.train.iter().all(|r| r.domain == device.domains[0]));
+    }
+    assert_eq!(benchmark.devices[0].domains, ["geography"]);
+    // One row per domain file, read once.
+    assert_eq!(summary.domains.len(), 2);
+    assert_eq!(summary.domains[0].test, 2 * config.test_size);
+}
+
+#[test]
 fn splits_are_deterministic_and_follow_the_seed() {
     let config = DataConfig::default();
     let first = Benchmark::build(&config, &root()).unwrap();

@@ -15,11 +15,15 @@
 
 #![warn(missing_docs)]
 
+mod gate;
+
 use std::path::{Path, PathBuf};
 
 use cotune_data::length_bucketed_batches;
 use cotune_host::{DeviceChoice, Example, HostError, Logits, Model, Plugin, TrainOptions};
 use serde::{Deserialize, Serialize};
+
+pub use gate::{mix_targets, Gate, GateSignal, SamlVariant};
 
 /// What can go wrong while pre-training, distilling or training.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +150,10 @@ pub struct EpochReport {
     pub cross_entropy: f32,
     /// Mean KL to the soft targets (0 without them).
     pub kl: f32,
+    /// Gated mutual learning: the mean weight the gate gave the other side's teaching, over
+    /// the pass's examples (see the `gate` module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<f32>,
 }
 
 #[derive(Default)]
@@ -154,6 +162,8 @@ struct Means {
     loss: f64,
     ce: f64,
     kl: f64,
+    gated: u64,
+    gate: f64,
 }
 
 impl Means {
@@ -163,6 +173,10 @@ impl Means {
         self.ce += f64::from(r.cross_entropy);
         self.kl += f64::from(r.kl);
     }
+    fn add_gate(&mut self, weights: &[f32]) {
+        self.gated += weights.len() as u64;
+        self.gate += weights.iter().map(|&w| f64::from(w)).sum::<f64>();
+    }
     fn report(&self) -> EpochReport {
         let n = f64::from(self.n.max(1));
         EpochReport {
@@ -170,6 +184,7 @@ impl Means {
             loss: (self.loss / n) as f32,
             cross_entropy: (self.ce / n) as f32,
             kl: (self.kl / n) as f32,
+            gate: (self.gated > 0).then(|| (self.gate / self.gated as f64) as f32),
         }
     }
 }
@@ -248,21 +263,63 @@ impl Learner<'_> {
         view.answer_logits(batch)
             .map_err(host(format!("{} answer logits", view.label())))
     }
+
+    /// The trained model's own logits: `taught` when it teaches through itself, else computed.
+    fn own_logits(&self, batch: &[Example], taught: &Logits) -> Result<Logits, DistillError> {
+        match self.teacher_view {
+            None => Ok(taught.clone()),
+            Some(_) => self
+                .model
+                .answer_logits(batch)
+                .map_err(host(format!("{} answer logits", self.model.label()))),
+        }
+    }
+}
+
+/// With a gate, `teacher`'s logits become the gated soft targets of `student` (see the `gate`
+/// module); `view` is the student's teaching logits, reused when it teaches through itself.
+fn gated_targets(
+    gate: Option<Gate>,
+    batch: &[Example],
+    teacher: Logits,
+    student: &Learner<'_>,
+    view: &Logits,
+    means: &mut Means,
+) -> Result<Logits, DistillError> {
+    let Some(gate) = gate else {
+        return Ok(teacher);
+    };
+    let own = student.own_logits(batch, view)?;
+    let weights = gate.weights(&gate.scores(batch, &teacher), &gate.scores(batch, &own));
+    means.add_gate(&weights);
+    Ok(mix_targets(
+        batch,
+        &teacher,
+        &own,
+        &weights,
+        student.settings.temperature,
+    ))
 }
 
 /// One pass of deep mutual learning over `examples`: on every batch both sides' answer logits
-/// are computed first, then each side takes a step on CE plus KL to the other's logits.
+/// are computed first, then each side takes a step on CE plus KL to the other's logits. With a
+/// `gate`, each example's KL term is weighted by how much better the teaching side knows it
+/// (the `gate` module: [`Gate`]); without, every example weighs the same (the paper's).
 pub fn mutual_learning_epoch(
     left: Learner<'_>,
     right: Learner<'_>,
     examples: &[Example],
     seed: u64,
+    gate: Option<Gate>,
 ) -> Result<(EpochReport, EpochReport), DistillError> {
     left.settings.check()?;
     let (mut ml, mut mr) = (Means::default(), Means::default());
     for batch in batches(examples, left.settings.batch_size, seed) {
-        let from_left = left.logits(&batch)?;
-        let from_right = right.logits(&batch)?;
+        let left_view = left.logits(&batch)?;
+        let right_view = right.logits(&batch)?;
+        let from_right =
+            gated_targets(gate, &batch, right_view.clone(), &left, &left_view, &mut ml)?;
+        let from_left = gated_targets(gate, &batch, left_view, &right, &right_view, &mut mr)?;
         let rl = left
             .model
             .train_step(&batch, Some(from_right), &left.settings.options(*left.step))

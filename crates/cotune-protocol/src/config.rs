@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use cotune_data::DataConfig;
-use cotune_distill::{DistillConfig, PretrainConfig, TrainSettings};
+use cotune_distill::{DistillConfig, PretrainConfig, SamlVariant, TrainSettings};
 use cotune_eval::EvalOptions;
 use cotune_host::{HfCheckpoint, Plugin};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,29 @@ pub enum TransferSet {
     Synthetic,
 }
 
+impl TransferSet {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Public => "public",
+            Self::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// Which public questions a device keeps for the `public` transfer set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferSelect {
+    /// The server sends a seeded random choice of `transfer_size` public questions.
+    #[default]
+    Random,
+    /// The server sends every public question; the device keeps the `transfer_size` closest to
+    /// its own questions (TF-IDF cosine, `crate::similarity`). Its data never leaves it.
+    Similar,
+}
+
 /// How the server treats the uploaded DPMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -78,8 +101,8 @@ pub enum Aggregation {
     PerDevice,
 }
 
-/// Where a device's SLM starts: `"random"`, `"pretrained-public"`, or any other string, read
-/// as a Hugging Face model folder (the same as the SLM's `checkpoint`).
+/// Where a device's SLM starts: `"random"`, `"pretrained-public"`, `"pretrained-general"`, or
+/// any other string, read as a Hugging Face model folder (the same as the SLM's `checkpoint`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SlmInit {
     /// Random weights (or the SLM's `checkpoint` as it is, when it has one).
@@ -87,6 +110,9 @@ pub enum SlmInit {
     Random,
     /// Pre-trained on the public corpus by the same cached step as the LLM.
     PretrainedPublic,
+    /// Pre-trained by the same step on the public corpus without its own device's domain: a
+    /// general-purpose model that has not seen the device's kind of question.
+    PretrainedGeneral,
     /// A Hugging Face model folder.
     Checkpoint(PathBuf),
 }
@@ -96,6 +122,7 @@ impl Serialize for SlmInit {
         match self {
             SlmInit::Random => s.serialize_str("random"),
             SlmInit::PretrainedPublic => s.serialize_str("pretrained-public"),
+            SlmInit::PretrainedGeneral => s.serialize_str("pretrained-general"),
             SlmInit::Checkpoint(p) => s.serialize_str(&p.to_string_lossy()),
         }
     }
@@ -107,9 +134,11 @@ impl<'de> Deserialize<'de> for SlmInit {
         Ok(match text.as_str() {
             "random" => SlmInit::Random,
             "pretrained-public" => SlmInit::PretrainedPublic,
+            "pretrained-general" => SlmInit::PretrainedGeneral,
             "" => {
                 return Err(serde::de::Error::custom(
-                    "expected \"random\", \"pretrained-public\" or a checkpoint folder, got \"\"",
+                    "expected \"random\", \"pretrained-public\", \"pretrained-general\" or a \
+                     checkpoint folder, got \"\"",
                 ))
             }
             _ => SlmInit::Checkpoint(PathBuf::from(text)),
@@ -160,6 +189,37 @@ pub struct DpmEntry {
     /// Rank of the domain-specific low-rank adapters.
     #[serde(default = "default_lora_rank")]
     pub lora_rank: usize,
+    /// Where the proxy starts before it is distilled from the LLM.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub init: DpmInit,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The split the runner scores (`eval_split`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalSplit {
+    /// Each device's held-out test split (final tables).
+    #[default]
+    Test,
+    /// Each device's validation split (choosing settings).
+    Valid,
+}
+
+/// Where the distilled proxy starts (`[dpm] init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpmInit {
+    /// Random weights, then distilled from the LLM.
+    #[default]
+    Distilled,
+    /// Cut from the LLM (its embeddings and head, evenly spaced layers; the DPM must have the
+    /// LLM's family and width), then distilled from it: Offsite-Tuning's emulator
+    /// ([`crate::emulator`]).
+    LlmLayers,
 }
 
 fn default_lora_rank() -> usize {
@@ -219,12 +279,20 @@ pub struct RoundSettings {
     pub transfer: TransferSet,
     /// Extra transfer examples per device per round (`public` and `synthetic`).
     pub transfer_size: usize,
+    /// Which public questions make the `public` transfer set.
+    pub transfer_select: TransferSelect,
     /// The server's treatment of uploaded DPMs.
     pub aggregation: Aggregation,
     /// Share of devices taking part in each round (at least one does).
     pub device_fraction: f64,
     /// `fedmkt`: token distributions kept per answer position in a knowledge message.
     pub top_k: usize,
+    /// Mutual learning (device and server side): `"paper"`, every example's distillation term
+    /// with the same weight, or `"gated"`, each weighted by how much better the teaching model
+    /// knows the example than the learning one (`cotune_distill::Gate`).
+    pub saml: SamlVariant,
+    /// The gate's sharpness `s` in `sigmoid(s * (teacher score - student score))`.
+    pub gate_sharpness: f32,
     /// SLM optimiser and loss settings.
     pub slm: TrainSettings,
     /// DPM settings (SAML and local tuning of its shared part).
@@ -244,9 +312,12 @@ impl Default for RoundSettings {
             server_public_sample: 200,
             transfer: TransferSet::Local,
             transfer_size: 100,
+            transfer_select: TransferSelect::Random,
             aggregation: Aggregation::Fedavg,
             device_fraction: 1.0,
             top_k: 16,
+            saml: SamlVariant::Paper,
+            gate_sharpness: 1.0,
             slm: TrainSettings::default(),
             dpm: TrainSettings::default(),
             dst: TrainSettings::default(),
@@ -297,6 +368,10 @@ pub struct ExperimentConfig {
     /// Most test records evaluated per device (all when absent).
     #[serde(default)]
     pub max_test: Option<usize>,
+    /// The split every round is scored on: `"test"` for final tables, `"valid"` (each device's
+    /// validation split) for choosing settings without looking at the test questions.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub eval_split: EvalSplit,
     /// Pre-training of the LLM (and of pre-trained SLMs).
     #[serde(default)]
     pub pretrain: PretrainConfig,

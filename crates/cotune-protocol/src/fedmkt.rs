@@ -316,6 +316,7 @@ pub fn train_on_targets(
         loss: (loss / d) as f32,
         cross_entropy: (ce / d) as f32,
         kl: (kl / d) as f32,
+        gate: None,
     })
 }
 

@@ -26,6 +26,7 @@ macro_rules! progress {
 mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod emulator;
 mod evaluation;
 pub mod fedmkt;
 pub mod message;
@@ -40,6 +41,7 @@ pub mod roles;
 mod runner;
 pub mod seed;
 mod setup;
+pub mod similarity;
 mod validation;
 
 use std::path::{Path, PathBuf};

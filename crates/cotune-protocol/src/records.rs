@@ -156,6 +156,7 @@ mod tests {
             loss: 1.5,
             cross_entropy: 1.25,
             kl: 0.0,
+            gate: Some(0.5),
         };
         let record = RoundRecord {
             round: 1,

@@ -51,9 +51,13 @@ pub(crate) fn write_results(
 ) -> anyhow::Result<()> {
     let last = records.last().context("no rounds recorded")?;
     let method = config.method.as_str();
+    let split = match config.eval_split {
+        crate::config::EvalSplit::Test => "test",
+        crate::config::EvalSplit::Valid => "validation",
+    };
     let mut md = format!(
-        "# {} ({method})\n\nFinal round {}; scores in % on each device's test split; bytes are \
-         means per round.\n\n",
+        "# {} ({method})\n\nFinal round {}; scores in % on each device's {split} split; bytes \
+         are means per round.\n\n",
         config.name, last.round
     );
     let mut csv = String::from(
@@ -61,6 +65,10 @@ pub(crate) fn write_results(
     );
     device_table(&mut md, &mut csv, method, records);
     llm_table(&mut md, &mut csv, method, llm_label, records);
+    if let Some(first) = records.first().filter(|r| r.round == 0) {
+        md.push_str("\n## Before co-tuning (round 0, %)\n\n");
+        md.push_str(&round_zero_table(first, config));
+    }
     round_table(&mut md, records);
     std::fs::write(run_dir.join("results.md"), md)?;
     std::fs::write(run_dir.join("results.csv"), csv)?;
@@ -146,6 +154,72 @@ fn llm_table(
             pct(Some(s), |s| s.rouge_l)
         ));
     }
+}
+
+/// Where knowledge sits before any round: per device domain, the EM and Rouge-L of the LLM, of
+/// the DPM (with its fresh adapters) and of the SLM, and the share of the LLM's EM the DPM
+/// keeps; then the averages over devices. Empty columns show `-`. (Devices sharing a domain
+/// show the LLM's score on the whole domain.)
+pub(crate) fn round_zero_table(record: &RoundRecord, config: &ExperimentConfig) -> String {
+    let llm_on = |i: usize| -> Option<Scores> {
+        let llm = record.llm.as_ref()?;
+        let domain = &config.devices.get(i)?.domain;
+        llm.per_domain
+            .iter()
+            .find(|(d, _)| d == domain)
+            .map(|(_, s)| *s)
+    };
+    let kept = |dpm: Option<Scores>, llm: Option<Scores>| match (dpm, llm) {
+        (Some(d), Some(l)) if l.em > 0.0 => format!("{:.0}%", 100.0 * d.em / l.em),
+        _ => "-".into(),
+    };
+    let mut md = String::from(
+        "| domain | SLM | LLM EM | LLM Rouge-L | DPM EM | DPM Rouge-L | SLM EM | SLM Rouge-L | \
+         DPM keeps of the LLM's EM |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut columns: [Vec<f64>; 6] = Default::default();
+    for (i, d) in record.devices.iter().enumerate() {
+        let llm = llm_on(i);
+        let cells = [llm, d.dpm, d.slm];
+        for (k, s) in cells.iter().enumerate() {
+            if let Some(s) = s {
+                columns[2 * k].push(s.em);
+                columns[2 * k + 1].push(s.rouge_l);
+            }
+        }
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            d.device,
+            d.slm_architecture,
+            pct(llm, |s| s.em),
+            pct(llm, |s| s.rouge_l),
+            pct(d.dpm, |s| s.em),
+            pct(d.dpm, |s| s.rouge_l),
+            pct(d.slm, |s| s.em),
+            pct(d.slm, |s| s.rouge_l),
+            kept(d.dpm, llm)
+        ));
+    }
+    let mean = |v: &Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let means: Vec<Option<f64>> = columns.iter().map(mean).collect();
+    let cell = |m: Option<f64>| m.map_or("-".into(), |m| format!("{:.2}", 100.0 * m));
+    let as_scores = |k: usize| {
+        means[2 * k].map(|em| Scores {
+            em,
+            rouge_l: means[2 * k + 1].unwrap_or(0.0),
+        })
+    };
+    md.push_str(&format!(
+        "| **average** | | {} | {} | {} | {} | {} | {} | {} |\n",
+        cell(means[0]),
+        cell(means[1]),
+        cell(means[2]),
+        cell(means[3]),
+        cell(means[4]),
+        cell(means[5]),
+        kept(as_scores(1), as_scores(0))
+    ));
+    md
 }
 
 /// Every round's averages over devices, the LLM's macro average and the wall time.

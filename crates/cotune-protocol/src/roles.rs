@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cotune_data::{format_prompt, QaRecord, SeededRng, Tokenizer};
 use cotune_distill::{
-    mutual_learning_epoch, train_epoch, DistillError, EpochReport, Learner, TrainSettings,
+    mutual_learning_epoch, train_epoch, DistillError, EpochReport, Gate, Learner, TrainSettings,
 };
 use cotune_eval::{generate_answers, EvalOptions};
 use cotune_host::{Example, Model, ParamSelection};
@@ -77,7 +77,8 @@ pub struct Device {
     pub train: Vec<Example>,
     /// Private training records (for synthetic questions).
     pub train_records: Vec<QaRecord>,
-    /// Held-out test records.
+    /// Held-out records every round is scored on: the test split, or the validation split with
+    /// `eval_split = "valid"`.
     pub test: Vec<QaRecord>,
     /// Public examples received once for the `public` transfer set.
     pub public_transfer: Vec<Example>,
@@ -162,7 +163,9 @@ impl Device {
         Ok(last)
     }
 
-    /// Structure-agnostic mutual learning between the SLM and the DPM over `transfer`.
+    /// Structure-agnostic mutual learning between the SLM and the DPM over `transfer`, gated
+    /// per example with `gate` (the paper's fixed weights without).
+    #[allow(clippy::too_many_arguments)]
     pub fn mutual_learning(
         &mut self,
         transfer: &[Example],
@@ -170,6 +173,7 @@ impl Device {
         slm_settings: &TrainSettings,
         dpm_settings: &TrainSettings,
         seed: RoundSeed,
+        gate: Option<Gate>,
     ) -> RoleResult<(Option<EpochReport>, Option<EpochReport>)> {
         let Some(proxy) = self.dpm.as_mut() else {
             anyhow::bail!("device {} has no distilled proxy", self.name);
@@ -191,6 +195,7 @@ impl Device {
                 },
                 transfer,
                 seed.of(Stream::DeviceMutualLearning, e),
+                gate,
             )?;
             proxy.sync()?;
             last = (Some(a), Some(b));
@@ -324,7 +329,9 @@ impl Server {
             .collect()
     }
 
-    /// Mutual learning between the LLM and DPM slot `slot` on `examples`.
+    /// Mutual learning between the LLM and DPM slot `slot` on `examples`, gated per example
+    /// with `gate` (the paper's fixed weights without).
+    #[allow(clippy::too_many_arguments)]
     pub fn mutual_learning(
         &mut self,
         slot: usize,
@@ -333,6 +340,7 @@ impl Server {
         llm_settings: &TrainSettings,
         dpm_settings: &TrainSettings,
         seed: RoundSeed,
+        gate: Option<Gate>,
     ) -> RoleResult<(Option<EpochReport>, Option<EpochReport>)> {
         let mut last = (None, None);
         for e in 0..epochs {
@@ -351,6 +359,7 @@ impl Server {
                 },
                 examples,
                 seed.of(Stream::ServerMutualLearning(slot), e),
+                gate,
             )?;
             last = (Some(a), Some(b));
         }

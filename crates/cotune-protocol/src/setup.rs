@@ -11,7 +11,7 @@ use cotune_data::{prepare, Benchmark, Prepared, QaRecord, SeededRng, Tokenizer};
 use cotune_distill::{pretrain_cached, stable_hash, ModelRecipe, Pretrained};
 use cotune_host::{Example, Model};
 
-use crate::config::{architecture_of, ExperimentConfig, Plugins, SlmInit};
+use crate::config::{architecture_of, EvalSplit, ExperimentConfig, Plugins, SlmInit};
 use crate::methods::{Method, Setup};
 use crate::parallel::{parallel_map, worker_threads};
 use crate::progress;
@@ -145,6 +145,68 @@ fn pretrain_seed(config: &ExperimentConfig) -> u64 {
     config.pretrain_seed.unwrap_or(config.seed)
 }
 
+/// The corpus a model is pre-trained on: the public corpus, or for a `pretrained-general` SLM
+/// the public corpus without its device's domains.
+struct Corpus<'a> {
+    train: std::borrow::Cow<'a, [Example]>,
+    valid: std::borrow::Cow<'a, [Example]>,
+    /// The data part of the cache key.
+    key: String,
+}
+
+impl Data {
+    /// The whole public corpus.
+    fn public(&self) -> Corpus<'_> {
+        Corpus {
+            train: (&self.public_train[..]).into(),
+            valid: (&self.public_valid[..]).into(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// The corpus of the SLM of device `i` starting at `init`: without its domains for
+    /// `pretrained-general`; `None` when it is not pre-trained.
+    fn corpus_of(&self, init: &SlmInit, i: usize) -> anyhow::Result<Option<Corpus<'_>>> {
+        match init {
+            SlmInit::PretrainedPublic => Ok(Some(self.public())),
+            SlmInit::PretrainedGeneral => {
+                let domains = &self.benchmark.devices[i].domains;
+                let train = without_domains(&self.public_records, &self.public_train, domains);
+                let valid =
+                    without_domains(&self.benchmark.public_valid, &self.public_valid, domains);
+                if train.is_empty() || valid.is_empty() {
+                    anyhow::bail!(
+                        "devices[{i}].init = \"pretrained-general\": the public corpus without \
+                         the domain{} {} leaves {} training and {} validation examples; it \
+                         needs both",
+                        if domains.len() == 1 { "" } else { "s" },
+                        domains.join(", "),
+                        train.len(),
+                        valid.len()
+                    );
+                }
+                let without = domains.join(",");
+                Ok(Some(Corpus {
+                    train: train.into(),
+                    valid: valid.into(),
+                    key: stable_hash(&[&self.key, "general-without", &without]),
+                }))
+            }
+            SlmInit::Random | SlmInit::Checkpoint(_) => Ok(None),
+        }
+    }
+}
+
+/// The examples (encoded `records`, in the same order) whose record is of none of `domains`.
+fn without_domains(records: &[QaRecord], examples: &[Example], domains: &[String]) -> Vec<Example> {
+    records
+        .iter()
+        .zip(examples)
+        .filter(|(r, _)| !domains.contains(&r.domain))
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
 /// Every pre-training (the LLM's and each distinct pre-trained SLM's) is independent: they run
 /// in parallel to fill the cache, which the builds below then read.
 fn pretrain_all(
@@ -160,20 +222,22 @@ fn pretrain_all(
         checkpoint: config.llm.checkpoint.as_deref(),
         ..recipe(&plugins.llm, &llm_arch, &llm_text, seed)
     };
-    let slms: Vec<(usize, String, String)> = config
-        .devices
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.init == SlmInit::PretrainedPublic)
-        .map(|(i, d)| {
+    let mut slms = Vec::new();
+    for (i, d) in config.devices.iter().enumerate() {
+        if let Some(corpus) = data.corpus_of(&d.init, i)? {
             let arch = architecture_of(&d.slm, &plugins.slms[i]);
-            (i, arch, d.slm.config_text())
-        })
-        .collect();
-    let mut jobs = vec![("the LLM".to_string(), llm)];
+            slms.push((i, arch, d.slm.config_text(), corpus));
+        }
+    }
+    let mut jobs = vec![("the LLM".to_string(), llm, data.public())];
     let mut seen = Vec::new();
-    for (i, arch, text) in &slms {
-        let id = (plugins.slms[*i].path().to_path_buf(), arch, text);
+    for (i, arch, text, corpus) in &slms {
+        let id = (
+            plugins.slms[*i].path().to_path_buf(),
+            arch,
+            text,
+            &corpus.key,
+        );
         if seen.contains(&id) {
             continue;
         }
@@ -185,16 +249,21 @@ fn pretrain_all(
                 checkpoint: device.slm.checkpoint.as_deref(),
                 ..recipe(&plugins.slms[*i], arch, text, seed.wrapping_add(100))
             },
+            Corpus {
+                train: corpus.train.as_ref().into(),
+                valid: corpus.valid.as_ref().into(),
+                key: corpus.key.clone(),
+            },
         ));
     }
     progress::phase("pre-training", jobs.len());
     let started = Instant::now();
-    let done = parallel_map(jobs, worker_threads(config.threads), |(who, r)| {
+    let done = parallel_map(jobs, worker_threads(config.threads), |(who, r, corpus)| {
         let p = pretrain_cached(
             r,
-            &data.key,
-            &data.public_train,
-            &data.public_valid,
+            &corpus.key,
+            &corpus.train,
+            &corpus.valid,
             &config.pretrain,
             cache_dir,
         )
@@ -238,11 +307,12 @@ fn build_llm(
     if !fresh {
         return Ok(r.build()?);
     }
+    let corpus = data.public();
     let Pretrained { model, report } = pretrain_cached(
         r,
-        &data.key,
-        &data.public_train,
-        &data.public_valid,
+        &corpus.key,
+        &corpus.train,
+        &corpus.valid,
         &config.pretrain,
         cache_dir,
     )?;
@@ -289,8 +359,13 @@ fn build_devices(
                 config.seed.wrapping_add(100 + i as u64),
             )
         };
-        let slm = match &entry.init {
-            SlmInit::PretrainedPublic if fresh => {
+        let corpus = if fresh {
+            data.corpus_of(&entry.init, i)?
+        } else {
+            None
+        };
+        let slm = match corpus {
+            Some(corpus) => {
                 // Pre-trained SLMs of one config share the cache: seeded from the config only.
                 let r = ModelRecipe {
                     seed: pretrain_seed(config).wrapping_add(100),
@@ -298,18 +373,21 @@ fn build_devices(
                 };
                 pretrain_cached(
                     r,
-                    &data.key,
-                    &data.public_train,
-                    &data.public_valid,
+                    &corpus.key,
+                    &corpus.train,
+                    &corpus.valid,
                     &config.pretrain,
                     cache_dir,
                 )?
                 .model
             }
-            _ => r.build()?,
+            None => r.build()?,
         };
         check_fits(&slm, &format!("devices[{i}].slm"), &data.tokenizer, config)?;
-        let mut test = split.test.clone();
+        let mut test = match config.eval_split {
+            EvalSplit::Test => split.test.clone(),
+            EvalSplit::Valid => split.valid.clone(),
+        };
         if let Some(max) = config.max_test {
             test.truncate(max);
         }
@@ -326,4 +404,30 @@ fn build_devices(
         });
     }
     Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_general_corpus_leaves_out_the_devices_domains() {
+        let record = |domain: &str, q: &str| QaRecord {
+            domain: domain.into(),
+            question: q.into(),
+            answer: "a".into(),
+        };
+        let records = [
+            record("geography", "g1"),
+            record("trivia", "t1"),
+            record("chemistry", "c1"),
+            record("geography", "g2"),
+        ];
+        let examples: Vec<Example> = (0..4u32).map(|i| Example::new(vec![i], vec![i])).collect();
+        let kept = without_domains(&records, &examples, &["geography".to_string()]);
+        let ids: Vec<u32> = kept.iter().map(|e| e.prompt[0]).collect();
+        assert_eq!(ids, [1, 2]);
+        let none = without_domains(&records, &examples, &[]);
+        assert_eq!(none.len(), 4);
+    }
 }

@@ -6,10 +6,14 @@ use std::path::Path;
 use cotune_data::Partition;
 use cotune_host::{HfCheckpoint, Plugin};
 
+use cotune_distill::ModelRecipe;
+
 use crate::config::{
-    checkpoint_architecture, Aggregation, ConfigError, ExperimentConfig, ModelEntry, Plugins,
+    architecture_of, checkpoint_architecture, Aggregation, ConfigError, DpmInit, ExperimentConfig,
+    ModelEntry, Plugins, TransferSelect, TransferSet,
 };
 use crate::methods::Method;
+use crate::recipes::recipe;
 
 impl ExperimentConfig {
     /// Checks everything that can be checked before training: values, the domain files (data
@@ -25,6 +29,8 @@ impl ExperimentConfig {
         self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
         let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
         self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
+        self.check_emulator(&plugins)
+            .map_err(|(k, r)| invalid(k, r))?;
         Ok(plugins)
     }
 
@@ -53,6 +59,24 @@ impl ExperimentConfig {
                 format!(
                     "expected a share in (0, 1], got {}",
                     self.train.device_fraction
+                ),
+            ));
+        }
+        let sharpness = self.train.gate_sharpness;
+        if !(sharpness.is_finite() && sharpness > 0.0) {
+            return Err((
+                "train.gate_sharpness".into(),
+                format!("expected a positive number, got {sharpness}"),
+            ));
+        }
+        if self.train.transfer_select == TransferSelect::Similar
+            && self.train.transfer != TransferSet::Public
+        {
+            return Err((
+                "train.transfer_select".into(),
+                format!(
+                    "\"similar\" chooses public questions; it needs train.transfer = \"public\", got \"{}\"",
+                    self.train.transfer.name()
                 ),
             ));
         }
@@ -107,6 +131,37 @@ impl ExperimentConfig {
             dpms.push(find_plugin(key, &self.dpm_of(i).model())?);
         }
         Ok(Plugins { llm, dpms, slms })
+    }
+
+    /// A DPM cut from the LLM's layers must fit them: both models are built bare and the cut
+    /// is tried, so a mismatch is reported before any training.
+    fn check_emulator(&self, plugins: &Plugins) -> Result<(), (String, String)> {
+        let uses_dpm =
+            Method::named(self.method.as_str()).is_some_and(|m| m.implementation().uses_dpm());
+        let entry = self.dpm_of(0);
+        if !uses_dpm || entry.init != DpmInit::LlmLayers {
+            return Ok(());
+        }
+        let key = || "dpm.init".to_string();
+        let build = |plugin: &Plugin, e: &ModelEntry| -> Result<_, (String, String)> {
+            let arch = architecture_of(e, plugin);
+            let text = e.config_text();
+            ModelRecipe {
+                checkpoint: e.checkpoint.as_deref(),
+                ..recipe(plugin, &arch, &text, 0)
+            }
+            .build()
+            .map_err(|err| (key(), format!("{err:#}")))
+        };
+        let llm = build(&plugins.llm, &self.llm)?;
+        let dpm = build(&plugins.dpms[0], &entry.model())?;
+        let export = |m: &cotune_host::Model| {
+            m.export_params(cotune_host::ParamSelection::All)
+                .map_err(|err| (key(), format!("{err:#}")))
+        };
+        crate::emulator::cut_params(&export(&llm)?, &export(&dpm)?)
+            .map(|_| ())
+            .map_err(|err| (key(), format!("\"llm-layers\": {err:#}")))
     }
 
     /// FedAvg averages DPM parameters, so every device needs the same DPM.

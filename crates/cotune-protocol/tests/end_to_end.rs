@@ -253,6 +253,80 @@ fn bad_configs_fail_before_training() {
         &smoke.replace("rounds = 2", "rounds = 2\nroundz = 3"),
         &["roundz"],
     );
+    // A proxy cut from the LLM needs the LLM's width: refused before training, naming a tensor.
+    check_error(
+        &smoke.replace("lora_rank = 2", "lora_rank = 2\ninit = \"llm-layers\""),
+        &["dpm.init", "llm-layers", "shape", "LLM"],
+    );
+    check_error(
+        &smoke.replace(
+            "transfer = \"local\"",
+            "transfer = \"local\"\ngate_sharpness = 0",
+        ),
+        &["train.gate_sharpness", "0"],
+    );
+    check_error(
+        &smoke.replace(
+            "transfer = \"local\"",
+            "transfer = \"local\"\ntransfer_select = \"similar\"",
+        ),
+        &["train.transfer_select", "\"local\""],
+    );
+}
+
+/// The levers of co-tuning together: SLMs pre-trained without their own domain, a proxy cut
+/// from the LLM's layers, gated mutual learning on both sides, public questions chosen by
+/// similarity on the device; the round-0 table is written.
+#[test]
+fn general_slms_a_cut_proxy_and_gated_saml_run_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let text = smoke_text()
+        .replace(
+            "config = { vocab_size = 512, n_positions = 64, n_embd = 32, n_layer = 1, n_head = 2 }\nlora_rank = 2",
+            "config = { vocab_size = 512, n_positions = 64, n_embd = 48, n_layer = 1, n_head = 4 }\nlora_rank = 2\ninit = \"llm-layers\"",
+        )
+        .replace("init = \"pretrained-public\"", "init = \"pretrained-general\"")
+        .replace(
+            "transfer = \"local\"",
+            "transfer = \"public\"\ntransfer_select = \"similar\"\nsaml = \"gated\"\ngate_sharpness = 2.0",
+        );
+    assert!(text.contains("llm-layers") && text.contains("pretrained-general"));
+    let config = tmp.path().join("levers.toml");
+    std::fs::write(&config, text).unwrap();
+    let run = run_with(&options(config, &runs, &cache)).unwrap();
+    check_outputs(&run, 2);
+    let records = metrics(&run);
+    let gate = |r: Option<&cotune_distill::EpochReport>| r.and_then(|r| r.gate);
+    for record in &records[1..] {
+        for d in &record.devices {
+            assert!(d.losses.transfer_examples > 0);
+            for g in [gate(d.losses.slm.as_ref()), gate(d.losses.dpm.as_ref())] {
+                let g = g.expect("gated SAML records its mean gate");
+                assert!(g > 0.0 && g < 1.0, "gate {g}");
+            }
+        }
+        let g = gate(record.server_losses.llm.as_ref()).expect("the server side is gated too");
+        assert!(g > 0.0 && g < 1.0, "gate {g}");
+    }
+    let results = std::fs::read_to_string(run.join("results.md")).unwrap();
+    let table = results
+        .split("## Before co-tuning (round 0, %)")
+        .nth(1)
+        .expect("results.md has the round-0 table");
+    for domain in ["geography", "chemistry", "**average**"] {
+        assert!(table.contains(&format!("| {domain} |")), "{table}");
+    }
+    // Two pre-trainings were cached: the LLM's and the chemistry SLM's (on the public corpus
+    // without chemistry; `setup`'s unit test checks the corpus).
+    let pretrained = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("pretrain-")
+        })
+        .count();
+    assert_eq!(pretrained, 2, "the LLM and one general SLM");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! The ablations are values of the same type: without DST the adapters stay as they are;
 //! without SAML the SLM and the proxy's shared part are each tuned on local data alone.
 
+use cotune_distill::{Gate, GateSignal};
 use cotune_host::Example;
 
 use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
@@ -70,7 +71,7 @@ impl FederatedMethod for CoPlms {
         let train = &setup.config.train;
         proxies::attach(setup, self.aggregation(train))?;
         if self.saml && train.transfer == TransferSet::Public {
-            proxies::send_public_transfer(setup, train.transfer_size)?;
+            proxies::send_public_transfer(setup, train.transfer_size, train.transfer_select)?;
         }
         Ok(())
     }
@@ -89,8 +90,14 @@ impl FederatedMethod for CoPlms {
         if self.saml {
             let transfer = transfer_set(round, device, seed)?;
             l.transfer_examples = transfer.len();
+            // Self-answered questions carry no reference: the gate compares confidence there.
+            let signal = match s.transfer {
+                TransferSet::Synthetic => GateSignal::Confidence,
+                TransferSet::Local | TransferSet::Public => GateSignal::Reference,
+            };
+            let gate = Gate::of(s.saml, signal, s.gate_sharpness);
             (l.slm, l.dpm) =
-                device.mutual_learning(&transfer, s.saml_epochs, &s.slm, &s.dpm, seed)?;
+                device.mutual_learning(&transfer, s.saml_epochs, &s.slm, &s.dpm, seed, gate)?;
         } else {
             l.slm = device.tune_slm_locally(s.local_epochs, &s.slm, seed)?;
             l.dpm = device.tune_dpm_locally(s.local_epochs, &s.dpm, seed)?;
@@ -113,12 +120,20 @@ impl FederatedMethod for CoPlms {
             round.server_seed().of(Stream::PublicSample, 0),
         );
         let mut losses = ServerLosses::default();
+        let gate = Gate::of(s.saml, GateSignal::Reference, s.gate_sharpness);
         match self.aggregation(s) {
             Aggregation::Fedavg => {
                 proxies::aggregate(server, &uploads)?;
                 let seed = round.server_seed();
-                (losses.llm, losses.dpm) =
-                    server.mutual_learning(0, &sample, s.server_epochs, &s.llm, &s.dpm, seed)?;
+                (losses.llm, losses.dpm) = server.mutual_learning(
+                    0,
+                    &sample,
+                    s.server_epochs,
+                    &s.llm,
+                    &s.dpm,
+                    seed,
+                    gate,
+                )?;
                 Ok(ServerStep {
                     losses,
                     downloads: proxies::to_every_device(round, server)?,
@@ -137,6 +152,7 @@ impl FederatedMethod for CoPlms {
                         &s.llm,
                         &s.dpm,
                         seed,
+                        gate,
                     )?;
                     losses.per_device.push(PairLosses {
                         device: i,

@@ -11,7 +11,7 @@ use cotune_distill::{distill, stable_hash, DistillConfig};
 use cotune_host::{Example, Model, ParamSelection};
 
 use super::{Round, Setup, Upload};
-use crate::config::{architecture_of, Aggregation};
+use crate::config::{architecture_of, Aggregation, DpmInit, TransferSelect};
 use crate::recipes::{check_fits, recipe};
 use crate::roles::{Device, DistilledProxy, Server};
 
@@ -27,6 +27,15 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
     let dpm_seed = config.seed.wrapping_add(1);
     let mut first = recipe(&plugins.dpms[0], &arch, &text, dpm_seed).build()?;
     check_fits(&first, "dpm", setup.tokenizer, config)?;
+    let init = match entry.init {
+        DpmInit::Distilled => String::new(),
+        DpmInit::LlmLayers => {
+            if setup.fresh {
+                crate::emulator::cut_from(&setup.server.llm, &mut first)?;
+            }
+            "cut from the LLM's layers".to_string()
+        }
+    };
     if setup.fresh {
         distill_cached(
             &setup.server.llm,
@@ -40,6 +49,7 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
                 &serde_json::to_string(&config.pretrain)?,
                 plugins.llm.version(),
                 plugins.dpms[0].version(),
+                &init,
             ],
             setup.cache_dir,
             dpm_seed,
@@ -78,22 +88,43 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
     Ok(())
 }
 
-/// Sends every device `size` questions of the public corpus (a seeded choice per device) for
-/// the `public` transfer set, counted in its first download.
-pub(crate) fn send_public_transfer(setup: &mut Setup<'_>, size: usize) -> anyhow::Result<()> {
+/// Gives every device `size` questions of the public corpus for the `public` transfer set,
+/// counted in its first download: under `select = "random"` a seeded choice per device; under
+/// `"similar"` the device receives them all and keeps the `size` closest to its own
+/// (`crate::similarity`).
+pub(crate) fn send_public_transfer(
+    setup: &mut Setup<'_>,
+    size: usize,
+    select: TransferSelect,
+) -> anyhow::Result<()> {
     let public = setup.public_records;
+    let (tokenizer, template) = (setup.tokenizer, &setup.config.data.prompt_template);
+    let everything = match select {
+        TransferSelect::Random => None,
+        TransferSelect::Similar => Some((
+            serde_json::to_vec(public)?.len() as u64,
+            crate::recipes::encode_all(public, tokenizer, template),
+        )),
+    };
     for (i, device) in setup.devices.iter_mut().enumerate() {
-        let mut idx: Vec<usize> = (0..public.len()).collect();
-        SeededRng::for_stream(setup.config.seed.wrapping_add(i as u64), "public-transfer")
-            .shuffle(&mut idx);
-        idx.truncate(size);
-        let records: Vec<QaRecord> = idx.iter().map(|&k| public[k].clone()).collect();
-        setup.initial_down[i] += serde_json::to_vec(&records)?.len() as u64;
-        device.public_transfer = crate::recipes::encode_all(
-            &records,
-            setup.tokenizer,
-            &setup.config.data.prompt_template,
-        );
+        device.public_transfer = match &everything {
+            None => {
+                let mut idx: Vec<usize> = (0..public.len()).collect();
+                SeededRng::for_stream(setup.config.seed.wrapping_add(i as u64), "public-transfer")
+                    .shuffle(&mut idx);
+                idx.truncate(size);
+                let records: Vec<QaRecord> = idx.iter().map(|&k| public[k].clone()).collect();
+                setup.initial_down[i] += serde_json::to_vec(&records)?.len() as u64;
+                crate::recipes::encode_all(&records, tokenizer, template)
+            }
+            Some((bytes, examples)) => {
+                setup.initial_down[i] += bytes;
+                crate::similarity::most_similar(&device.train, examples, size)
+                    .into_iter()
+                    .map(|k| examples[k].clone())
+                    .collect()
+            }
+        };
     }
     Ok(())
 }
