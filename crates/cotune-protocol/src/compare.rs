@@ -317,7 +317,10 @@ pub fn run_comparison(
         let records = read_metrics(&metrics)?;
         finished.push((p.variant, p.seed, records, t.elapsed().as_secs_f64()));
     }
-    let (md, csv) = summarise(&compare, &finished);
+    let split = planned
+        .first()
+        .map_or("test", |p| p.config.eval_split.describe());
+    let (md, csv) = summarise(&compare, split, &finished);
     std::fs::write(dir.join("comparison.md"), &md)?;
     std::fs::write(dir.join("comparison.csv"), csv)?;
     eprintln!("{md}");
@@ -390,6 +393,7 @@ fn run_summary(records: &[RoundRecord]) -> Option<RunSummary> {
 
 fn summarise(
     compare: &CompareConfig,
+    split: &str,
     finished: &[(usize, u64, Vec<RoundRecord>, f64)],
 ) -> (String, String) {
     let mut device_names: Vec<(String, String)> = Vec::new();
@@ -403,7 +407,7 @@ fn summarise(
         }
     }
     let mut md = format!(
-        "# Comparison {}\n\nSLM scores on each device's test split after the last round, and the \
+        "# Comparison {}\n\nSLM scores on each device's {split} split after the last round, and the \
          server LLM's macro average over the device domains; mean ± standard deviation over seeds \
          {:?}, in %. Bytes: mean up + down per device per round.\n\n",
         compare.name, compare.seeds

@@ -209,6 +209,16 @@ pub enum EvalSplit {
     Valid,
 }
 
+impl EvalSplit {
+    /// The split's name in tables and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Valid => "validation",
+        }
+    }
+}
+
 /// Where the distilled proxy starts (`[dpm] init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -51,10 +51,7 @@ pub(crate) fn write_results(
 ) -> anyhow::Result<()> {
     let last = records.last().context("no rounds recorded")?;
     let method = config.method.as_str();
-    let split = match config.eval_split {
-        crate::config::EvalSplit::Test => "test",
-        crate::config::EvalSplit::Valid => "validation",
-    };
+    let split = config.eval_split.describe();
     let mut md = format!(
         "# {} ({method})\n\nFinal round {}; scores in % on each device's {split} split; bytes \
          are means per round.\n\n",

@@ -145,7 +145,10 @@ fn start(
             let experiment = setup(config, root, run_dir, plugins, true)?;
             let mut record = experiment.evaluate_round(0, RoundOutcome::default(), true)?;
             record.seconds = t.elapsed().as_secs_f64();
-            progress!("before co-tuning (round 0, % on each device's test split):");
+            progress!(
+                "before co-tuning (round 0, % on each device's {} split):",
+                experiment.config.eval_split.describe()
+            );
             for line in crate::results::round_zero_table(&record, &experiment.config).lines() {
                 progress!("  {line}");
             }
