@@ -99,11 +99,12 @@ pub(crate) fn send_public_transfer(
 ) -> anyhow::Result<()> {
     let public = setup.public_records;
     let (tokenizer, template) = (setup.tokenizer, &setup.config.data.prompt_template);
+    // The server's public corpus is already encoded (`public_train` holds `public` encoded).
     let everything = match select {
         TransferSelect::Random => None,
         TransferSelect::Similar => Some((
             serde_json::to_vec(public)?.len() as u64,
-            crate::recipes::encode_all(public, tokenizer, template),
+            &setup.server.public_train,
         )),
     };
     for (i, device) in setup.devices.iter_mut().enumerate() {
