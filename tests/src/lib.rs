@@ -29,24 +29,24 @@ pub enum FixtureError {
         manifest: PathBuf,
     },
     /// Copying the fixture failed.
-    #[error("copying fixture `{name}` to {to}: {source}")]
+    #[error("copying fixture `{name}` to {to}: {cause}")]
     Copy {
         /// The fixture's folder name.
         name: String,
         /// The destination that failed.
         to: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Cargo could not be started.
-    #[error("starting `{cargo}` to build fixture `{name}`: {source}")]
+    #[error("starting `{cargo}` to build fixture `{name}`: {cause}")]
     Spawn {
         /// The fixture's folder name.
         name: String,
         /// The cargo executable.
         cargo: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Cargo failed.
     #[error("building fixture `{name}` failed ({status}):\n{stderr}")]
@@ -193,10 +193,10 @@ pub fn copy_fixture(name: &str) -> Result<PathBuf, FixtureError> {
     let copy = target.join("cotune-fixtures").join(name);
     let copy_err = |to: &Path| {
         let to = to.to_path_buf();
-        move |source| FixtureError::Copy {
+        move |cause| FixtureError::Copy {
             name: name.to_string(),
             to,
-            source,
+            cause,
         }
     };
     copy_tree(&fixture_dir, &copy, &fixture_dir).map_err(copy_err(&copy))?;
@@ -231,10 +231,10 @@ pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
         command.arg("--release");
     }
     let start = Instant::now();
-    let output = command.output().map_err(|source| FixtureError::Spawn {
+    let output = command.output().map_err(|cause| FixtureError::Spawn {
         name: name.to_string(),
         cargo: cargo.clone(),
-        source,
+        cause,
     })?;
     let seconds = start.elapsed().as_secs_f64();
     if !output.status.success() {

@@ -204,7 +204,11 @@ fn conformance(args: &[String]) -> Result<()> {
     let (config, rest) = take_flag(&rest, "--config")?;
     let [plugin] = rest.as_slice() else {
         eprint!("{USAGE}");
-        bail!("conformance takes one plugin name or path, got {rest:?}");
+        bail!(
+            "conformance takes one plugin name or path, got {} ({})",
+            rest.len(),
+            rest.join(" ")
+        );
     };
     if !Path::new(plugin).exists() {
         // A name: make sure the library is built and current.
@@ -264,7 +268,15 @@ fn score(args: &[String]) -> Result<()> {
     let files: Vec<&String> = args.iter().filter(|a| *a != "--per-line").collect();
     let [file] = files.as_slice() else {
         eprint!("{USAGE}");
-        bail!("score takes one file, got {files:?}");
+        bail!(
+            "score takes one file, got {} ({})",
+            files.len(),
+            files
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     };
     let report = cotune_eval::score_jsonl(file, per_line)?;
     println!("{}", serde_json::to_string_pretty(&report)?);

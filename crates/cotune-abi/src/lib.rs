@@ -87,9 +87,33 @@ impl PluginError {
     }
 }
 
+impl ErrorKind {
+    /// The kind in words, as error messages show it ("invalid config").
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidConfig => "invalid config",
+            ErrorKind::UnknownArchitecture => "unknown architecture",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::UnknownParameter => "unknown parameter",
+            ErrorKind::ShapeMismatch => "shape mismatch",
+            ErrorKind::NonFinite => "non-finite value",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Panic => "panic",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 impl std::fmt::Display for PluginError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.kind, self.message)
     }
 }
 

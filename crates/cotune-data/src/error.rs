@@ -9,14 +9,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be read or written (a missing file lands here, with its path).
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         /// What was being done: "read", "write", "create directory for".
         action: &'static str,
         /// The file at fault.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// One line of a JSON-lines file is not a valid QA record.
     #[error("{path}:{line}: malformed QA record: {reason}")]
@@ -39,12 +39,12 @@ pub enum DataError {
         reason: String,
     },
     /// The Hugging Face tokenizer library failed.
-    #[error("tokenizer error while {context}: {source}")]
+    #[error("tokenizer error while {context}: {cause}")]
     Tokenizer {
         /// What was being done, naming the file when there is one.
         context: String,
         /// The library's error.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A loaded `tokenizer.json` lacks one of the special tokens the protocol needs.
     #[error("{path}: tokenizer has no end-of-sequence token (looked for {token})")]

@@ -23,10 +23,10 @@ pub struct QaRecord {
 /// A line that is not a record, or whose question or answer is blank, is an error naming the
 /// file and the 1-based line number: a silently skipped record would change the splits.
 pub fn load_jsonl(path: &Path) -> Result<Vec<QaRecord>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| DataError::Io {
         action: "read",
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut records = Vec::new();
     for (index, line) in text.lines().enumerate() {

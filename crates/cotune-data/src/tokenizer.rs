@@ -61,7 +61,7 @@ fn library_error(
     context: impl Into<String>,
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> DataError {
     let context = context.into();
-    move |source| DataError::Tokenizer { context, source }
+    move |cause| DataError::Tokenizer { context, cause }
 }
 
 impl Tokenizer {
@@ -152,7 +152,7 @@ impl Tokenizer {
             return Err(DataError::Io {
                 action: "read",
                 path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
         let inner = tokenizers::Tokenizer::from_file(path)
@@ -162,10 +162,10 @@ impl Tokenizer {
 
     /// Writes the tokenizer as a (pretty-printed) `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        std::fs::write(path, self.to_json()).map_err(|source| DataError::Io {
+        std::fs::write(path, self.to_json()).map_err(|cause| DataError::Io {
             action: "write",
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 

@@ -29,22 +29,23 @@ pub use gate::{mix_targets, Gate, GateSignal, SamlVariant};
 #[derive(Debug, thiserror::Error)]
 pub enum DistillError {
     /// A model call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Host {
         /// What was being done.
         what: String,
         /// The host's error.
-        #[source]
-        source: HostError,
+        cause: HostError,
     },
+    /// A model could not be built; the host's message names the model.
+    #[error("{0}")]
+    Build(HostError),
     /// A cache file could not be read or written.
-    #[error("cache file {}: {source}", path.display())]
+    #[error("cache file {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system reported.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A phase was given no examples.
     #[error("{0} has no examples")]
@@ -63,13 +64,13 @@ pub enum DistillError {
 
 fn host(what: impl Into<String>) -> impl FnOnce(HostError) -> DistillError {
     let what = what.into();
-    move |source| DistillError::Host { what, source }
+    move |cause| DistillError::Host { what, cause }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DistillError + '_ {
-    move |source| DistillError::Io {
+    move |cause| DistillError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -456,15 +457,13 @@ impl ModelRecipe<'_> {
                 DeviceChoice::FLEX,
             ),
         }
-        .map_err(host(match self.checkpoint {
-            None => format!("building {}/{}", self.plugin.name(), self.architecture),
-            Some(folder) => format!(
-                "loading {}/{} from {}",
-                self.plugin.name(),
-                self.architecture,
-                folder.display()
-            ),
-        }))
+        .map_err(|cause| match self.checkpoint {
+            None => DistillError::Build(cause),
+            Some(folder) => DistillError::Host {
+                what: format!("loading {}", folder.display()),
+                cause,
+            },
+        })
     }
 
     /// What identifies the starting weights in cache keys: the checkpoint folder and the size

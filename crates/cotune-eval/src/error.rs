@@ -6,24 +6,22 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// The score file could not be opened or read.
-    #[error("cannot read score file {}: {source}", path.display())]
+    #[error("cannot read score file {}: {cause}", path.display())]
     Io {
         /// The file that was being read.
         path: PathBuf,
         /// What the operating system reported.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// One line of a score file is not a `{"prediction": ..., "reference": ...}` record.
-    #[error("{}:{line}: {source}", path.display())]
+    #[error("{}:{line}: {cause}", path.display())]
     MalformedLine {
         /// The file holding the line.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
         /// What is wrong with the line.
-        #[source]
-        source: LineError,
+        cause: LineError,
     },
     /// A score file holds no records, so there is no mean to report.
     #[error("score file {} has no prediction/reference records", path.display())]
@@ -56,8 +54,22 @@ pub enum LineError {
     Blank,
     /// The line's bytes are not UTF-8.
     #[error("not valid UTF-8: {0}")]
-    InvalidUtf8(#[from] std::str::Utf8Error),
+    InvalidUtf8(std::str::Utf8Error),
     /// The line is not a JSON object with string fields `prediction` and `reference`.
     #[error("expected {{\"prediction\": string, \"reference\": string}}: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// The causes are written into the messages above, so they are not also returned as `source()`
+// (the workspace's error convention, docs/architecture.md): these conversions replace `#[from]`.
+impl From<std::str::Utf8Error> for LineError {
+    fn from(cause: std::str::Utf8Error) -> Self {
+        LineError::InvalidUtf8(cause)
+    }
+}
+
+impl From<serde_json::Error> for LineError {
+    fn from(cause: serde_json::Error) -> Self {
+        LineError::Json(cause)
+    }
 }

@@ -19,22 +19,20 @@ use crate::{macro_average, DomainReport, EvalError, PairScore};
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
     /// The model failed to generate.
-    #[error("generating answers with {model}: {source}")]
+    #[error("generating answers with {model}: {cause}")]
     Generate {
         /// The model's label (`plugin/architecture`).
         model: String,
         /// The host's error.
-        #[source]
-        source: HostError,
+        cause: HostError,
     },
     /// The scores could not be averaged (no records, for instance).
-    #[error("averaging the scores of {model}: {source}")]
+    #[error("averaging the scores of {model}: {cause}")]
     Average {
         /// The model's label.
         model: String,
         /// What was wrong.
-        #[source]
-        source: EvalError,
+        cause: EvalError,
     },
     /// The options are unusable.
     #[error("evaluation option {key} = {value}: {reason}")]
@@ -47,13 +45,12 @@ pub enum EvaluateError {
         reason: &'static str,
     },
     /// The predictions file could not be written.
-    #[error("cannot write predictions file {}: {source}", path.display())]
+    #[error("cannot write predictions file {}: {cause}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
         /// What the operating system reported.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -113,9 +110,9 @@ impl Evaluation {
 /// Writes `predictions` as JSON lines (`domain`, `question`, `reference`, `prediction`, `em`,
 /// `rouge_l`) to `path`, creating its folder.
 pub fn write_predictions(path: &Path, predictions: &[Prediction]) -> Result<(), EvaluateError> {
-    let write_err = |source| EvaluateError::Write {
+    let write_err = |cause| EvaluateError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
@@ -178,9 +175,9 @@ pub fn generate_answers(
             .collect();
         let out = model
             .generate(&batch, &generate)
-            .map_err(|source| EvaluateError::Generate {
+            .map_err(|cause| EvaluateError::Generate {
                 model: model.label().to_string(),
-                source,
+                cause,
             })?;
         for (&i, ids) in chunk.iter().zip(out) {
             answers[i] = ids;
@@ -221,9 +218,9 @@ pub fn evaluate_with(
             }
         })
         .collect();
-    let report = report_of(&predictions).map_err(|source| EvaluateError::Average {
+    let report = report_of(&predictions).map_err(|cause| EvaluateError::Average {
         model: model.label().to_string(),
-        source,
+        cause,
     })?;
     Ok(Evaluation {
         predictions,

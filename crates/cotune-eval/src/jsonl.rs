@@ -47,9 +47,9 @@ pub struct ScoreReport {
 /// no records (empty, or only blank lines) is an error too, since it has no mean.
 pub fn score_jsonl(path: impl AsRef<Path>, per_line: bool) -> Result<ScoreReport, EvalError> {
     let path = path.as_ref();
-    let io_error = |source| EvalError::Io {
+    let io_error = |cause| EvalError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
     let mut totals = ScoreTotals::default();
@@ -64,10 +64,10 @@ pub fn score_jsonl(path: impl AsRef<Path>, per_line: bool) -> Result<ScoreReport
             break;
         }
         line += 1;
-        let malformed = |source| EvalError::MalformedLine {
+        let malformed = |cause| EvalError::MalformedLine {
             path: path.to_path_buf(),
             line,
-            source,
+            cause,
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             first_blank_line.get_or_insert(line);
@@ -109,6 +109,6 @@ fn blank_line(path: &Path, line: usize) -> EvalError {
     EvalError::MalformedLine {
         path: PathBuf::from(path),
         line,
-        source: LineError::Blank,
+        cause: LineError::Blank,
     }
 }

@@ -25,11 +25,11 @@ fn assert_malformed_at(error: EvalError, path: &PathBuf, line: usize) -> LineErr
         EvalError::MalformedLine {
             path: got_path,
             line: got_line,
-            source,
+            cause,
         } => {
             assert_eq!(&got_path, path);
             assert_eq!(got_line, line);
-            source
+            cause
         }
         other => panic!("expected a malformed line, got {other:?}"),
     }

@@ -43,6 +43,10 @@ pub fn plugin_search_dirs() -> Vec<PathBuf> {
     for profile in ["release", "debug"] {
         dirs.push(target.join(profile));
     }
+    // The executable's folder is often one of the target folders: each folder once, first
+    // place kept.
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     dirs
 }
 

@@ -409,8 +409,14 @@ fn summarise(
     let mut md = format!(
         "# Comparison {}\n\nSLM scores on each device's {split} split after the last round, and the \
          server LLM's macro average over the device domains; mean ± standard deviation over seeds \
-         {:?}, in %. Bytes: mean up + down per device per round.\n\n",
-        compare.name, compare.seeds
+         {}, in %. Bytes: mean up + down per device per round.\n\n",
+        compare.name,
+        compare
+            .seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut csv = String::from("variant,method,metric,target,mean,std,seeds\n");
     for (metric, pick) in [

@@ -69,6 +69,10 @@ pub(crate) fn utc_stamp() -> String {
 pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let config_path = match &options.resume {
+        Some(dir) if !dir.join("config.resolved.toml").is_file() => anyhow::bail!(
+            "cannot resume {}: not a run folder (it has no config.resolved.toml)",
+            dir.display()
+        ),
         Some(dir) => dir.join("config.resolved.toml"),
         None => options.config.clone(),
     };
@@ -98,7 +102,20 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
         Some(dir) => checkpoint::read(dir)?,
         None => None,
     };
-    let (experiment, records) = start(config, &options.root, run_dir, plugins, resumable)?;
+    let fresh_dir = options.resume.is_none().then(|| run_dir.clone());
+    let (experiment, records) = match start(config, &options.root, run_dir, plugins, resumable) {
+        Ok(started) => started,
+        Err(err) => {
+            // A fresh run that fails before its first checkpoint has nothing to resume: its
+            // folder (created above, by this call) goes, so a failed start leaves nothing.
+            if let Some(dir) = fresh_dir {
+                if std::fs::remove_dir_all(&dir).is_ok() {
+                    progress!("the run did not start; removed {}", dir.display());
+                }
+            }
+            return Err(err);
+        }
+    };
     let run_dir = run_rounds(experiment, records)?;
     progress!(
         "done in {:.1}s: {}",

@@ -28,6 +28,8 @@ impl ExperimentConfig {
         self.check_values().map_err(|(k, r)| invalid(k, r))?;
         self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
         let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
+        self.check_models(&plugins)
+            .map_err(|(k, r)| invalid(k, r))?;
         self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
         self.check_emulator(&plugins)
             .map_err(|(k, r)| invalid(k, r))?;
@@ -113,6 +115,14 @@ impl ExperimentConfig {
                 format!("no public corpus file {}", public.display()),
             ));
         }
+        // Every record is read once here (a few megabytes), so a malformed line is reported
+        // before any run folder exists.
+        for (i, d) in self.devices.iter().enumerate() {
+            cotune_data::load_jsonl(&self.data.domain_path(root, &d.domain))
+                .map_err(|e| (format!("devices[{i}].domain"), e.to_string()))?;
+        }
+        cotune_data::load_jsonl(&public)
+            .map_err(|e| ("data.public_file".to_string(), e.to_string()))?;
         Ok(())
     }
 
@@ -131,6 +141,76 @@ impl ExperimentConfig {
             dpms.push(find_plugin(key, &self.dpm_of(i).model())?);
         }
         Ok(Plugins { llm, dpms, slms })
+    }
+
+    /// Every model (the LLM, each DPM with its adapters, each SLM) is built once, bare, so its
+    /// plugin validates its config keys and values before any data is split or model trained;
+    /// each must also hold a prompt and its answer in its context.
+    fn check_models(&self, plugins: &Plugins) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut check = |key: String, plugin: &Plugin, entry: &ModelEntry, text: String| {
+            let arch = architecture_of(entry, plugin);
+            let id = (
+                plugin.path().to_path_buf(),
+                arch.clone(),
+                text.clone(),
+                entry.checkpoint.clone(),
+            );
+            if !seen.insert(id) {
+                return Ok(());
+            }
+            let model = ModelRecipe {
+                checkpoint: entry.checkpoint.as_deref(),
+                ..recipe(plugin, &arch, &text, 0)
+            }
+            .build()
+            .map_err(|err| (key.clone(), err.to_string()))?;
+            let spec = model.spec();
+            let (p, a) = (self.data.max_prompt_tokens, self.data.max_answer_tokens);
+            let need = match spec.structure {
+                cotune_host::Structure::DecoderOnly => p + a,
+                cotune_host::Structure::EncoderDecoder => p.max(a),
+            };
+            if (spec.context_len as usize) < need {
+                return Err((
+                    key,
+                    format!(
+                        "{} has a context of {} tokens, but data.max_prompt_tokens + \
+                         data.max_answer_tokens need {need}",
+                        model.label(),
+                        spec.context_len
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        check(
+            "llm.config".into(),
+            &plugins.llm,
+            &self.llm,
+            self.llm.config_text(),
+        )?;
+        for (i, d) in self.devices.iter().enumerate() {
+            let dpm = self.dpm_of(i);
+            let key = if d.dpm.is_some() {
+                format!("devices[{i}].dpm.config")
+            } else {
+                "dpm.config".into()
+            };
+            check(
+                key,
+                &plugins.dpms[i],
+                &dpm.model(),
+                dpm.adapted_config_text(),
+            )?;
+            check(
+                format!("devices[{i}].slm.config"),
+                &plugins.slms[i],
+                &d.slm,
+                d.slm.config_text(),
+            )?;
+        }
+        Ok(())
     }
 
     /// A DPM cut from the LLM's layers must fit them: both models are built bare and the cut
@@ -180,8 +260,9 @@ impl ExperimentConfig {
                     format!("devices[{i}].dpm"),
                     format!(
                         "FedAvg averages DPM parameters, so every device needs the same DPM; \
-                         device {i} has {}/{:?} {:?}, device 0 has {}/{:?} {:?}",
-                        b.plugin, b.architecture, b.config, a.plugin, a.architecture, a.config
+                         device {i} has {}, device 0 has {}",
+                        describe_model(&b),
+                        describe_model(&a)
                     ),
                 ));
             }
@@ -233,12 +314,23 @@ fn find_plugin(key: String, entry: &ModelEntry) -> Result<Plugin, (String, Strin
             return Err((
                 format!("{key}.architecture"),
                 format!(
-                    "plugin {} offers no architecture {arch:?} (it offers {:?})",
+                    "plugin {} offers no architecture `{arch}` (it offers {})",
                     entry.plugin,
-                    plugin.architectures()
+                    plugin.architectures().join(", ")
                 ),
             ));
         }
     }
     Ok(plugin)
+}
+
+/// A model entry in words: `plugin/architecture { key = value, ... }`.
+fn describe_model(entry: &ModelEntry) -> String {
+    let arch = entry.architecture.as_deref().unwrap_or("(first)");
+    let keys: Vec<String> = entry
+        .config
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    format!("{}/{arch} {{ {} }}", entry.plugin, keys.join(", "))
 }

@@ -291,6 +291,42 @@ fn bad_configs_fail_before_training() {
         &smoke.replace("rounds = 2", "rounds = 2\nroundz = 3"),
         &["roundz"],
     );
+    // A typo in a model's own config keys is the plugin's to find, and it is found before any
+    // data split or training, naming the model's key and the bad one, once.
+    for (from, to, key) in [
+        ("n_embd = 24", "n_embdd = 24", "devices[1].slm.config"),
+        (
+            "n_embd = 48, n_layer = 2",
+            "n_embd = 48, n_layr = 2",
+            "llm.config",
+        ),
+        (
+            "n_embd = 32, n_layer = 1, n_head = 2 }\nlora_rank",
+            "n_embd = 32, n_layer = 1, n_head = 0 }\nlora_rank",
+            "dpm.config",
+        ),
+    ] {
+        assert!(smoke.contains(from), "{from}");
+        let bad = smoke.replace(from, to);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bad.toml");
+        std::fs::write(&path, bad).unwrap();
+        let err = format!("{:#}", check_config(&path, &root()).unwrap_err());
+        assert!(err.contains(key), "{err}");
+        assert!(
+            err.contains(&to[..to.find(' ').unwrap()]) || err.contains("n_head"),
+            "{err}"
+        );
+        assert_eq!(err.matches("gpt2/gpt2").count(), 1, "{err}");
+    }
+    // A model whose context cannot hold a prompt and its answer.
+    check_error(
+        &smoke.replace(
+            "n_positions = 64, n_embd = 24",
+            "n_positions = 32, n_embd = 24",
+        ),
+        &["devices[1].slm.config", "context of 32", "64"],
+    );
     // A proxy cut from the LLM needs the LLM's width: refused before training, naming a tensor.
     check_error(
         &smoke.replace("lora_rank = 2", "lora_rank = 2\ninit = \"llm-layers\""),
@@ -564,6 +600,61 @@ fn bad_comparisons_fail_before_training() {
         let p = e.unwrap().path();
         !p.file_name().unwrap().to_string_lossy().starts_with("c-")
     }));
+}
+
+/// A recurrent plugin (no attention; its cache is its hidden state) co-tunes as a device next to
+/// GPT-2 models: `configs/gru-device.toml` runs end to end and its SLM learns.
+#[test]
+fn a_gru_device_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let run = run_with(&options(
+        root().join("configs/gru-device.toml"),
+        &runs,
+        &cache,
+    ))
+    .unwrap();
+    check_outputs(&run, 2);
+    let records = metrics(&run);
+    let gru: Vec<_> = records
+        .iter()
+        .flat_map(|r| &r.devices)
+        .filter(|d| d.slm_architecture == "gru/gru")
+        .collect();
+    assert_eq!(gru.len(), 3, "rounds 0, 1 and 2 of the GRU device");
+    let ce: Vec<f32> = gru
+        .iter()
+        .filter_map(|d| d.losses.slm.as_ref().map(|l| l.cross_entropy))
+        .collect();
+    assert_eq!(ce.len(), 2, "{ce:?}");
+    assert!(ce.iter().all(|c| c.is_finite()) && ce[1] < ce[0], "{ce:?}");
+}
+
+/// `configs/plugin-check.toml` is what a plugin author compares against: its reference device
+/// (device 0, a GPT-2-like SLM from random weights) must reach a clearly non-zero exact match.
+#[test]
+fn the_plugin_check_reference_device_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let run = run_with(&options(
+        root().join("configs/plugin-check.toml"),
+        &runs,
+        &cache,
+    ))
+    .unwrap();
+    let records = metrics(&run);
+    let em = |r: &RoundRecord| r.devices[0].slm.as_ref().expect("SLM scores").em;
+    assert_eq!(
+        em(&records[0]),
+        0.0,
+        "the reference SLM starts from random weights"
+    );
+    let last = em(records.last().unwrap());
+    assert!(
+        last >= 0.05,
+        "the reference device ends at {:.1}% EM",
+        100.0 * last
+    );
 }
 
 #[test]

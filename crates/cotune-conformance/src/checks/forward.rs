@@ -18,9 +18,9 @@ pub fn metadata(s: &Subject) -> Result<String, String> {
     }
     if !p.architectures().iter().any(|a| a == &s.architecture) {
         return Err(format!(
-            "architecture {} not among {:?}",
+            "architecture {} not among {}",
             s.architecture,
-            p.architectures()
+            p.architectures().join(", ")
         ));
     }
     let model = s.model(0)?;

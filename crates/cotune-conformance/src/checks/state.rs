@@ -67,7 +67,8 @@ pub fn param_round_trip(s: &Subject) -> Result<String, String> {
         .collect();
     if !frozen.is_empty() {
         return Err(format!(
-            "after import, a training step left these tensors unchanged (frozen by the import?): {frozen:?}"
+            "after import, a training step left these tensors unchanged (frozen by the import?): {}",
+            frozen.join(", ")
         ));
     }
     let shared = source.export_params(ParamSelection::Shared).map_err(e)?;
@@ -182,7 +183,8 @@ pub fn lora_split(s: &Subject) -> Result<String, String> {
             .take(3)
             .collect();
         return Err(format!(
-            "training with adapters changed shared tensors: {moved:?}"
+            "training with adapters changed shared tensors: {}",
+            moved.join(", ")
         ));
     }
     let adapters_after = model

@@ -46,7 +46,26 @@ fn real_main() -> anyhow::Result<()> {
     if config.is_none() && resume.is_none() {
         bail!("usage: cotune-run <config.toml> [--resume <run folder>]");
     }
-    let dir = if runs_dir.is_none() && cache_dir.is_none() {
+    let comparison = match (&resume, &config) {
+        (Some(dir), _) => dir.join("compare.toml").is_file(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|t| cotune_protocol::compare::is_comparison(&t))
+            .unwrap_or(false),
+        (None, None) => false,
+    };
+    let dir = if comparison {
+        if cache_dir.is_some() {
+            bail!(
+                "--cache-dir applies to one run; a comparison's runs use their configs' cache_dir"
+            );
+        }
+        cotune_protocol::compare::run_comparison(
+            config.as_deref().unwrap_or("".as_ref()),
+            resume.as_deref(),
+            &std::env::current_dir()?,
+            runs_dir.as_deref(),
+        )?
+    } else if runs_dir.is_none() && cache_dir.is_none() {
         cotune_protocol::run(config.as_deref().unwrap_or("".as_ref()), resume.as_deref())?
     } else {
         run_with(&RunOptions {
