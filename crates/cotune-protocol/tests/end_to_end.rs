@@ -319,6 +319,24 @@ fn bad_configs_fail_before_training() {
         );
         assert_eq!(err.matches("gpt2/gpt2").count(), 1, "{err}");
     }
+    // Run for real, a typo in the LLM's table stops the run before anything is written.
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let path = tmp.path().join("typo.toml");
+    std::fs::write(
+        &path,
+        smoke.replace("n_embd = 48, n_layer = 2", "n_embd = 48, n_layr = 2"),
+    )
+    .unwrap();
+    let err = format!("{:#}", run_with(&options(path, &runs, &cache)).unwrap_err());
+    assert!(
+        err.contains("llm.config") && err.contains("n_layr"),
+        "{err}"
+    );
+    assert!(
+        !runs.exists() && !cache.exists(),
+        "a refused run wrote {runs:?} or {cache:?}"
+    );
     // A model whose context cannot hold a prompt and its answer.
     check_error(
         &smoke.replace(
@@ -594,6 +612,12 @@ fn bad_comparisons_fail_before_training() {
     check(
         &format!("{head}colour = 1\n[[compare.variants]]\nname = \"a\"\nmethod = \"co-plms\"\n"),
         &["colour"],
+    );
+    // A typo in a model table that only one variant sets: found by that variant's plugin before
+    // the first run starts.
+    check(
+        &format!("{head}[[compare.variants]]\nname = \"a\"\nmethod = \"co-plms\"\n[[compare.variants]]\nname = \"b\"\nmethod = \"co-plms\"\nset = {{ \"llm.config.n_embdd\" = 48 }}\n"),
+        &["variant \"b\"", "llm.config", "n_embdd"],
     );
     // Nothing was started.
     assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| {
