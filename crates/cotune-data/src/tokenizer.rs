@@ -123,7 +123,14 @@ impl Tokenizer {
     /// use the other common spellings in [`EOS_NAMES`], [`BOS_NAMES`] and [`PAD_NAMES`]. Only an
     /// end-of-sequence token is required: without a beginning or padding token of its own, a
     /// tokenizer uses its end-of-sequence token for them, as GPT-2's does.
-    fn from_library(inner: tokenizers::Tokenizer, origin: &Path) -> Result<Self, DataError> {
+    fn from_library(mut inner: tokenizers::Tokenizer, origin: &Path) -> Result<Self, DataError> {
+        // [`encode`](Self::encode) gives a text's own ids: a foreign file's padding (a fixed
+        // length of 2^60 pads every encoding to that) or truncation (a stride past its length
+        // fails every encoding) is not applied; callers pad and cut themselves.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(library_error(format!("loading {}", origin.display())))?;
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let eos = find(&EOS_NAMES).ok_or_else(|| DataError::MissingSpecialToken {
             path: origin.to_path_buf(),
@@ -155,8 +162,29 @@ impl Tokenizer {
                 cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(library_error(format!("loading {}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|cause| DataError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let context = format!("loading {}", path.display());
+        // The library panics on a syntax error inside some parts of the file (its decoder's)
+        // and on some malformed parts of valid JSON (a `Precompiled` normalizer's charsmap):
+        // the syntax is checked first, and any other panic is this file's error too.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| library_error(context.clone())(e.into()))?;
+        let inner = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                library_error(context.clone())(
+                    format!("the tokenizers library panicked: {why}").into(),
+                )
+            })?
+            .map_err(library_error(context))?;
         Tokenizer::from_library(inner, path)
     }
 

@@ -87,12 +87,14 @@ impl HfCheckpoint {
         })
     }
 
-    /// The end-of-sequence token id (`eos_token_id`; the first one when it is a list).
+    /// The end-of-sequence token id (`eos_token_id`; the first one when it is a list); `None`
+    /// also when it is not a token id (negative, or past `u32`).
     pub fn eos_token_id(&self) -> Option<u32> {
-        match self.config.get("eos_token_id")? {
-            Value::Array(ids) => ids.first()?.as_u64().map(|id| id as u32),
-            id => id.as_u64().map(|id| id as u32),
-        }
+        let id = match self.config.get("eos_token_id")? {
+            Value::Array(ids) => ids.first()?,
+            id => id,
+        };
+        id.as_u64().and_then(|id| u32::try_from(id).ok())
     }
 
     /// The folder's `tokenizer.json`, if it has one.

@@ -144,6 +144,7 @@ mod tests {
             devices: Vec::new(),
             llm: None,
             server_losses: Default::default(),
+            uploads: None,
             seconds: 0.0,
         };
         let lines: Vec<String> = (0..3)
@@ -153,5 +154,117 @@ mod tests {
         let r = read(dir.path()).unwrap().unwrap();
         assert_eq!(r.checkpoint, checkpoint);
         assert_eq!(r.records.len(), 2, "rounds 0 and 1");
+    }
+}
+
+/// `read` on damaged run folders (`state/state.json` and `metrics.jsonl` with bytes flipped,
+/// inserted, deleted, cut short, numbers made awkward): a value or an error naming the file,
+/// never a panic. The public decoders are fuzzed in `tests/fuzz_decoders.rs`.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const METRICS: &str = include_str!("../tests/fixtures/smoke/co-plms.jsonl");
+
+    fn valid_state() -> String {
+        let checkpoint = Checkpoint {
+            completed: 1,
+            server: ServerSteps {
+                llm: 4,
+                dpms: vec![2, 3],
+            },
+            devices: vec![
+                DeviceSteps {
+                    slm: 3,
+                    dpm: (1, 2)
+                };
+                2
+            ],
+            initial_down: vec![10, 20],
+        };
+        serde_json::to_string_pretty(&checkpoint).unwrap()
+    }
+
+    /// Applies `(at, kind, byte)` edits: flip a bit, set, insert, delete a byte, truncate.
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, kind, byte) in edits {
+            let n = bytes.len();
+            let i = at % (n + 1);
+            match kind {
+                0 if i < n => bytes[i] ^= 1 << (byte % 8),
+                1 if i < n => bytes[i] = byte,
+                2 => bytes.insert(i, byte),
+                3 if i < n => {
+                    bytes.remove(i);
+                }
+                4 => bytes.truncate(i),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    fn check(state: &[u8], metrics: Option<&[u8]>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("state/state.json"), state).unwrap();
+        if let Some(m) = metrics {
+            std::fs::write(dir.path().join("metrics.jsonl"), m).unwrap();
+        }
+        match read(dir.path()) {
+            Ok(Some(r)) => assert!(r.records.iter().all(|x| x.round <= r.checkpoint.completed)),
+            Ok(None) => panic!("state.json is there"),
+            Err(e) => {
+                let m = format!("{e:#}");
+                assert!(
+                    m.contains("state.json") || m.contains("metrics.jsonl"),
+                    "{m}"
+                );
+            }
+        }
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+        prop::collection::vec((any::<usize>(), 0u8..5, any::<u8>()), 1..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn state_from_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            check(&bytes, None);
+        }
+
+        #[test]
+        fn state_mutated(edits in edits()) {
+            check(&mutate(valid_state().into_bytes(), &edits), Some(METRICS.as_bytes()));
+        }
+
+        #[test]
+        fn state_with_awkward_numbers(at in any::<usize>(), number in prop::sample::select(&[
+            "-1", "18446744073709551616", "4294967296", "1e999", "1.5", "null", "[]", "\"1\"",
+        ][..])) {
+            // The `at`-th run of digits replaced.
+            let state = valid_state();
+            let runs: Vec<(usize, usize)> = state
+                .char_indices()
+                .filter(|&(i, c)| c.is_ascii_digit() && !state[..i].ends_with(|p: char| p.is_ascii_digit()))
+                .map(|(i, _)| (i, i + state[i..].find(|c: char| !c.is_ascii_digit()).unwrap()))
+                .collect();
+            let (begin, end) = runs[at % runs.len()];
+            check(format!("{}{number}{}", &state[..begin], &state[end..]).as_bytes(), None);
+        }
+
+        #[test]
+        fn metrics_mutated(edits in edits()) {
+            check(valid_state().as_bytes(), Some(&mutate(METRICS.as_bytes().to_vec(), &edits)));
+        }
     }
 }

@@ -98,6 +98,118 @@ pub enum Aggregation {
     Fedavg,
     /// One DPM per device.
     PerDevice,
+    /// The coordinate-wise median of the uploads into one DPM (unweighted).
+    Median,
+    /// The coordinate-wise mean of the uploads after dropping the `trim` share of the lowest
+    /// and of the highest values of each coordinate (unweighted).
+    TrimmedMean,
+    /// Krum (Blanchard et al., 2017): the one upload whose squared distances to its
+    /// `n - byzantine - 2` nearest other uploads sum lowest.
+    Krum,
+}
+
+impl Aggregation {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fedavg => "fedavg",
+            Self::PerDevice => "per-device",
+            Self::Median => "median",
+            Self::TrimmedMean => "trimmed-mean",
+            Self::Krum => "krum",
+        }
+    }
+
+    /// Whether the uploads are combined into one DPM (every rule but `per-device`).
+    pub fn one_slot(self) -> bool {
+        self != Self::PerDevice
+    }
+}
+
+/// Differential privacy of the uploaded DPM updates (`[privacy]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// `"central"`: each device clips its update (upload minus the round's DPM) to L2 norm
+    /// `clip`; the server clips again, sums, adds Gaussian noise of standard deviation
+    /// `noise_multiplier * clip` to the sum and averages. `"local"`: each device adds that
+    /// noise to its own clipped update before it leaves.
+    pub mode: PrivacyMode,
+    /// The L2 norm every update is clipped to.
+    pub clip: f64,
+    /// Noise standard deviation over `clip` (0: clipping alone, no privacy guarantee).
+    pub noise_multiplier: f64,
+    /// The delta epsilon is reported at.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+
+/// Where the noise of [`PrivacyConfig`] is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivacyMode {
+    /// By the server, to the sum of the clipped updates.
+    Central,
+    /// By each device, to its clipped update.
+    Local,
+}
+
+impl PrivacyMode {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Central => "central",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// One misbehaving device, for experiments on defences (`[attack]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackConfig {
+    /// The attacking device's index.
+    pub device: usize,
+    /// What it does to its update `u` (upload minus the round's DPM) before sending.
+    pub kind: AttackKind,
+    /// `scale`: sends `factor * u`; `sign-flip`: `-factor * u`; `random`: Gaussian noise of the
+    /// norm `factor * |u|`; `nan`: ignored.
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+}
+
+fn default_factor() -> f64 {
+    10.0
+}
+
+/// The kinds of [`AttackConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackKind {
+    /// The update multiplied by `factor`.
+    Scale,
+    /// The update multiplied by `-factor`.
+    SignFlip,
+    /// Gaussian noise in place of the update, `factor` times its norm.
+    Random,
+    /// Every value NaN.
+    Nan,
+}
+
+impl AttackKind {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scale => "scale",
+            Self::SignFlip => "sign-flip",
+            Self::Random => "random",
+            Self::Nan => "nan",
+        }
+    }
 }
 
 /// Where a device's SLM starts: `"random"`, `"pretrained-public"`, `"pretrained-general"`, or
@@ -294,6 +406,18 @@ pub struct RoundSettings {
     pub aggregation: Aggregation,
     /// Share of devices taking part in each round (at least one does).
     pub device_fraction: f64,
+    /// `trimmed-mean`: the share of values dropped at each end of every coordinate, in
+    /// [0, 0.5).
+    pub trim: f64,
+    /// `krum`: the number of misbehaving devices tolerated; Krum needs more than
+    /// `2 * byzantine + 2` uploads.
+    pub byzantine: usize,
+    /// The server's screen of uploads before it learns from them: each uploaded DPM's
+    /// cross-entropy on the public validation split is compared with the lower median of the
+    /// round's uploads, and one above `screen_ratio` times that median is refused (0: no
+    /// screen). Uploads with a non-finite value are always refused.
+    #[serde(skip_serializing_if = "is_default")]
+    pub screen_ratio: f64,
     /// `fedmkt`: token distributions kept per answer position in a knowledge message.
     pub top_k: usize,
     /// Mutual learning (device and server side): `"paper"`, every example's distillation term
@@ -324,6 +448,9 @@ impl Default for RoundSettings {
             transfer_select: TransferSelect::Random,
             aggregation: Aggregation::Fedavg,
             device_fraction: 1.0,
+            trim: 0.1,
+            byzantine: 1,
+            screen_ratio: 0.0,
             top_k: 16,
             saml: SamlVariant::Paper,
             gate_sharpness: 1.0,
@@ -390,6 +517,12 @@ pub struct ExperimentConfig {
     /// Round hyper-parameters.
     #[serde(default)]
     pub train: RoundSettings,
+    /// Differential privacy of the uploads (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyConfig>,
+    /// One misbehaving device (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackConfig>,
     /// The server's LLM.
     pub llm: ModelEntry,
     /// The distilled proxy model.

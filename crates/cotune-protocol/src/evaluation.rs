@@ -99,6 +99,7 @@ impl Experiment {
             devices,
             llm,
             server_losses: outcome.server,
+            uploads: outcome.uploads,
             seconds: 0.0,
         })
     }

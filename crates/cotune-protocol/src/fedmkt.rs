@@ -179,7 +179,8 @@ pub fn decode_topk(bytes: &[u8]) -> Result<Vec<ExampleTopK>, DecodeError> {
     let mut r = Reader::new(bytes);
     r.magic(TOPK_MAGIC, "top-k")?;
     let count = r.u64()? as usize;
-    let mut out = Vec::with_capacity(count.min(1 << 16));
+    // Every entry takes at least its 8-byte head: never reserve more than the bytes can hold.
+    let mut out = Vec::with_capacity(count.min(r.remaining() / 8));
     for _ in 0..count {
         let head = r.u32s(2)?;
         let (positions, k) = (head[0] as usize, head[1] as usize);
@@ -213,7 +214,8 @@ pub fn decode_examples(bytes: &[u8]) -> Result<Vec<Example>, DecodeError> {
     let mut r = Reader::new(bytes);
     r.magic(EXAMPLES_MAGIC, "examples")?;
     let count = r.u64()? as usize;
-    let mut out = Vec::with_capacity(count.min(1 << 16));
+    // Every example takes at least its 8-byte head.
+    let mut out = Vec::with_capacity(count.min(r.remaining() / 8));
     for _ in 0..count {
         let head = r.u32s(2)?;
         let prompt = r.u32s(head[0] as usize)?;

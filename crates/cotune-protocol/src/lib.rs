@@ -23,6 +23,7 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
 }
 
+pub mod accountant;
 mod checkpoint;
 pub mod compare;
 pub mod config;
@@ -42,6 +43,7 @@ mod runner;
 pub mod seed;
 mod setup;
 pub mod similarity;
+pub mod uploads;
 mod validation;
 
 use std::path::{Path, PathBuf};

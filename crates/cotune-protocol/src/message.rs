@@ -56,6 +56,11 @@ impl<'a> Reader<'a> {
         self.at
     }
 
+    /// How many bytes are left to read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         match self.at.checked_add(n).filter(|&e| e <= self.bytes.len()) {
             Some(end) => {
@@ -119,8 +124,21 @@ impl<'a> Reader<'a> {
 pub fn decode_params(bytes: &[u8]) -> Result<Vec<NamedTensor>, DecodeError> {
     let mut r = Reader::new(bytes);
     r.magic(MAGIC, "parameter")?;
-    let count = r.u64()? as usize;
-    let mut out = Vec::with_capacity(count.min(1 << 16));
+    let at = r.offset();
+    let count = r.u64()?;
+    // Every tensor takes at least 16 bytes (its name length and rank): a count the bytes left
+    // cannot hold is refused before anything is allocated for it.
+    let most = r.remaining() / 16;
+    if count > most as u64 {
+        return Err(DecodeError {
+            offset: at,
+            reason: format!(
+                "declares {count} tensors, the {} bytes left hold at most {most}",
+                r.remaining()
+            ),
+        });
+    }
+    let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let len = r.u64()? as usize;
         let at = r.offset();
@@ -135,8 +153,19 @@ pub fn decode_params(bytes: &[u8]) -> Result<Vec<NamedTensor>, DecodeError> {
         for _ in 0..rank {
             shape.push(r.u64()?);
         }
-        let n: u64 = shape.iter().product();
-        let data = r.f32s(n as usize)?;
+        // A zero dimension empties the tensor whatever the others claim.
+        let n = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+        };
+        let n = n
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| DecodeError {
+                offset: r.offset(),
+                reason: format!("tensor `{name}` has shape {shape:?}, too many values"),
+            })?;
+        let data = r.f32s(n)?;
         out.push(NamedTensor::new(name, shape, data));
     }
     r.end()?;

@@ -116,8 +116,74 @@ pub struct RoundRecord {
     /// Server losses.
     #[serde(default)]
     pub server_losses: ServerLosses,
+    /// What happened to the uploads: privacy, attacks, the server's checks and rule (absent
+    /// for rounds without DPM uploads and for runs before these were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<UploadsRecord>,
     /// Wall time of the round in seconds (setup for round 0).
     pub seconds: f64,
+}
+
+/// The server's checks of one round's uploads and how it combined them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadChecks {
+    /// The combination rule (`fedavg`, `median`, ..., `per-device`).
+    pub rule: String,
+    /// Uploads the server refused, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedUpload>,
+    /// With a screen: each checked upload's DPM cross-entropy on the public validation split,
+    /// `(device, CE)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub screen: Vec<(usize, f64)>,
+    /// `krum`: the device whose upload was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krum_choice: Option<usize>,
+    /// What the server did instead of its rule, when it could not apply it (too few uploads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// An upload the server did not learn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusedUpload {
+    /// The sender.
+    pub device: usize,
+    /// Why, naming the value.
+    pub reason: String,
+}
+
+/// The uploads of one round: what the devices did to them and what the server did with them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadsRecord {
+    /// Per uploading device, its update's L2 norm before clipping, `(device, norm)` (measured
+    /// on the device; recorded for the experiment, not sent).
+    pub update_norms: Vec<(usize, f64)>,
+    /// Devices whose update was longer than `clip` and scaled down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clipped: Vec<usize>,
+    /// The attacking device, when it uploaded this round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attacker: Option<usize>,
+    /// The server's side.
+    pub server: UploadChecks,
+    /// With `[privacy]`: epsilon of this round alone and of every round so far, at `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySpent>,
+}
+
+/// The privacy spent, by the accountant (`crate::accountant`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySpent {
+    /// Epsilon of this round's release alone; absent when there is no guarantee (no noise).
+    pub epsilon_round: Option<f64>,
+    /// Epsilon of all releases up to and including this round; absent when there is none.
+    pub epsilon: Option<f64>,
+    /// The delta both are stated at.
+    pub delta: f64,
+    /// The sampling rate the accountant used (the share of devices taking part; 1 for local
+    /// noise).
+    pub sampling_rate: f64,
 }
 
 /// What one round produced before evaluation: per device its losses and traffic, and the
@@ -128,6 +194,8 @@ pub struct RoundOutcome {
     pub devices: Vec<(DeviceLosses, Traffic)>,
     /// The server's.
     pub server: ServerLosses,
+    /// What happened to the uploads (methods that upload DPM parameters).
+    pub uploads: Option<UploadsRecord>,
 }
 
 /// Reads `metrics.jsonl` (blank lines skipped), naming the file and line on error.
@@ -187,6 +255,7 @@ mod tests {
                 }],
                 ..ServerLosses::default()
             },
+            uploads: None,
             seconds: 2.0,
         };
         let line = serde_json::to_string(&record).unwrap();

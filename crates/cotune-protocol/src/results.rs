@@ -67,6 +67,7 @@ pub(crate) fn write_results(
         md.push_str(&round_zero_table(first, config));
     }
     round_table(&mut md, records);
+    uploads_table(&mut md, config, records);
     std::fs::write(run_dir.join("results.md"), md)?;
     std::fs::write(run_dir.join("results.csv"), csv)?;
     write_plots(run_dir, config, records)?;
@@ -234,6 +235,78 @@ fn round_table(md: &mut String, records: &[RoundRecord]) {
             pct(llm, |s| s.em),
             pct(llm, |s| s.rouge_l),
             r.seconds
+        ));
+    }
+}
+
+/// What happened to the uploads round by round, when the run records it: privacy spent,
+/// clipping, the attacker, the server's refusals and rule.
+fn uploads_table(md: &mut String, config: &ExperimentConfig, records: &[RoundRecord]) {
+    if records.iter().all(|r| r.uploads.is_none()) {
+        return;
+    }
+    md.push_str("\n## Uploads\n\n");
+    if let Some(p) = &config.privacy {
+        md.push_str(&format!(
+            "Differential privacy: {} noise, noise multiplier {}, clip {}, delta {:e}; epsilon \
+             by the Rényi accountant of the sampled Gaussian mechanism, one release a round, \
+             neighbouring datasets differing in one device's data.\n\n",
+            p.mode.name(),
+            p.noise_multiplier,
+            p.clip,
+            p.delta
+        ));
+    }
+    if let Some(a) = &config.attack {
+        md.push_str(&format!(
+            "Attack: device {} sends `{}` updates (factor {}).\n\n",
+            a.device,
+            a.kind.name(),
+            a.factor
+        ));
+    }
+    md.push_str(
+        "| round | rule | epsilon (round) | epsilon (so far) | mean update norm | clipped | refused |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let Some(u) = &r.uploads else { continue };
+        // No privacy: a dash; privacy without a guarantee (no noise): infinite.
+        let eps = |f: fn(&crate::records::PrivacySpent) -> Option<f64>| {
+            u.privacy.as_ref().map_or("-".to_string(), |p| {
+                f(p).map_or("∞".to_string(), |e| format!("{e:.3}"))
+            })
+        };
+        let norm = match u.update_norms.len() {
+            0 => "-".to_string(),
+            n => format!(
+                "{:.3}",
+                u.update_norms.iter().map(|(_, x)| x).sum::<f64>() / n as f64
+            ),
+        };
+        let refused: Vec<String> = u
+            .server
+            .refused
+            .iter()
+            .map(|x| format!("device {}", x.device))
+            .collect();
+        let clipped: Vec<String> = u.clipped.iter().map(usize::to_string).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {norm} | {} | {} |\n",
+            r.round,
+            u.server.rule,
+            eps(|p| p.epsilon_round),
+            eps(|p| p.epsilon),
+            if clipped.is_empty() {
+                "-".to_string()
+            } else {
+                clipped.join(", ")
+            },
+            if refused.is_empty() {
+                "-".to_string()
+            } else {
+                refused.join(", ")
+            },
         ));
     }
 }

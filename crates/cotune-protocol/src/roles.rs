@@ -290,6 +290,8 @@ pub struct Server {
     pub dpm_steps: Vec<u32>,
     /// The public training corpus.
     pub public_train: Vec<Example>,
+    /// The public validation split (the screen of uploads, `train.screen_ratio`).
+    pub public_valid: Vec<Example>,
 }
 
 impl Server {

@@ -9,11 +9,13 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::checkpoint;
-use crate::config::{ExperimentConfig, Plugins};
+use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyMode};
 use crate::methods::{FederatedMethod, Method, Round, Upload};
 use crate::parallel::{for_devices, worker_threads};
 use crate::progress;
-use crate::records::{DeviceLosses, RoundOutcome, RoundRecord, Scores, Traffic};
+use crate::records::{
+    DeviceLosses, PrivacySpent, RoundOutcome, RoundRecord, Scores, Traffic, UploadsRecord,
+};
 use crate::results::write_results;
 use crate::setup::{setup, Experiment};
 
@@ -204,6 +206,45 @@ fn run_rounds(
 }
 
 impl Experiment {
+    /// Whether this run's DPM uploads are prepared and recorded one by one: with privacy, an
+    /// attack, a robust rule or a screen (a plain run's uploads go up as they are).
+    fn guards_uploads(&self, method: &dyn FederatedMethod) -> bool {
+        let t = &self.config.train;
+        method.uses_dpm()
+            && (self.config.privacy.is_some()
+                || self.config.attack.is_some()
+                || !matches!(
+                    method.aggregation(t),
+                    Aggregation::Fedavg | Aggregation::PerDevice
+                )
+                || t.screen_ratio > 0.0)
+    }
+
+    /// The privacy spent after round `number` (`participants` devices take part each round),
+    /// by the accountant; `None` without `[privacy]`.
+    fn privacy_spent(&self, number: usize, participants: usize) -> Option<PrivacySpent> {
+        let p = self.config.privacy.as_ref()?;
+        let q = match p.mode {
+            PrivacyMode::Central => participants as f64 / self.devices.len().max(1) as f64,
+            PrivacyMode::Local => 1.0,
+        };
+        let epsilon = |rounds: u64| {
+            Some(crate::accountant::epsilon_after(
+                q,
+                p.noise_multiplier,
+                rounds,
+                p.delta,
+            ))
+            .filter(|e| e.is_finite())
+        };
+        Some(PrivacySpent {
+            epsilon_round: epsilon(1),
+            epsilon: epsilon(number as u64),
+            delta: p.delta,
+            sampling_rate: q,
+        })
+    }
+
     /// Device `i`'s share of the round in which `participants` take part.
     fn participants(&self, round: usize) -> Vec<usize> {
         let n = self.devices.len();
@@ -252,6 +293,7 @@ impl Experiment {
             tokenizer: &self.tokenizer,
             participants: &participants,
             devices: n,
+            privacy: self.config.privacy.as_ref(),
         };
         let threads = worker_threads(self.config.threads);
 
@@ -264,18 +306,53 @@ impl Experiment {
         let received = broadcast.as_deref();
 
         progress::phase("devices", participants.len());
+        let guarded = self.guards_uploads(method);
+        let (privacy, attack) = (self.config.privacy.as_ref(), self.config.attack.as_ref());
         let steps = for_devices(&mut self.devices, &participants, threads, |dev| {
-            let step = method.device_step(&round, dev, received)?;
+            // The shared part the round starts from: updates are measured against it.
+            let reference = match guarded {
+                true => Some(
+                    dev.proxy()?
+                        .adapted
+                        .export_params(cotune_host::ParamSelection::Shared)?,
+                ),
+                false => None,
+            };
+            let mut step = method.device_step(&round, dev, received)?;
+            let prepared = match (&reference, step.upload.as_mut()) {
+                (Some(reference), Some(bytes)) => Some(
+                    crate::uploads::prepare_upload(
+                        bytes,
+                        reference,
+                        privacy,
+                        attack,
+                        dev.index,
+                        round.device_seed(dev.index),
+                    )
+                    .map_err(|e| anyhow::anyhow!("device {}'s upload: {e}", dev.name))?,
+                ),
+                _ => None,
+            };
             progress!(
                 "  device {} ({}): {}",
                 dev.name,
                 dev.slm.label(),
                 losses_line(&step.losses)
             );
-            Ok((step, dev.train.len()))
+            Ok((step, dev.train.len(), prepared))
         })?;
         let mut uploads = Vec::new();
-        for (i, (step, examples)) in steps {
+        let mut record = UploadsRecord::default();
+        for (i, (step, examples, prepared)) in steps {
+            if let Some(p) = prepared {
+                record.update_norms.push((i, p.norm));
+                if p.clipped {
+                    record.clipped.push(i);
+                }
+                if p.attacked {
+                    record.attacker = Some(i);
+                }
+            }
             losses[i] = step.losses;
             if let Some(bytes) = step.upload {
                 traffic[i].up += bytes.len() as u64;
@@ -289,6 +366,20 @@ impl Experiment {
 
         progress::phase("server", 1);
         let server = method.server_step(&round, &mut self.server, uploads)?;
+        if let Some(p) = &self.config.privacy {
+            if let Some(spent) = self.privacy_spent(number, participants.len()) {
+                let eps = |e: Option<f64>| e.map_or("infinite".to_string(), |e| format!("{e:.3}"));
+                progress!(
+                    "  privacy ({} noise, multiplier {}, clip {}): epsilon {} this round, {} so far, at delta {:e}",
+                    p.mode.name(),
+                    p.noise_multiplier,
+                    p.clip,
+                    eps(spent.epsilon_round),
+                    eps(spent.epsilon),
+                    spent.delta
+                );
+            }
+        }
         let mut downloads: Vec<Option<Vec<u8>>> = vec![None; n];
         for (i, message) in server.downloads {
             traffic[i].down += message.len() as u64;
@@ -305,9 +396,13 @@ impl Experiment {
         for (i, l) in received_losses {
             losses[i] = l;
         }
+        record.server = server.checks;
+        record.privacy = self.privacy_spent(number, participants.len());
+        let uploads = (guarded || !record.server.refused.is_empty()).then_some(record);
         Ok(RoundOutcome {
             devices: losses.into_iter().zip(traffic).collect(),
             server: server.losses,
+            uploads,
         })
     }
 

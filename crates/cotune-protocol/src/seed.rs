@@ -30,6 +30,12 @@ pub enum Stream {
     ServerMutualLearning(usize),
     /// A device's SLM learning from the LLM's knowledge (`fedmkt`).
     SlmFromKnowledge,
+    /// The Gaussian noise a device adds to its update (`[privacy] mode = "local"`).
+    UploadNoise,
+    /// The misbehaving device's random update (`[attack] kind = "random"`).
+    Attack,
+    /// The Gaussian noise the server adds to the sum of the updates (`mode = "central"`).
+    CentralNoise,
 }
 
 impl Stream {
@@ -44,6 +50,10 @@ impl Stream {
             Stream::SyntheticQuestions => 5,
             Stream::ServerMutualLearning(slot) => 6 + slot as u64,
             Stream::SlmFromKnowledge => 7,
+            // Far from `6 + slot`.
+            Stream::UploadNoise => 1_000_001,
+            Stream::Attack => 1_000_002,
+            Stream::CentralNoise => 1_000_003,
         }
     }
 }

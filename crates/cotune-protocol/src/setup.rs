@@ -70,6 +70,7 @@ pub(crate) fn setup(
         dpms: Vec::new(),
         dpm_steps: Vec::new(),
         public_train: data.public_train,
+        public_valid: data.public_valid.clone(),
     };
     let mut initial_down = vec![0u64; devices.len()];
     Method::of(&config)?.implementation().setup(&mut Setup {

@@ -10,7 +10,7 @@ use cotune_distill::ModelRecipe;
 
 use crate::config::{
     architecture_of, checkpoint_architecture, Aggregation, ConfigError, DpmInit, ExperimentConfig,
-    ModelEntry, Plugins, TransferSelect, TransferSet,
+    ModelEntry, Plugins, PrivacyMode, TransferSelect, TransferSet,
 };
 use crate::methods::Method;
 use crate::recipes::recipe;
@@ -82,6 +82,7 @@ impl ExperimentConfig {
                 ),
             ));
         }
+        self.check_uploads(&method)?;
         if self.data.partition != Partition::OneDomain {
             return Err((
                 "data.partition".into(),
@@ -91,6 +92,111 @@ impl ExperimentConfig {
         self.data
             .validate()
             .map_err(|e| ("data".to_string(), e.to_string()))
+    }
+
+    /// `[privacy]`, `[attack]` and the aggregation's parameters.
+    fn check_uploads(&self, method: &Method) -> Result<(), (String, String)> {
+        let t = &self.train;
+        let method = method.implementation();
+        let rule = method.aggregation(t);
+        let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        if !(t.trim.is_finite() && (0.0..0.5).contains(&t.trim)) {
+            return bad(
+                "train.trim",
+                format!(
+                    "expected a share in [0, 0.5) trimmed at each end, got {}",
+                    t.trim
+                ),
+            );
+        }
+        if !(t.screen_ratio == 0.0 || t.screen_ratio.is_finite() && t.screen_ratio >= 1.0) {
+            return bad(
+                "train.screen_ratio",
+                format!(
+                    "expected 0 (no screen) or a ratio of at least 1, got {}",
+                    t.screen_ratio
+                ),
+            );
+        }
+        let n = self.devices.len();
+        let taking_part = ((n as f64 * t.device_fraction).round() as usize).clamp(1, n);
+        if method.uses_dpm() && rule == Aggregation::Krum && taking_part <= 2 * t.byzantine + 2 {
+            return bad(
+                "train.byzantine",
+                format!(
+                    "Krum tolerates byzantine = {} misbehaving devices only with more than {} \
+                     uploads a round, but {taking_part} devices take part",
+                    t.byzantine,
+                    2 * t.byzantine + 2
+                ),
+            );
+        }
+        if let Some(p) = &self.privacy {
+            if !method.uses_dpm() {
+                return bad(
+                    "privacy",
+                    format!(
+                        "method {} uploads no DPM parameters to protect",
+                        self.method.as_str()
+                    ),
+                );
+            }
+            if !(p.clip.is_finite() && p.clip > 0.0) {
+                return bad(
+                    "privacy.clip",
+                    format!("expected a positive L2 norm, got {}", p.clip),
+                );
+            }
+            if !(p.noise_multiplier.is_finite() && p.noise_multiplier >= 0.0) {
+                return bad(
+                    "privacy.noise_multiplier",
+                    format!(
+                        "expected a number of at least 0, got {}",
+                        p.noise_multiplier
+                    ),
+                );
+            }
+            if !(p.delta > 0.0 && p.delta < 1.0) {
+                return bad(
+                    "privacy.delta",
+                    format!("expected a probability in (0, 1), got {}", p.delta),
+                );
+            }
+            if p.mode == PrivacyMode::Central && rule != Aggregation::Fedavg {
+                return bad(
+                    "privacy.mode",
+                    format!(
+                        "\"central\" adds its noise to the FedAvg sum, but the aggregation is \
+                         \"{}\"; use mode = \"local\" with it",
+                        rule.name()
+                    ),
+                );
+            }
+        }
+        if let Some(a) = &self.attack {
+            if !method.uses_dpm() {
+                return bad(
+                    "attack",
+                    format!(
+                        "method {} uploads no DPM parameters to attack",
+                        self.method.as_str()
+                    ),
+                );
+            }
+            if a.device >= n {
+                return bad(
+                    "attack.device",
+                    format!("expected a device index below {n}, got {}", a.device),
+                );
+            }
+            if !(a.factor.is_finite() && a.factor > 0.0) {
+                return bad(
+                    "attack.factor",
+                    format!("expected a positive number, got {}", a.factor),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Every device's domain file and the public corpus exist under `root`.
@@ -117,13 +223,25 @@ impl ExperimentConfig {
         }
         // Every record is read once here (a few megabytes), so a malformed line is reported
         // before any run folder exists.
+        let read = |key: String, path: &Path| {
+            let stamp = std::fs::metadata(path)
+                .map(|m| format!("{}:{:?}", m.len(), m.modified().ok()))
+                .unwrap_or_default();
+            let id = format!("data\0{}\0{stamp}", path.display());
+            if already_valid(&id) {
+                return Ok(());
+            }
+            cotune_data::load_jsonl(path).map_err(|e| (key, e.to_string()))?;
+            remember_valid(id);
+            Ok(())
+        };
         for (i, d) in self.devices.iter().enumerate() {
-            cotune_data::load_jsonl(&self.data.domain_path(root, &d.domain))
-                .map_err(|e| (format!("devices[{i}].domain"), e.to_string()))?;
+            read(
+                format!("devices[{i}].domain"),
+                &self.data.domain_path(root, &d.domain),
+            )?;
         }
-        cotune_data::load_jsonl(&public)
-            .map_err(|e| ("data.public_file".to_string(), e.to_string()))?;
-        Ok(())
+        read("data.public_file".to_string(), &public)
     }
 
     /// Opens every model's plugin.
@@ -147,16 +265,17 @@ impl ExperimentConfig {
     /// plugin validates its config keys and values before any data is split or model trained;
     /// each must also hold a prompt and its answer in its context.
     fn check_models(&self, plugins: &Plugins) -> Result<(), (String, String)> {
-        let mut seen = std::collections::HashSet::new();
-        let mut check = |key: String, plugin: &Plugin, entry: &ModelEntry, text: String| {
+        let (p, a) = (self.data.max_prompt_tokens, self.data.max_answer_tokens);
+        let check = |key: String, plugin: &Plugin, entry: &ModelEntry, text: String| {
             let arch = architecture_of(entry, plugin);
-            let id = (
-                plugin.path().to_path_buf(),
-                arch.clone(),
-                text.clone(),
-                entry.checkpoint.clone(),
+            // A model from a checkpoint folder is checked every time (the folder may change);
+            // a fresh one once per process for its plugin, config and token budgets.
+            let id = format!(
+                "model\0{}\0{arch}\0{text}\0{p}\0{a}",
+                plugin.path().display()
             );
-            if !seen.insert(id) {
+            let cacheable = entry.checkpoint.is_none();
+            if cacheable && already_valid(&id) {
                 return Ok(());
             }
             let model = ModelRecipe {
@@ -166,7 +285,6 @@ impl ExperimentConfig {
             .build()
             .map_err(|err| (key.clone(), err.to_string()))?;
             let spec = model.spec();
-            let (p, a) = (self.data.max_prompt_tokens, self.data.max_answer_tokens);
             let need = match spec.structure {
                 cotune_host::Structure::DecoderOnly => p + a,
                 cotune_host::Structure::EncoderDecoder => p.max(a),
@@ -181,6 +299,9 @@ impl ExperimentConfig {
                         spec.context_len
                     ),
                 ));
+            }
+            if cacheable {
+                remember_valid(id);
             }
             Ok(())
         };
@@ -250,7 +371,7 @@ impl ExperimentConfig {
             return Ok(());
         };
         let method = method.implementation();
-        if !method.uses_dpm() || method.aggregation(&self.train) != Aggregation::Fedavg {
+        if !method.uses_dpm() || !method.aggregation(&self.train).one_slot() {
             return Ok(());
         }
         for i in 1..self.devices.len() {
@@ -333,4 +454,23 @@ fn describe_model(entry: &ModelEntry) -> String {
         .map(|(k, v)| format!("{k} = {v}"))
         .collect();
     format!("{}/{arch} {{ {} }}", entry.plugin, keys.join(", "))
+}
+
+/// What this process already found valid: data files (by path, size and time) and fresh models
+/// (by plugin, architecture, config and token budgets). A comparison checks the same models
+/// and files for every variant and seed; each is read or built once.
+static VALID: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::OnceLock::new();
+
+fn already_valid(id: &str) -> bool {
+    VALID
+        .get_or_init(Default::default)
+        .lock()
+        .is_ok_and(|set| set.contains(id))
+}
+
+fn remember_valid(id: String) {
+    if let Ok(mut set) = VALID.get_or_init(Default::default).lock() {
+        set.insert(id);
+    }
 }

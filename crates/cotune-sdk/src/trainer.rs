@@ -743,18 +743,32 @@ impl<M: LanguageModel> Trainer<M> {
                 M::ARCHITECTURE
             )));
         }
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(parts[1].to_vec()))
-            .map_err(|e| bad(format!("{e:?}")))?;
-        let model = self
-            .model
-            .clone()
-            .try_load_record(record)
-            .map_err(|e| bad(format!("parameters do not fit this model: {e:?}")))?;
         let wd = u32::from_le_bytes(settings[..4].try_into().expect("4 bytes"));
         let clip = u32::from_le_bytes(settings[4..].try_into().expect("4 bytes"));
-        let optim = new_optimizer(f32::from_bits(wd), f32::from_bits(clip))
-            .from_bytes(Bytes::from_bytes_vec(parts[2].to_vec()))
-            .map_err(|e| bad(format!("optimiser state: {e:?}")))?;
+        // burn's readers panic on some malformed records (an optimiser tensor without a
+        // parameter id) rather than failing: such a panic is this file's error too.
+        let decode = || {
+            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(parts[1].to_vec()))
+                .map_err(|e| bad(format!("{e:?}")))?;
+            let model = self
+                .model
+                .clone()
+                .try_load_record(record)
+                .map_err(|e| bad(format!("parameters do not fit this model: {e:?}")))?;
+            let optim = new_optimizer(f32::from_bits(wd), f32::from_bits(clip))
+                .from_bytes(Bytes::from_bytes_vec(parts[2].to_vec()))
+                .map_err(|e| bad(format!("optimiser state: {e:?}")))?;
+            Ok((model, optim))
+        };
+        let (model, optim) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                bad(format!("malformed parameters or optimiser state: {why}"))
+            })??;
         self.model = model;
         self.optim = optim;
         self.optim_settings = (wd, clip);

@@ -72,6 +72,7 @@ impl FederatedMethod for Centralized {
             bar.tick();
         }
         Ok(ServerStep {
+            checks: Default::default(),
             losses: ServerLosses {
                 llm: last,
                 ..ServerLosses::default()

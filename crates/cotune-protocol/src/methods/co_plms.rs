@@ -12,7 +12,7 @@ use cotune_host::Example;
 
 use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
 use crate::config::{Aggregation, TransferSet};
-use crate::records::{DeviceLosses, PairLosses, ServerLosses};
+use crate::records::{DeviceLosses, PairLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{RoundSeed, Stream};
 
@@ -122,8 +122,8 @@ impl FederatedMethod for CoPlms {
         let mut losses = ServerLosses::default();
         let gate = Gate::of(s.saml, GateSignal::Reference, s.gate_sharpness);
         match self.aggregation(s) {
-            Aggregation::Fedavg => {
-                proxies::aggregate(server, &uploads)?;
+            rule if rule.one_slot() => {
+                let checks = proxies::aggregate(round, server, &uploads, rule)?;
                 let seed = round.server_seed();
                 (losses.llm, losses.dpm) = server.mutual_learning(
                     0,
@@ -136,14 +136,27 @@ impl FederatedMethod for CoPlms {
                 )?;
                 Ok(ServerStep {
                     losses,
+                    checks,
                     downloads: proxies::to_every_device(round, server)?,
                 })
             }
-            Aggregation::PerDevice => {
+            _ => {
+                let mut checks = UploadChecks {
+                    rule: Aggregation::PerDevice.name().to_string(),
+                    ..UploadChecks::default()
+                };
+                let accepted = proxies::check_uploads(round, server, &uploads, |d| d, &mut checks)?;
+                let mut accepted = accepted.into_iter().peekable();
                 let mut downloads = Vec::new();
-                for u in &uploads {
+                for (k, u) in uploads.iter().enumerate() {
                     let i = u.device;
-                    server.receive(&u.bytes, i)?;
+                    // A refused upload is not learned from: the device gets its slot back as
+                    // it was.
+                    let Some((_, params)) = accepted.next_if(|(a, _)| *a == k) else {
+                        downloads.push((i, server.dpm_message(i)?));
+                        continue;
+                    };
+                    server.dpms[i].import_params(&params)?;
                     let seed = round.server_seed_with(i);
                     let (llm, dpm) = server.mutual_learning(
                         i,
@@ -161,7 +174,11 @@ impl FederatedMethod for CoPlms {
                     });
                     downloads.push((i, server.dpm_message(i)?));
                 }
-                Ok(ServerStep { losses, downloads })
+                Ok(ServerStep {
+                    losses,
+                    checks,
+                    downloads,
+                })
             }
         }
     }

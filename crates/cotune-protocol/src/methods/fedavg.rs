@@ -23,12 +23,17 @@ impl FederatedMethod for Fedavg {
         true
     }
 
-    fn aggregation(&self, _settings: &RoundSettings) -> Aggregation {
-        Aggregation::Fedavg
+    fn aggregation(&self, settings: &RoundSettings) -> Aggregation {
+        // One DPM for every device: any rule that combines the uploads into one.
+        if settings.aggregation.one_slot() {
+            settings.aggregation
+        } else {
+            Aggregation::Fedavg
+        }
     }
 
     fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
-        proxies::attach(setup, Aggregation::Fedavg)
+        proxies::attach(setup, self.aggregation(&setup.config.train))
     }
 
     fn device_step(
@@ -55,8 +60,9 @@ impl FederatedMethod for Fedavg {
         server: &mut Server,
         uploads: Vec<Upload>,
     ) -> anyhow::Result<ServerStep> {
-        proxies::aggregate(server, &uploads)?;
+        let checks = proxies::aggregate(round, server, &uploads, self.aggregation(round.settings))?;
         Ok(ServerStep {
+            checks,
             losses: Default::default(),
             downloads: proxies::to_every_device(round, server)?,
         })

@@ -101,6 +101,7 @@ impl FederatedMethod for Fedmkt {
             )?);
         }
         Ok(ServerStep {
+            checks: Default::default(),
             losses: ServerLosses {
                 llm: last,
                 ..ServerLosses::default()

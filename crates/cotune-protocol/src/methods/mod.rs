@@ -32,8 +32,8 @@ use std::fmt;
 use cotune_data::{DataConfig, QaRecord, Tokenizer};
 use cotune_host::Example;
 
-use crate::config::{Aggregation, ExperimentConfig, Plugins, RoundSettings};
-use crate::records::{DeviceLosses, ServerLosses};
+use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyConfig, RoundSettings};
+use crate::records::{DeviceLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{Party, RoundSeed};
 
@@ -138,6 +138,8 @@ pub struct Round<'a> {
     pub participants: &'a [usize],
     /// How many devices the experiment has.
     pub devices: usize,
+    /// Differential privacy of the uploads, if any.
+    pub privacy: Option<&'a PrivacyConfig>,
 }
 
 impl Round<'_> {
@@ -188,6 +190,8 @@ pub struct DeviceStep {
 pub struct ServerStep {
     /// Its losses.
     pub losses: ServerLosses,
+    /// What its checks of the uploads found, and how it combined them.
+    pub checks: UploadChecks,
     /// `(device, message)`, each device at most once.
     pub downloads: Vec<(usize, Vec<u8>)>,
 }

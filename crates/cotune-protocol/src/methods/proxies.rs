@@ -8,12 +8,16 @@ use std::time::Instant;
 use anyhow::Context;
 use cotune_data::{QaRecord, SeededRng};
 use cotune_distill::{distill, stable_hash, DistillConfig};
-use cotune_host::{Example, Model, ParamSelection};
+use cotune_host::{Example, Model, NamedTensor, ParamSelection};
 
 use super::{Round, Setup, Upload};
 use crate::config::{architecture_of, Aggregation, DpmInit, TransferSelect};
+use crate::message::{decode_params, weighted_average};
 use crate::recipes::{check_fits, recipe};
+use crate::records::{RefusedUpload, UploadChecks};
 use crate::roles::{Device, DistilledProxy, Server};
+use crate::seed::Stream;
+use crate::uploads;
 
 /// Distils the first DPM from the server's LLM (or reads it from the cache), fills the
 /// server's DPM slots (one, or one per device under `aggregation`) with it, and gives every
@@ -57,9 +61,9 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
     }
     let first_params = first.export_params(ParamSelection::All)?;
     let message = crate::message::encode_params(&first_params);
-    let slots = match aggregation {
-        Aggregation::Fedavg => 1,
-        Aggregation::PerDevice => n,
+    let slots = match aggregation.one_slot() {
+        true => 1,
+        false => n,
     };
     for slot in 0..slots {
         let i = slot.min(n - 1);
@@ -140,13 +144,160 @@ pub(crate) fn receive(device: &mut Device, download: &[u8]) -> anyhow::Result<()
     device.proxy()?.download(download)
 }
 
-/// FedAvg of the uploads (weighted by local examples) into the server's one DPM slot.
-pub(crate) fn aggregate(server: &mut Server, uploads: &[Upload]) -> anyhow::Result<()> {
-    let weighted: Vec<(&[u8], f64)> = uploads
-        .iter()
-        .map(|u| (u.bytes.as_slice(), u.examples as f64))
-        .collect();
-    server.aggregate(&weighted, 0)
+/// The server's checks of the uploads, in their order: each decodes, is shaped like the DPM in
+/// its slot (`slot_of(device)`) and holds only finite values; with `train.screen_ratio`, its
+/// DPM's cross-entropy on the server's public validation split is at most that ratio times the
+/// lower median of the round's uploads. Returns the accepted `(index in uploads, parameters)`; the
+/// refused are named in `checks`, never dropped silently.
+pub(crate) fn check_uploads(
+    round: &Round<'_>,
+    server: &mut Server,
+    uploads: &[Upload],
+    slot_of: impl Fn(usize) -> usize,
+    checks: &mut UploadChecks,
+) -> anyhow::Result<Vec<(usize, Vec<NamedTensor>)>> {
+    let s = round.settings;
+    let refuse = |checks: &mut UploadChecks, device: usize, reason: String| {
+        progress!("  refused the upload of device {device}: {reason}");
+        checks.refused.push(RefusedUpload { device, reason });
+    };
+    let mut accepted = Vec::new();
+    for (k, u) in uploads.iter().enumerate() {
+        let reference = server.dpms[slot_of(u.device)].export_params(ParamSelection::All)?;
+        let params = match decode_params(&u.bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                refuse(checks, u.device, e.to_string());
+                continue;
+            }
+        };
+        if let Err(e) = uploads::check_like(&params, &reference) {
+            refuse(checks, u.device, e);
+            continue;
+        }
+        if let Some((name, i, v)) = uploads::first_non_finite(&params) {
+            refuse(
+                checks,
+                u.device,
+                format!("non-finite value {v} at {name}[{i}]"),
+            );
+            continue;
+        }
+        accepted.push((k, params));
+    }
+    if s.screen_ratio <= 0.0 || accepted.is_empty() {
+        return Ok(accepted);
+    }
+    let batch = s.dpm.batch_size.max(1);
+    let mut losses = Vec::with_capacity(accepted.len());
+    for (k, params) in &accepted {
+        let dpm = &mut server.dpms[slot_of(uploads[*k].device)];
+        let before = dpm.export_params(ParamSelection::All)?;
+        dpm.import_params(params)?;
+        let ce = cotune_distill::mean_cross_entropy(dpm, &server.public_valid, batch);
+        dpm.import_params(&before)?;
+        losses.push(ce?);
+    }
+    let mut finite: Vec<f64> = losses.iter().copied().filter(|c| c.is_finite()).collect();
+    finite.sort_unstable_by(f64::total_cmp);
+    // The lower median: with an even count the better of the two middle values, so one bad
+    // upload of two or of four cannot raise the bar it is measured against.
+    let median = finite
+        .get(finite.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN);
+    let limit = s.screen_ratio * median;
+    let mut kept = Vec::with_capacity(accepted.len());
+    for ((k, params), ce) in accepted.into_iter().zip(losses) {
+        let device = uploads[k].device;
+        checks.screen.push((device, ce));
+        if ce.is_finite() && ce <= limit {
+            kept.push((k, params));
+        } else {
+            refuse(
+                checks,
+                device,
+                format!(
+                    "its DPM's cross-entropy on the public validation split is {ce:.3}, over \
+                     train.screen_ratio = {} times the round's median {median:.3}",
+                    s.screen_ratio
+                ),
+            );
+        }
+    }
+    Ok(kept)
+}
+
+/// The uploads combined into the server's one DPM slot by `rule`, after
+/// [`check_uploads`]: FedAvg weighted by local examples (with central privacy: the updates
+/// clipped again, averaged unweighted, and Gaussian noise of standard deviation
+/// `noise_multiplier * clip` added to their sum), the coordinate-wise median or trimmed mean,
+/// or Krum's choice (the median when too few uploads remain for its bound, recorded).
+pub(crate) fn aggregate(
+    round: &Round<'_>,
+    server: &mut Server,
+    uploads: &[Upload],
+    rule: Aggregation,
+) -> anyhow::Result<UploadChecks> {
+    let s = round.settings;
+    let mut checks = UploadChecks {
+        rule: rule.name().to_string(),
+        ..UploadChecks::default()
+    };
+    let accepted = check_uploads(round, server, uploads, |_| 0, &mut checks)?;
+    if accepted.is_empty() {
+        progress!("  no upload accepted this round: the server's DPM stays as it was");
+        return Ok(checks);
+    }
+    let (index, sets): (Vec<usize>, Vec<Vec<NamedTensor>>) = accepted.into_iter().unzip();
+    let central = round
+        .privacy
+        .filter(|p| p.mode == crate::config::PrivacyMode::Central);
+    let combined = match rule {
+        Aggregation::Fedavg => match central {
+            Some(p) => {
+                let reference = server.dpms[0].export_params(ParamSelection::All)?;
+                let mut sets = sets;
+                for set in &mut sets {
+                    uploads::clip_update(set, &reference, p.clip);
+                }
+                let mut avg = uploads::mean(&sets).map_err(anyhow::Error::msg)?;
+                // Noise of std z * C on the sum is noise of std z * C / m on the mean.
+                let std = p.noise_multiplier * p.clip / sets.len() as f64;
+                let seed = round.server_seed().of(Stream::CentralNoise, 0);
+                uploads::add_noise(&mut avg, std, &mut SeededRng::for_stream(seed, "noise"));
+                avg
+            }
+            None => {
+                let weighted: Vec<(Vec<NamedTensor>, f64)> = sets
+                    .into_iter()
+                    .zip(&index)
+                    .map(|(set, &k)| (set, uploads[k].examples as f64))
+                    .collect();
+                weighted_average(&weighted).map_err(|e| anyhow::anyhow!("FedAvg: {e}"))?
+            }
+        },
+        Aggregation::Median => uploads::median(&sets).map_err(anyhow::Error::msg)?,
+        Aggregation::TrimmedMean => {
+            uploads::trimmed_mean(&sets, s.trim).map_err(anyhow::Error::msg)?
+        }
+        Aggregation::Krum => match uploads::krum(&sets, s.byzantine) {
+            Ok(i) => {
+                checks.krum_choice = Some(uploads[index[i]].device);
+                sets.into_iter().nth(i).expect("Krum chose one of the sets")
+            }
+            Err(why) => {
+                progress!("  {why}: the median instead");
+                checks.fallback = Some(format!("{why}: the median instead"));
+                uploads::median(&sets).map_err(anyhow::Error::msg)?
+            }
+        },
+        Aggregation::PerDevice => {
+            anyhow::bail!("per-device aggregation keeps one DPM per device; nothing to combine")
+        }
+    };
+    server.dpms[0].import_params(&combined)?;
+    Ok(checks)
 }
 
 /// The server's DPM slot 0 sent to every device of the experiment.

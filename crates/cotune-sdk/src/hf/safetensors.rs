@@ -107,11 +107,18 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, StoredTensor>, P
                 )))
             }
         };
-        let count: usize = shape.iter().product();
-        if raw.len() != count * width {
+        // A zero dimension empties the tensor whatever the others claim.
+        let needed = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape
+                .iter()
+                .try_fold(width, |n: usize, &d| n.checked_mul(d))
+        };
+        if needed != Some(raw.len()) {
             return Err(bad_tensor(format!(
                 "shape {shape:?} of {dtype} needs {} bytes, the file gives {}",
-                count * width,
+                needed.map_or("more than 2^64".to_string(), |n| n.to_string()),
                 raw.len()
             )));
         }
