@@ -396,12 +396,15 @@ fn summarise(
     split: &str,
     finished: &[(usize, u64, Vec<RoundRecord>, f64)],
 ) -> (String, String) {
-    let mut device_names: Vec<(String, String)> = Vec::new();
+    let mut device_names: Vec<(String, Vec<String>)> = Vec::new();
     for (_, _, records, _) in finished {
         if let Some(s) = run_summary(records) {
             for (d, a, _) in s.devices {
-                if !device_names.iter().any(|(x, _)| *x == d) {
-                    device_names.push((d, a));
+                // A variant may put another SLM on a device: the header names every one.
+                match device_names.iter_mut().find(|(x, _)| *x == d) {
+                    Some((_, archs)) if !archs.contains(&a) => archs.push(a),
+                    Some(_) => {}
+                    None => device_names.push((d, vec![a])),
                 }
             }
         }
@@ -424,8 +427,8 @@ fn summarise(
         ("Rouge-L", |s: &Scores| s.rouge_l),
     ] {
         md.push_str(&format!("## {metric}\n\n| variant | method |"));
-        for (d, a) in &device_names {
-            md.push_str(&format!(" {d} ({a}) |"));
+        for (d, archs) in &device_names {
+            md.push_str(&format!(" {d} ({}) |", archs.join(", ")));
         }
         md.push_str(" SLM average | LLM | bytes/round |\n|---|---|");
         md.push_str(&"---|".repeat(device_names.len() + 3));
@@ -509,6 +512,48 @@ fn human_bytes(b: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_whose_slm_a_variant_swaps_names_every_architecture() {
+        let record = |arch: &str, em: f64| RoundRecord {
+            round: 1,
+            method: "co-plms".into(),
+            devices: vec![crate::records::DeviceRecord {
+                device: "geography".into(),
+                slm_architecture: arch.into(),
+                participated: true,
+                slm: Some(Scores { em, rouge_l: em }),
+                dpm: None,
+                losses: Default::default(),
+                bytes_up: 1,
+                bytes_down: 1,
+            }],
+            llm: None,
+            server_losses: Default::default(),
+            uploads: None,
+            seconds: 0.0,
+        };
+        let variant = |name: &str| Variant {
+            name: name.into(),
+            method: "co-plms".into(),
+            set: toml::Table::new(),
+        };
+        let compare = CompareConfig {
+            name: "c".into(),
+            base: "b.toml".into(),
+            seeds: vec![0],
+            pretrain_seed: None,
+            set: toml::Table::new(),
+            variants: vec![variant("reference"), variant("gru")],
+        };
+        let finished = vec![
+            (0, 0, vec![record("gpt2/gpt2", 0.15)], 1.0),
+            (1, 0, vec![record("gru/gru", 0.195)], 1.0),
+        ];
+        let (md, _) = summarise(&compare, "test", &finished);
+        assert!(md.contains("| geography (gpt2/gpt2, gru/gru) |"), "{md}");
+        assert!(md.contains("| gru | co-plms | 19.50 ± 0.00 |"), "{md}");
+    }
 
     #[test]
     fn dotted_keys_reach_tables_and_every_array_element() {
