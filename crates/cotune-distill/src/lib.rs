@@ -62,6 +62,8 @@ pub enum DistillError {
     },
 }
 
+/// A host error with what was being done. The host's message already names the model
+/// (`gpt2/gpt2: ...`), so `what` names only the activity.
 fn host(what: impl Into<String>) -> impl FnOnce(HostError) -> DistillError {
     let what = what.into();
     move |cause| DistillError::Host { what, cause }
@@ -231,13 +233,13 @@ pub fn train_epoch(
         let soft = match teacher {
             Some(t) => Some(
                 t.answer_logits(&batch)
-                    .map_err(host(format!("teacher {} answer logits", t.label())))?,
+                    .map_err(host("the teacher's answer logits"))?,
             ),
             None => None,
         };
         let report = student
             .train_step(&batch, soft, &settings.options(*step))
-            .map_err(host(format!("training {}", student.label())))?;
+            .map_err(host("a training step"))?;
         *step += 1;
         count_step();
         means.add(&report);
@@ -261,8 +263,7 @@ pub struct Learner<'a> {
 impl Learner<'_> {
     fn logits(&self, batch: &[Example]) -> Result<Logits, DistillError> {
         let view: &Model = self.teacher_view.unwrap_or(self.model);
-        view.answer_logits(batch)
-            .map_err(host(format!("{} answer logits", view.label())))
+        view.answer_logits(batch).map_err(host("answer logits"))
     }
 
     /// The trained model's own logits: `taught` when it teaches through itself, else computed.
@@ -272,7 +273,7 @@ impl Learner<'_> {
             Some(_) => self
                 .model
                 .answer_logits(batch)
-                .map_err(host(format!("{} answer logits", self.model.label()))),
+                .map_err(host("answer logits")),
         }
     }
 }
@@ -324,7 +325,7 @@ pub fn mutual_learning_epoch(
         let rl = left
             .model
             .train_step(&batch, Some(from_right), &left.settings.options(*left.step))
-            .map_err(host(format!("mutual learning of {}", left.model.label())))?;
+            .map_err(host("a mutual-learning step"))?;
         *left.step += 1;
         count_step();
         let rr = right
@@ -334,7 +335,7 @@ pub fn mutual_learning_epoch(
                 Some(from_left),
                 &right.settings.options(*right.step),
             )
-            .map_err(host(format!("mutual learning of {}", right.model.label())))?;
+            .map_err(host("a mutual-learning step"))?;
         *right.step += 1;
         count_step();
         ml.add(&rl);
@@ -354,9 +355,7 @@ pub fn mean_cross_entropy(
     }
     let (mut total, mut count) = (0.0f64, 0usize);
     for batch in examples.chunks(batch_size.max(1)) {
-        let logits = model
-            .answer_logits(batch)
-            .map_err(host(format!("validating {}", model.label())))?;
+        let logits = model.answer_logits(batch).map_err(host("validation"))?;
         for (b, ex) in batch.iter().enumerate() {
             for (t, &target) in ex.answer.iter().enumerate() {
                 let row = logits.row(b, t);

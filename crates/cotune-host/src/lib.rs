@@ -133,6 +133,17 @@ mod tests {
     }
 
     #[test]
+    fn each_search_folder_is_listed_once() {
+        // Under `cargo test` the executable's parent folder is the target's `debug` folder,
+        // which `CARGO_TARGET_DIR` names as well.
+        let dirs = plugin_search_dirs();
+        let mut unique = dirs.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), dirs.len(), "{dirs:?}");
+    }
+
+    #[test]
     fn a_missing_plugin_names_the_file_and_folders() {
         let err = Plugin::find("no-such-plugin").unwrap_err().to_string();
         assert!(err.contains("no-such-plugin"), "{err}");

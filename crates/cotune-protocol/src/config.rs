@@ -589,6 +589,13 @@ impl ExperimentConfig {
         }
     }
 
+    /// How many devices take part in each round: `train.device_fraction` of them, rounded, at
+    /// least one.
+    pub fn devices_per_round(&self) -> usize {
+        let n = self.devices.len();
+        ((n as f64 * self.train.device_fraction).round() as usize).clamp(1, n.max(1))
+    }
+
     /// The DPM of device `i`.
     pub fn dpm_of(&self, i: usize) -> &DpmEntry {
         self.devices[i].dpm.as_ref().unwrap_or(&self.dpm)

@@ -12,7 +12,7 @@ use cotune_eval::{generate_answers, EvalOptions};
 use cotune_host::{Example, Model, ParamSelection};
 use serde::{Deserialize, Serialize};
 
-use crate::message::{decode_params, encode_params, weighted_average};
+use crate::message::{decode_params, encode_params};
 use crate::seed::{RoundSeed, Stream};
 
 /// A protocol-level failure, naming who and what.
@@ -295,24 +295,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Weighted FedAvg of uploaded shared parts (message, weight) into DPM slot `slot`.
-    pub fn aggregate(&mut self, uploads: &[(&[u8], f64)], slot: usize) -> RoleResult<()> {
-        let sets = uploads
-            .iter()
-            .map(|(bytes, w)| Ok((decode_params(bytes)?, *w)))
-            .collect::<RoleResult<Vec<_>>>()?;
-        let avg = weighted_average(&sets).map_err(|e| anyhow::anyhow!("FedAvg: {e}"))?;
-        self.dpms[slot].import_params(&avg)?;
-        Ok(())
-    }
-
-    /// Stores one device's upload in its slot.
-    pub fn receive(&mut self, bytes: &[u8], slot: usize) -> RoleResult<()> {
-        let params = decode_params(bytes)?;
-        self.dpms[slot].import_params(&params)?;
-        Ok(())
-    }
-
     /// The serialised shared part in DPM slot `slot` (what is downloaded).
     pub fn dpm_message(&self, slot: usize) -> RoleResult<Vec<u8>> {
         Ok(encode_params(

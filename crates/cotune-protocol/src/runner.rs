@@ -248,7 +248,7 @@ impl Experiment {
     /// Device `i`'s share of the round in which `participants` take part.
     fn participants(&self, round: usize) -> Vec<usize> {
         let n = self.devices.len();
-        let k = ((n as f64 * self.config.train.device_fraction).round() as usize).clamp(1, n);
+        let k = self.config.devices_per_round();
         let mut idx: Vec<usize> = (0..n).collect();
         if k < n {
             cotune_data::SeededRng::for_stream(
@@ -366,8 +366,9 @@ impl Experiment {
 
         progress::phase("server", 1);
         let server = method.server_step(&round, &mut self.server, uploads)?;
+        record.privacy = self.privacy_spent(number, participants.len());
         if let Some(p) = &self.config.privacy {
-            if let Some(spent) = self.privacy_spent(number, participants.len()) {
+            if let Some(spent) = &record.privacy {
                 let eps = |e: Option<f64>| e.map_or("infinite".to_string(), |e| format!("{e:.3}"));
                 progress!(
                     "  privacy ({} noise, multiplier {}, clip {}): epsilon {} this round, {} so far, at delta {:e}",
@@ -397,7 +398,6 @@ impl Experiment {
             losses[i] = l;
         }
         record.server = server.checks;
-        record.privacy = self.privacy_spent(number, participants.len());
         let uploads = (guarded || !record.server.refused.is_empty()).then_some(record);
         Ok(RoundOutcome {
             devices: losses.into_iter().zip(traffic).collect(),

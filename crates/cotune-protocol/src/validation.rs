@@ -119,7 +119,7 @@ impl ExperimentConfig {
             );
         }
         let n = self.devices.len();
-        let taking_part = ((n as f64 * t.device_fraction).round() as usize).clamp(1, n);
+        let taking_part = self.devices_per_round();
         if method.uses_dpm() && rule == Aggregation::Krum && taking_part <= 2 * t.byzantine + 2 {
             return bad(
                 "train.byzantine",

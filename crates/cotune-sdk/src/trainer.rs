@@ -762,12 +762,10 @@ impl<M: LanguageModel> Trainer<M> {
         };
         let (model, optim) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
             .map_err(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("no message");
-                bad(format!("malformed parameters or optimiser state: {why}"))
+                bad(format!(
+                    "malformed parameters or optimiser state: {}",
+                    crate::plugin::panic_message(&*panic)
+                ))
             })??;
         self.model = model;
         self.optim = optim;

@@ -162,8 +162,14 @@ pub(crate) fn check_uploads(
         checks.refused.push(RefusedUpload { device, reason });
     };
     let mut accepted = Vec::new();
+    // The DPM each upload is checked against, exported once per slot.
+    let mut references: Vec<Option<Vec<NamedTensor>>> = vec![None; server.dpms.len()];
     for (k, u) in uploads.iter().enumerate() {
-        let reference = server.dpms[slot_of(u.device)].export_params(ParamSelection::All)?;
+        let slot = slot_of(u.device);
+        let reference = match &mut references[slot] {
+            Some(r) => &*r,
+            none => none.insert(server.dpms[slot].export_params(ParamSelection::All)?),
+        };
         let params = match decode_params(&u.bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -171,7 +177,7 @@ pub(crate) fn check_uploads(
                 continue;
             }
         };
-        if let Err(e) = uploads::check_like(&params, &reference) {
+        if let Err(e) = uploads::check_like(&params, reference) {
             refuse(checks, u.device, e);
             continue;
         }
