@@ -48,6 +48,8 @@ pub struct Tokenizer {
     pad: u32,
     bos: u32,
     eos: u32,
+    /// A stable hash of the `tokenizer.json` text: equal for identical tokenizers.
+    fingerprint: String,
 }
 
 /// The GPT-2 byte-level settings: no prefix space, because a prefix space would make
@@ -62,6 +64,42 @@ fn library_error(
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> DataError {
     let context = context.into();
     move |cause| DataError::Tokenizer { context, cause }
+}
+
+/// The byte-level alphabet read back: each of the 256 symbols to its byte.
+fn byte_decoder() -> std::collections::HashMap<char, u8> {
+    // GPT-2's table: printable bytes stand for themselves, the rest shift to 256 and up.
+    let mut printable: Vec<u8> = (b'!'..=b'~').collect();
+    printable.extend(0xA1u8..=0xAC);
+    printable.extend(0xAEu8..=0xFF);
+    let mut map = std::collections::HashMap::new();
+    let mut shifted = 0u32;
+    for b in 0..=255u8 {
+        let c = if printable.contains(&b) {
+            char::from(b)
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).expect("below the surrogates")
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+/// The byte of a SentencePiece byte-fallback token `<0xNN>`.
+fn byte_fallback(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
+}
+
+/// 64-bit FNV-1a of `bytes` as 16 hex digits.
+fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl Tokenizer {
@@ -143,8 +181,10 @@ impl Tokenizer {
             .into_values()
             .max()
             .map_or(0, |id| id as usize + 1);
+        let json = inner.to_string(false).unwrap_or_default();
         Ok(Tokenizer {
             vocab_size,
+            fingerprint: fnv_hex(json.as_bytes()),
             pad: find(&PAD_NAMES).unwrap_or(eos),
             bos: find(&BOS_NAMES).unwrap_or(eos),
             eos,
@@ -239,6 +279,66 @@ impl Tokenizer {
         self.vocab_size
     }
 
+    /// A stable 64-bit hash of the tokenizer's `tokenizer.json` (16 hex digits): two tokenizers
+    /// with the same fingerprint split every text the same way.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The text bytes each token id stands for (index = id; one past the largest id long), the
+    /// "surface" the alignment of two vocabularies compares: a byte-level token's bytes
+    /// (`Ġthe` is ` the`), a SentencePiece token's text with `▁` read as a space, a byte-fallback
+    /// token `<0x0A>` as its byte, a WordPiece continuation `##ing` as `ing`. Special tokens
+    /// (padding, beginning and end of sequence, and any other added special token) and unused
+    /// ids have an empty surface.
+    pub fn surfaces(&self) -> Vec<Vec<u8>> {
+        let byte_level = self.is_byte_level();
+        let decode_byte = byte_decoder();
+        let mut out = vec![Vec::new(); self.vocab_size];
+        let specials: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .chain([self.pad, self.bos, self.eos])
+            .collect();
+        for (token, id) in self.inner.get_vocab(true) {
+            let slot = id as usize;
+            if slot >= out.len() || specials.contains(&id) {
+                continue;
+            }
+            out[slot] = if byte_level {
+                token
+                    .chars()
+                    .map(|c| decode_byte.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| token.clone().into_bytes())
+            } else if let Some(byte) = byte_fallback(&token) {
+                vec![byte]
+            } else if let Some(rest) = token.strip_prefix("##") {
+                rest.as_bytes().to_vec()
+            } else {
+                token.replace('\u{2581}', " ").into_bytes()
+            };
+        }
+        out
+    }
+
+    /// Whether the tokenizer's decoder is byte-level (GPT-2's scheme), alone or in a sequence.
+    fn is_byte_level(&self) -> bool {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.inner.to_string(false).unwrap_or_default())
+                .unwrap_or_default();
+        fn has(v: &serde_json::Value) -> bool {
+            v.get("type").and_then(|t| t.as_str()) == Some("ByteLevel")
+                || v.get("decoders")
+                    .and_then(|d| d.as_array())
+                    .is_some_and(|d| d.iter().any(has))
+        }
+        has(&json["decoder"])
+    }
+
     /// Id of the padding token.
     pub fn pad_id(&self) -> u32 {
         self.pad
@@ -252,5 +352,49 @@ impl Tokenizer {
     /// Id of the end-of-sequence token, which closes every training answer.
     pub fn eos_id(&self) -> u32 {
         self.eos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_surfaces_spell_the_text_and_specials_are_empty() {
+        let texts = [
+            "Question: what is the capital of France? Answer: Paris",
+            "Ünïcode ok",
+        ];
+        let t = Tokenizer::train(texts, 300).unwrap();
+        let surfaces = t.surfaces();
+        assert_eq!(surfaces.len(), t.vocab_size());
+        for id in [t.pad_id(), t.bos_id(), t.eos_id()] {
+            assert!(surfaces[id as usize].is_empty());
+        }
+        for text in [" Paris is big", "Ünïcode, ok?\n"] {
+            let spelled: Vec<u8> = t
+                .encode(text)
+                .iter()
+                .flat_map(|&id| surfaces[id as usize].clone())
+                .collect();
+            assert_eq!(spelled, text.as_bytes());
+        }
+        // Same training, same fingerprint; another size, another.
+        let again = Tokenizer::train(texts, 300).unwrap();
+        assert_eq!(t.fingerprint(), again.fingerprint());
+        assert_ne!(
+            t.fingerprint(),
+            Tokenizer::train(texts, 280).unwrap().fingerprint()
+        );
+    }
+
+    #[test]
+    fn sentencepiece_and_byte_fallback_surfaces() {
+        assert_eq!(byte_fallback("<0x0A>"), Some(b'\n'));
+        assert_eq!(byte_fallback("<0xZZ>"), None);
+        assert_eq!(byte_fallback("<0x0A0>"), None);
+        assert_eq!(byte_decoder()[&'\u{120}'], b' ');
+        assert_eq!(byte_decoder()[&'a'], b'a');
+        assert_eq!(byte_decoder().len(), 256);
     }
 }

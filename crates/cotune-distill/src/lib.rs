@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod align;
 mod gate;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use cotune_data::length_bucketed_batches;
 use cotune_host::{DeviceChoice, Example, HostError, Logits, Model, Plugin, TrainOptions};
 use serde::{Deserialize, Serialize};
 
+pub use align::{alignment_seconds, Alignment, Bridge};
 pub use gate::{mix_targets, Gate, GateSignal, SamlVariant};
 
 /// What can go wrong while pre-training, distilling or training.
@@ -247,6 +249,66 @@ pub fn train_epoch(
     Ok(means.report())
 }
 
+/// A teacher whose tokenizer may differ from the student's.
+pub struct Teacher<'a> {
+    /// The teaching model.
+    pub model: &'a Model,
+    /// The same texts as the student's examples, in the teacher's tokens (same order).
+    pub examples: &'a [Example],
+    /// The way to the student's vocabulary; `None` when both share one tokenizer.
+    pub bridge: Option<&'a Bridge>,
+}
+
+/// [`train_epoch`] with a teacher that may speak another vocabulary: its logits on its own
+/// encoding of each batch become the student's targets through the bridge
+/// ([`align`]). Without a bridge it is `train_epoch` with that teacher.
+pub fn train_epoch_from(
+    student: &mut Model,
+    teacher: &Teacher<'_>,
+    examples: &[Example],
+    settings: &TrainSettings,
+    seed: u64,
+    step: &mut u32,
+) -> Result<EpochReport, DistillError> {
+    let Some(bridge) = teacher.bridge else {
+        return train_epoch(student, Some(teacher.model), examples, settings, seed, step);
+    };
+    settings.check()?;
+    let mut means = Means::default();
+    for idx in batch_indices(examples, settings.batch_size, seed) {
+        let batch: Vec<Example> = idx.iter().map(|&i| examples[i].clone()).collect();
+        let theirs: Vec<Example> = idx.iter().map(|&i| teacher.examples[i].clone()).collect();
+        let logits = teacher
+            .model
+            .answer_logits(&theirs)
+            .map_err(host("the teacher's answer logits"))?;
+        let own = match bridge.needs_own() {
+            true => Some(
+                student
+                    .answer_logits(&batch)
+                    .map_err(host("the student's answer logits"))?,
+            ),
+            false => None,
+        };
+        let vocab = student.spec().vocab_size as usize;
+        let soft = bridge.carry(
+            &logits,
+            &theirs,
+            &batch,
+            own.as_ref(),
+            vocab,
+            settings.temperature,
+        );
+        let report = student
+            .train_step(&batch, Some(soft), &settings.options(*step))
+            .map_err(host("a training step"))?;
+        *step += 1;
+        count_step();
+        means.add(&report);
+    }
+    Ok(means.report())
+}
+
 /// One side of deep mutual learning.
 pub struct Learner<'a> {
     /// The model trained.
@@ -258,6 +320,8 @@ pub struct Learner<'a> {
     pub settings: &'a TrainSettings,
     /// Its schedule counter.
     pub step: &'a mut u32,
+    /// Its examples, in its own tokens: the same texts, in the same order, on both sides.
+    pub examples: &'a [Example],
 }
 
 impl Learner<'_> {
@@ -278,63 +342,121 @@ impl Learner<'_> {
     }
 }
 
-/// With a gate, `teacher`'s logits become the gated soft targets of `student` (see the `gate`
-/// module); `view` is the student's teaching logits, reused when it teaches through itself.
-fn gated_targets(
+/// The soft targets of `student` on `batch` from `teacher` logits computed on `theirs` (the
+/// same texts in the teacher's tokens): carried through `bridge` when the tokenizers differ,
+/// then, with a gate, mixed with the student's own distribution (see the `gate` module); `view`
+/// is the student's teaching logits, reused when it teaches through itself.
+#[allow(clippy::too_many_arguments)]
+fn targets_for(
     gate: Option<Gate>,
+    bridge: Option<&Bridge>,
     batch: &[Example],
+    theirs: &[Example],
     teacher: Logits,
     student: &Learner<'_>,
     view: &Logits,
     means: &mut Means,
 ) -> Result<Logits, DistillError> {
-    let Some(gate) = gate else {
-        return Ok(teacher);
+    let needs_own = gate.is_some() || bridge.is_some_and(Bridge::needs_own);
+    let own = match needs_own {
+        true => Some(student.own_logits(batch, view)?),
+        false => None,
     };
-    let own = student.own_logits(batch, view)?;
-    let weights = gate.weights(&gate.scores(batch, &teacher), &gate.scores(batch, &own));
+    let carried = bridge.map(|b| {
+        b.carry(
+            &teacher,
+            theirs,
+            batch,
+            own.as_ref(),
+            view.vocab as usize,
+            student.settings.temperature,
+        )
+    });
+    let Some(gate) = gate else {
+        return Ok(carried.unwrap_or(teacher));
+    };
+    let own = own.expect("computed for the gate");
+    let weights = gate.weights(&gate.scores(theirs, &teacher), &gate.scores(batch, &own));
     means.add_gate(&weights);
     Ok(mix_targets(
         batch,
-        &teacher,
+        carried.as_ref().unwrap_or(&teacher),
         &own,
         &weights,
         student.settings.temperature,
     ))
 }
 
-/// One pass of deep mutual learning over `examples`: on every batch both sides' answer logits
-/// are computed first, then each side takes a step on CE plus KL to the other's logits. With a
-/// `gate`, each example's KL term is weighted by how much better the teaching side knows it
-/// (the `gate` module: [`Gate`]); without, every example weighs the same (the paper's).
+/// The bridges of one mutual-learning pass between models with different tokenizers:
+/// `to_left` carries the right side's logits to the left side's vocabulary, `to_right` the
+/// reverse. `None` (or a `None` inside) where both sides share a tokenizer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bridges<'a> {
+    /// Right to left.
+    pub to_left: Option<&'a Bridge>,
+    /// Left to right.
+    pub to_right: Option<&'a Bridge>,
+}
+
+/// One pass of deep mutual learning over the two sides' examples (the same texts, each side in
+/// its own tokens): on every batch both sides' answer logits are computed first, then each side
+/// takes a step on CE plus KL to the other's logits, carried across `bridges` when their
+/// tokenizers differ ([`align`]). With a `gate`, each example's KL term is weighted by how much
+/// better the teaching side knows it (the `gate` module: [`Gate`]); without, every example
+/// weighs the same (the paper's).
 pub fn mutual_learning_epoch(
     left: Learner<'_>,
     right: Learner<'_>,
-    examples: &[Example],
     seed: u64,
     gate: Option<Gate>,
+    bridges: Bridges<'_>,
 ) -> Result<(EpochReport, EpochReport), DistillError> {
     left.settings.check()?;
+    if left.examples.len() != right.examples.len() {
+        return Err(DistillError::InvalidSetting {
+            key: "examples",
+            value: format!("{} and {}", left.examples.len(), right.examples.len()),
+            reason: "both sides of mutual learning need the same texts",
+        });
+    }
     let (mut ml, mut mr) = (Means::default(), Means::default());
-    for batch in batches(examples, left.settings.batch_size, seed) {
-        let left_view = left.logits(&batch)?;
-        let right_view = right.logits(&batch)?;
-        let from_right =
-            gated_targets(gate, &batch, right_view.clone(), &left, &left_view, &mut ml)?;
-        let from_left = gated_targets(gate, &batch, left_view, &right, &right_view, &mut mr)?;
+    for idx in batch_indices(left.examples, left.settings.batch_size, seed) {
+        let lb: Vec<Example> = idx.iter().map(|&i| left.examples[i].clone()).collect();
+        let rb: Vec<Example> = match bridges.to_left.is_some() || bridges.to_right.is_some() {
+            true => idx.iter().map(|&i| right.examples[i].clone()).collect(),
+            false => lb.clone(),
+        };
+        let left_view = left.logits(&lb)?;
+        let right_view = right.logits(&rb)?;
+        let from_right = targets_for(
+            gate,
+            bridges.to_left,
+            &lb,
+            &rb,
+            right_view.clone(),
+            &left,
+            &left_view,
+            &mut ml,
+        )?;
+        let from_left = targets_for(
+            gate,
+            bridges.to_right,
+            &rb,
+            &lb,
+            left_view,
+            &right,
+            &right_view,
+            &mut mr,
+        )?;
         let rl = left
             .model
-            .train_step(&batch, Some(from_right), &left.settings.options(*left.step))
+            .train_step(&lb, Some(from_right), &left.settings.options(*left.step))
             .map_err(host("a mutual-learning step"))?;
         *left.step += 1;
         count_step();
         let rr = right
             .model
-            .train_step(
-                &batch,
-                Some(from_left),
-                &right.settings.options(*right.step),
-            )
+            .train_step(&rb, Some(from_left), &right.settings.options(*right.step))
             .map_err(host("a mutual-learning step"))?;
         *right.step += 1;
         count_step();
@@ -621,9 +743,10 @@ impl Default for DistillConfig {
 }
 
 /// Distils `teacher` (the LLM) into `student` (the DPM) on `examples`: each step minimises
-/// `(1 - w) * CE + w * T² * KL` to the teacher's answer logits.
+/// `(1 - w) * CE + w * T² * KL` to the teacher's answer logits, carried across its bridge when
+/// the two tokenizers differ.
 pub fn distill(
-    teacher: &Model,
+    teacher: &Teacher<'_>,
     student: &mut Model,
     examples: &[Example],
     config: &DistillConfig,
@@ -635,9 +758,9 @@ pub fn distill(
     let mut step = 0u32;
     let mut reports = Vec::new();
     for epoch in 0..config.epochs {
-        let r = train_epoch(
+        let r = train_epoch_from(
             student,
-            Some(teacher),
+            teacher,
             examples,
             &config.train,
             seed.wrapping_mul(1000).wrapping_add(epoch as u64),
@@ -646,7 +769,7 @@ pub fn distill(
         eprintln!(
             "  distill {} <- {} epoch {}: CE {:.3}, KL {:.3}",
             student.label(),
-            teacher.label(),
+            teacher.model.label(),
             epoch + 1,
             r.cross_entropy,
             r.kl

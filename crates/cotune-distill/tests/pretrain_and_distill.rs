@@ -2,7 +2,8 @@
 //! Needs the gpt2 plugin built (`cargo build --workspace`).
 
 use cotune_distill::{
-    distill, pretrain_cached, DistillConfig, ModelRecipe, PretrainConfig, TrainSettings,
+    distill, pretrain_cached, Alignment, Bridge, Bridges, DistillConfig, Learner, ModelRecipe,
+    PretrainConfig, Teacher, TrainSettings,
 };
 use cotune_host::{Example, ParamSelection, Plugin};
 
@@ -53,7 +54,11 @@ fn pretraining_is_cached_and_distillation_runs() {
 
     let mut student = ModelRecipe { seed: 9, ..recipe }.build().unwrap();
     let reports = distill(
-        &first.model,
+        &Teacher {
+            model: &first.model,
+            examples: &train,
+            bridge: None,
+        },
         &mut student,
         &train,
         &DistillConfig {
@@ -105,4 +110,140 @@ fn lora_base_names_match_the_plain_model() {
     adapted
         .import_params(&plain.export_params(ParamSelection::All).unwrap())
         .unwrap();
+}
+
+/// Mean aligned KL of `student` to `teacher`'s carried targets over `pairs`.
+fn aligned_kl(
+    teacher: &cotune_host::Model,
+    student: &cotune_host::Model,
+    theirs: &[Example],
+    ours: &[Example],
+    bridge: &Bridge,
+) -> f64 {
+    let t_logits = teacher.answer_logits(theirs).unwrap();
+    let s_logits = student.answer_logits(ours).unwrap();
+    let target = bridge.carry(
+        &t_logits,
+        theirs,
+        ours,
+        Some(&s_logits),
+        s_logits.vocab as usize,
+        2.0,
+    );
+    cotune_distill::align::mean_kl(&target, &s_logits, ours, 2.0)
+}
+
+/// Two GPT-2 models with tokenizers of different sizes learn from each other: after mutual
+/// learning through the bridges, each is closer to the other's carried distributions.
+#[test]
+fn mutual_learning_across_tokenizers_lowers_the_aligned_divergence() {
+    let plugin = Plugin::find("gpt2").expect("build the plugins first");
+    let texts: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "Question: what is {} plus {}? Answer: {}",
+                i % 13,
+                i % 7,
+                i % 13 + i % 7
+            )
+        })
+        .collect();
+    let small = cotune_data::Tokenizer::train(texts.clone(), 280).unwrap();
+    let large = cotune_data::Tokenizer::train(texts, 330).unwrap();
+    assert_ne!(small.fingerprint(), large.fingerprint());
+    let record = |i: usize| cotune_data::QaRecord {
+        domain: "arithmetic".into(),
+        question: format!("what is {} plus {}?", i % 13, i % 7),
+        answer: format!("{}", i % 13 + i % 7),
+    };
+    let records: Vec<_> = (0..48).map(record).collect();
+    let template = "Question: {question} Answer:";
+    let encode = |t: &cotune_data::Tokenizer| -> Vec<Example> {
+        records
+            .iter()
+            .map(|r| cotune_data::encode_example(t, template, r))
+            .collect()
+    };
+    let (left_ex, right_ex) = (encode(&small), encode(&large));
+    assert_ne!(
+        left_ex, right_ex,
+        "the two tokenizers split the texts differently"
+    );
+    let config = "vocab_size = 352\nn_positions = 64\nn_embd = 32\nn_layer = 1\nn_head = 2\n";
+    let build = |seed| {
+        ModelRecipe {
+            plugin: &plugin,
+            architecture: "gpt2",
+            config,
+            seed,
+            checkpoint: None,
+        }
+        .build()
+        .unwrap()
+    };
+    let settings = TrainSettings {
+        learning_rate: 5e-3,
+        batch_size: 8,
+        kl_weight: 0.9,
+        ..TrainSettings::default()
+    };
+    for alignment in [Alignment::Mined, Alignment::Uld] {
+        let (mut left, mut right) = (build(1), build(2));
+        // A teacher worth learning from: the right model first learns the answers.
+        let mut step = 0;
+        for e in 0..6 {
+            cotune_distill::train_epoch(&mut right, None, &right_ex, &settings, e, &mut step)
+                .unwrap();
+        }
+        let to_left = Bridge::new(alignment, ("right", &large), ("left", &small), 8)
+            .unwrap()
+            .expect("different tokenizers need a bridge");
+        let to_right = Bridge::new(alignment, ("left", &small), ("right", &large), 8)
+            .unwrap()
+            .unwrap();
+        let before = aligned_kl(&right, &left, &right_ex, &left_ex, &to_left);
+        let (mut ls, mut rs) = (0, step);
+        for e in 0..3 {
+            cotune_distill::mutual_learning_epoch(
+                Learner {
+                    model: &mut left,
+                    teacher_view: None,
+                    settings: &settings,
+                    step: &mut ls,
+                    examples: &left_ex,
+                },
+                Learner {
+                    model: &mut right,
+                    teacher_view: None,
+                    settings: &settings,
+                    step: &mut rs,
+                    examples: &right_ex,
+                },
+                e,
+                None,
+                Bridges {
+                    to_left: Some(&to_left),
+                    to_right: Some(&to_right),
+                },
+            )
+            .unwrap();
+        }
+        let after = aligned_kl(&right, &left, &right_ex, &left_ex, &to_left);
+        assert!(
+            after < 0.7 * before,
+            "{}: aligned KL {before:.4} -> {after:.4}",
+            alignment.name()
+        );
+    }
+    // "shared" refuses the two vocabularies, naming both models and both sizes.
+    let err = Bridge::new(Alignment::Shared, ("llm", &large), ("dpm", &small), 8).unwrap_err();
+    let text = err.to_string();
+    for part in [
+        "llm",
+        "dpm",
+        &large.vocab_size().to_string(),
+        &small.vocab_size().to_string(),
+    ] {
+        assert!(text.contains(part), "{text}");
+    }
 }

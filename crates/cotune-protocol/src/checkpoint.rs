@@ -146,6 +146,7 @@ mod tests {
             server_losses: Default::default(),
             uploads: None,
             seconds: 0.0,
+            alignment_seconds: None,
         };
         let lines: Vec<String> = (0..3)
             .map(|r| serde_json::to_string(&record(r)).unwrap())

@@ -532,6 +532,7 @@ mod tests {
             server_losses: Default::default(),
             uploads: None,
             seconds: 0.0,
+            alignment_seconds: None,
         };
         let variant = |name: &str| Variant {
             name: name.into(),

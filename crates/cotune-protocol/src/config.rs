@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use cotune_data::DataConfig;
-use cotune_distill::{DistillConfig, PretrainConfig, SamlVariant, TrainSettings};
+use cotune_distill::{Alignment, DistillConfig, PretrainConfig, SamlVariant, TrainSettings};
 use cotune_eval::EvalOptions;
 use cotune_host::{HfCheckpoint, Plugin};
 use serde::{Deserialize, Serialize};
@@ -277,6 +277,65 @@ pub struct ModelEntry {
     /// to the run root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<PathBuf>,
+    /// Its tokenizer: a `tokenizer.json` file, or `{ vocab_size = N }` (trained on the public
+    /// corpus like the run's). Without it: the checkpoint folder's `tokenizer.json` when it has
+    /// one, else the run's shared tokenizer (`[data]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSpec>,
+}
+
+/// A model's own tokenizer (`tokenizer = "path/tokenizer.json"` or
+/// `tokenizer = { vocab_size = N }`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenizerSpec {
+    /// A `tokenizer.json` file, relative to the run root.
+    File(PathBuf),
+    /// A byte-level BPE of at most this many tokens, trained on the training texts.
+    Trained(usize),
+}
+
+impl Serialize for TokenizerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            TokenizerSpec::File(p) => s.serialize_str(&p.to_string_lossy()),
+            TokenizerSpec::Trained(n) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("vocab_size", n)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let expected = "expected a tokenizer.json path or { vocab_size = N }";
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(path) if !path.is_empty() => Ok(TokenizerSpec::File(path.into())),
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| *k != "vocab_size") {
+                    return Err(D::Error::custom(format!(
+                        "unknown key {k} in a tokenizer table; {expected}"
+                    )));
+                }
+                match t.get("vocab_size") {
+                    Some(toml::Value::Integer(n)) if *n >= 260 => {
+                        Ok(TokenizerSpec::Trained(*n as usize))
+                    }
+                    Some(v) => Err(D::Error::custom(format!(
+                        "tokenizer vocab_size = {v}: expected an integer of at least 260 (the \
+                         256 bytes and the special tokens)"
+                    ))),
+                    None => Err(D::Error::custom(format!(
+                        "{expected}, got a table without it"
+                    ))),
+                }
+            }
+            other => Err(D::Error::custom(format!("{expected}, got {other}"))),
+        }
+    }
 }
 
 impl ModelEntry {
@@ -303,6 +362,9 @@ pub struct DpmEntry {
     /// Where the proxy starts before it is distilled from the LLM.
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: DpmInit,
+    /// Its tokenizer (see [`ModelEntry::tokenizer`]); the run's shared one without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSpec>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -355,6 +417,7 @@ impl DpmEntry {
             architecture: self.architecture.clone(),
             config: self.config.clone(),
             checkpoint: None,
+            tokenizer: self.tokenizer.clone(),
         }
     }
 
@@ -418,8 +481,14 @@ pub struct RoundSettings {
     /// screen). Uploads with a non-finite value are always refused.
     #[serde(skip_serializing_if = "is_default")]
     pub screen_ratio: f64,
-    /// `fedmkt`: token distributions kept per answer position in a knowledge message.
+    /// `fedmkt`: token distributions kept per answer position in a knowledge message; with
+    /// `alignment = "mined"`, the teacher's tokens carried to another vocabulary per position.
     pub top_k: usize,
+    /// How two models with different tokenizers learn from each other's distributions:
+    /// `"shared"` (one tokenizer; differing ones refused), `"mined"` or `"uld"`
+    /// (`cotune_distill::align`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub alignment: Alignment,
     /// Mutual learning (device and server side): `"paper"`, every example's distillation term
     /// with the same weight, or `"gated"`, each weighted by how much better the teaching model
     /// knows the example than the learning one (`cotune_distill::Gate`).
@@ -452,6 +521,7 @@ impl Default for RoundSettings {
             byzantine: 1,
             screen_ratio: 0.0,
             top_k: 16,
+            alignment: Alignment::Shared,
             saml: SamlVariant::Paper,
             gate_sharpness: 1.0,
             slm: TrainSettings::default(),
@@ -570,22 +640,34 @@ impl ExperimentConfig {
         Self::parse(&text, path)
     }
 
-    /// Makes relative checkpoint folders relative to `root`.
+    /// Makes relative checkpoint folders and tokenizer files relative to `root`.
     pub fn resolve_paths(&mut self, root: &Path) {
+        let fix_tokenizer = |t: &mut Option<TokenizerSpec>| {
+            if let Some(TokenizerSpec::File(p)) = t {
+                if p.is_relative() {
+                    *p = root.join(&*p);
+                }
+            }
+        };
         let fix = |e: &mut ModelEntry| {
             if let Some(c) = &mut e.checkpoint {
                 if c.is_relative() {
                     *c = root.join(&*c);
                 }
             }
+            fix_tokenizer(&mut e.tokenizer);
         };
         fix(&mut self.llm);
+        fix_tokenizer(&mut self.dpm.tokenizer);
         for d in &mut self.devices {
             if let SlmInit::Checkpoint(folder) = &d.init {
                 d.slm.checkpoint = Some(folder.clone());
                 d.init = SlmInit::Random;
             }
             fix(&mut d.slm);
+            if let Some(dpm) = &mut d.dpm {
+                fix_tokenizer(&mut dpm.tokenizer);
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use crate::parallel::{parallel_map, worker_threads};
 use crate::progress;
 use crate::records::{DeviceRecord, LlmRecord, RoundOutcome, RoundRecord, Scores};
 use crate::setup::Experiment;
+use crate::tokens::Codec;
 
 impl Experiment {
     /// Scores every model of round `round` and makes its record with the round's outcome
@@ -34,28 +35,29 @@ impl Experiment {
             .iter()
             .flat_map(|d| d.test.iter().cloned())
             .collect();
-        let mut jobs: Vec<(&Model, &[QaRecord], PathBuf)> = Vec::new();
+        let mut jobs: Vec<(&Model, &Codec, &[QaRecord], PathBuf)> = Vec::new();
         if with_llm {
-            jobs.push((&self.server.llm, &all_tests, dir.join("llm.jsonl")));
+            let llm = (&self.server.llm, &self.codecs.llm);
+            jobs.push((llm.0, llm.1, &all_tests, dir.join("llm.jsonl")));
         }
         let mut slots = Vec::new();
         for dev in &self.devices {
             let file = |who: &str| dir.join(format!("{}-{who}.jsonl", dev.name));
             let slm = with_slms.then(|| {
-                jobs.push((&dev.slm, &dev.test, file("slm")));
+                jobs.push((&dev.slm, &dev.slm_codec, &dev.test, file("slm")));
                 jobs.len() - 1
             });
             let dpm = dev.dpm.as_ref().map(|p| {
-                jobs.push((&p.adapted, &dev.test, file("dpm")));
+                jobs.push((&p.adapted, &p.codec, &dev.test, file("dpm")));
                 jobs.len() - 1
             });
             slots.push((slm, dpm));
         }
         progress::phase("evaluation", jobs.len());
         let threads = worker_threads(self.config.threads);
-        let evaluations = parallel_map(jobs, threads, |(model, records, file)| {
+        let evaluations = parallel_map(jobs, threads, |(model, codec, records, file)| {
             let e = self
-                .eval_model(model, records, &file)
+                .eval_model(model, codec, records, &file)
                 .with_context(|| format!("evaluating {}", model.label()))?;
             progress::tick();
             Ok(e)
@@ -101,22 +103,43 @@ impl Experiment {
             server_losses: outcome.server,
             uploads: outcome.uploads,
             seconds: 0.0,
+            alignment_seconds: None,
         })
     }
 
     fn eval_model(
         &self,
         model: &Model,
+        codec: &Codec,
         records: &[QaRecord],
         file: &Path,
     ) -> anyhow::Result<Evaluation> {
-        let evaluation = evaluate(
-            model,
-            records,
-            &self.tokenizer,
-            &self.config.data.prompt_template,
-            &self.config.eval,
-        )?;
+        let template = &self.config.data.prompt_template;
+        let evaluation = if codec.same(&self.codecs.shared) {
+            evaluate(
+                model,
+                records,
+                &codec.tokenizer,
+                template,
+                &self.config.eval,
+            )?
+        } else {
+            // A model's own tokenizer may spell a prompt longer than the budget the records
+            // were filtered by: it keeps the prompt's end.
+            let t = &codec.tokenizer;
+            cotune_eval::evaluate_with(
+                model,
+                records,
+                template,
+                |text| {
+                    let ids = t.encode(text);
+                    ids[ids.len().saturating_sub(codec.max_prompt)..].to_vec()
+                },
+                |ids| t.decode(ids),
+                t.eos_id(),
+                &self.config.eval,
+            )?
+        };
         evaluation.write_predictions(file)?;
         Ok(evaluation)
     }

@@ -118,36 +118,85 @@ pub fn top_k(
     let mut out = Vec::with_capacity(examples.len());
     for batch in examples.chunks(batch_size.max(1)) {
         let logits = model.answer_logits(batch)?;
-        let vocab = logits.vocab as usize;
-        let k = k.clamp(1, vocab);
-        for (b, ex) in batch.iter().enumerate() {
-            let mut entry = ExampleTopK {
-                ids: Vec::with_capacity(ex.answer.len() * k),
-                logits: Vec::with_capacity(ex.answer.len() * k),
-                rest: Vec::with_capacity(ex.answer.len()),
-            };
-            for t in 0..ex.answer.len() {
-                let row = logits.row(b, t);
-                let mut order: Vec<u32> = (0..vocab as u32).collect();
-                // Largest first; ties by id, so the message is deterministic.
-                order.sort_by(|&x, &y| row[y as usize].total_cmp(&row[x as usize]).then(x.cmp(&y)));
-                let max = row[order[0] as usize];
-                let rest: f64 = order[k..]
-                    .iter()
-                    .map(|&i| f64::from(row[i as usize] - max).exp())
-                    .sum();
-                entry.ids.extend_from_slice(&order[..k]);
-                entry
-                    .logits
-                    .extend(order[..k].iter().map(|&i| row[i as usize]));
-                entry.rest.push(if rest > 0.0 {
-                    (f64::from(max) + rest.ln()) as f32
-                } else {
-                    f32::NEG_INFINITY
-                });
-            }
-            out.push(entry);
+        out.extend(top_k_of(&logits, batch, k));
+    }
+    Ok(out)
+}
+
+/// The top-`k` entries of dense answer `logits` on `batch`.
+pub fn top_k_of(logits: &Logits, batch: &[Example], k: usize) -> Vec<ExampleTopK> {
+    let vocab = logits.vocab as usize;
+    let k = k.clamp(1, vocab);
+    let mut out = Vec::with_capacity(batch.len());
+    for (b, ex) in batch.iter().enumerate() {
+        let mut entry = ExampleTopK {
+            ids: Vec::with_capacity(ex.answer.len() * k),
+            logits: Vec::with_capacity(ex.answer.len() * k),
+            rest: Vec::with_capacity(ex.answer.len()),
+        };
+        for t in 0..ex.answer.len() {
+            let row = logits.row(b, t);
+            let mut order: Vec<u32> = (0..vocab as u32).collect();
+            // Largest first; ties by id, so the message is deterministic.
+            order.sort_by(|&x, &y| row[y as usize].total_cmp(&row[x as usize]).then(x.cmp(&y)));
+            let max = row[order[0] as usize];
+            let rest: f64 = order[k..]
+                .iter()
+                .map(|&i| f64::from(row[i as usize] - max).exp())
+                .sum();
+            entry.ids.extend_from_slice(&order[..k]);
+            entry
+                .logits
+                .extend(order[..k].iter().map(|&i| row[i as usize]));
+            entry.rest.push(if rest > 0.0 {
+                (f64::from(max) + rest.ln()) as f32
+            } else {
+                f32::NEG_INFINITY
+            });
         }
+        out.push(entry);
+    }
+    out
+}
+
+/// Knowledge in one vocabulary carried to another: `entries` (one per example of `theirs`, the
+/// sender's tokens, over `their_vocab` ids) become top-`k` entries over the receiver's
+/// vocabulary at the positions of `ours` (the same texts in the receiver's tokens), through
+/// `bridge` (`cotune_distill::align`, at temperature 1 like the messages). `own` gives the
+/// receiver's logits where the alignment ranks by them (`uld`).
+#[allow(clippy::too_many_arguments)]
+pub fn carry_top_k(
+    entries: &[ExampleTopK],
+    theirs: &[Example],
+    their_vocab: usize,
+    ours: &[Example],
+    our_vocab: usize,
+    bridge: &cotune_distill::Bridge,
+    own: Option<&Model>,
+    k: usize,
+    batch_size: usize,
+) -> anyhow::Result<Vec<ExampleTopK>> {
+    let mut out = Vec::with_capacity(entries.len());
+    let step = batch_size.max(1);
+    for start in (0..entries.len()).step_by(step) {
+        let end = (start + step).min(entries.len());
+        let (t_batch, s_batch) = (&theirs[start..end], &ours[start..end]);
+        let a = t_batch.iter().map(|e| e.answer.len()).max().unwrap_or(0);
+        let mut data = vec![0f32; t_batch.len() * a * their_vocab];
+        for (b, (entry, ex)) in entries[start..end].iter().zip(t_batch).enumerate() {
+            for t in 0..ex.answer.len().min(entry.positions()) {
+                let at = (b * a + t) * their_vocab;
+                entry.fill_row(t, &mut data[at..at + their_vocab]);
+            }
+        }
+        let teacher = Logits::new(t_batch.len() as u32, a as u32, their_vocab as u32, data);
+        let own = match (bridge.needs_own(), own) {
+            (true, Some(model)) => Some(model.answer_logits(s_batch)?),
+            (true, None) => anyhow::bail!("this alignment needs the receiver's own logits"),
+            (false, _) => None,
+        };
+        let carried = bridge.carry(&teacher, t_batch, s_batch, own.as_ref(), our_vocab, 1.0);
+        out.extend(top_k_of(&carried, s_batch, k));
     }
     Ok(out)
 }

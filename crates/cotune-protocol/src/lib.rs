@@ -43,6 +43,7 @@ mod runner;
 pub mod seed;
 mod setup;
 pub mod similarity;
+pub mod tokens;
 pub mod uploads;
 mod validation;
 

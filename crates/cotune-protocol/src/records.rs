@@ -122,6 +122,10 @@ pub struct RoundRecord {
     pub uploads: Option<UploadsRecord>,
     /// Wall time of the round in seconds (setup for round 0).
     pub seconds: f64,
+    /// Seconds of that spent carrying distributions between tokenizers (runs where some model
+    /// has a tokenizer of its own; `cotune_distill::align`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_seconds: Option<f64>,
 }
 
 /// The server's checks of one round's uploads and how it combined them.
@@ -257,6 +261,7 @@ mod tests {
             },
             uploads: None,
             seconds: 2.0,
+            alignment_seconds: None,
         };
         let line = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<RoundRecord>(&line).unwrap(), record);

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use cotune_data::{format_prompt, QaRecord, SeededRng, Tokenizer};
+use cotune_data::{format_prompt, QaRecord, SeededRng};
 use cotune_distill::{
-    mutual_learning_epoch, train_epoch, DistillError, EpochReport, Gate, Learner, TrainSettings,
+    mutual_learning_epoch, train_epoch, Bridge, Bridges, DistillError, EpochReport, Gate, Learner,
+    TrainSettings,
 };
 use cotune_eval::{generate_answers, EvalOptions};
 use cotune_host::{Example, Model, ParamSelection};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{decode_params, encode_params};
 use crate::seed::{RoundSeed, Stream};
+use crate::tokens::Codec;
 
 /// A protocol-level failure, naming who and what.
 pub type RoleResult<T> = anyhow::Result<T>;
@@ -35,6 +37,16 @@ pub struct DistilledProxy {
     pub shared_step: u32,
     /// Schedule counter of `adapted`.
     pub adapted_step: u32,
+    /// Its tokenizer.
+    pub codec: Codec,
+    /// The device's training examples in the proxy's tokens (DST, local tuning).
+    pub train: Vec<Example>,
+    /// The public transfer examples in the proxy's tokens (same texts as the device's).
+    pub public_transfer: Vec<Example>,
+    /// From the SLM's vocabulary to the proxy's, when they differ.
+    pub from_slm: Option<Bridge>,
+    /// From the proxy's vocabulary to the SLM's, when they differ.
+    pub to_slm: Option<Bridge>,
 }
 
 impl DistilledProxy {
@@ -69,18 +81,21 @@ pub struct Device {
     pub name: String,
     /// Its small language model.
     pub slm: Model,
+    /// The SLM's tokenizer.
+    pub slm_codec: Codec,
     /// The SLM's schedule counter.
     pub slm_step: u32,
     /// Its distilled proxy, for methods that use one.
     pub dpm: Option<DistilledProxy>,
-    /// Private training examples.
+    /// Private training examples, in the SLM's tokens.
     pub train: Vec<Example>,
     /// Private training records (for synthetic questions).
     pub train_records: Vec<QaRecord>,
     /// Held-out records every round is scored on: the test split, or the validation split with
     /// `eval_split = "valid"`.
     pub test: Vec<QaRecord>,
-    /// Public examples received once for the `public` transfer set.
+    /// Public examples received once for the `public` transfer set, in the SLM's tokens (the
+    /// proxy keeps the same texts in its own).
     pub public_transfer: Vec<Example>,
 }
 
@@ -121,21 +136,19 @@ impl Device {
         settings: &TrainSettings,
         seed: RoundSeed,
     ) -> RoleResult<Option<EpochReport>> {
-        let train = std::mem::take(&mut self.train);
         let proxy = self.proxy()?;
         let mut last = None;
         for e in 0..epochs {
             last = Some(train_epoch(
                 &mut proxy.shared,
                 None,
-                &train,
+                &proxy.train,
                 settings,
                 seed.of(Stream::DpmLocalTuning, e),
                 &mut proxy.shared_step,
             )?);
         }
         proxy.sync()?;
-        self.train = train;
         Ok(last)
     }
 
@@ -146,29 +159,29 @@ impl Device {
         settings: &TrainSettings,
         seed: RoundSeed,
     ) -> RoleResult<Option<EpochReport>> {
-        let train = std::mem::take(&mut self.train);
         let proxy = self.proxy()?;
         let mut last = None;
         for e in 0..epochs {
             last = Some(train_epoch(
                 &mut proxy.adapted,
                 None,
-                &train,
+                &proxy.train,
                 settings,
                 seed.of(Stream::DomainSpecificTuning, e),
                 &mut proxy.adapted_step,
             )?);
         }
-        self.train = train;
         Ok(last)
     }
 
-    /// Structure-agnostic mutual learning between the SLM and the DPM over `transfer`, gated
-    /// per example with `gate` (the paper's fixed weights without).
+    /// Structure-agnostic mutual learning between the SLM and the DPM over the transfer set
+    /// (`transfer`: the SLM's and the proxy's tokens of the same texts), gated per example with
+    /// `gate` (the paper's fixed weights without), across vocabularies through the proxy's
+    /// bridges.
     #[allow(clippy::too_many_arguments)]
     pub fn mutual_learning(
         &mut self,
-        transfer: &[Example],
+        transfer: (&[Example], &[Example]),
         epochs: usize,
         slm_settings: &TrainSettings,
         dpm_settings: &TrainSettings,
@@ -186,16 +199,21 @@ impl Device {
                     teacher_view: None,
                     settings: slm_settings,
                     step: &mut self.slm_step,
+                    examples: transfer.0,
                 },
                 Learner {
                     model: &mut proxy.shared,
                     teacher_view: Some(&proxy.adapted),
                     settings: dpm_settings,
                     step: &mut proxy.shared_step,
+                    examples: transfer.1,
                 },
-                transfer,
                 seed.of(Stream::DeviceMutualLearning, e),
                 gate,
+                Bridges {
+                    to_left: proxy.to_slm.as_ref(),
+                    to_right: proxy.from_slm.as_ref(),
+                },
             )?;
             proxy.sync()?;
             last = (Some(a), Some(b));
@@ -204,10 +222,10 @@ impl Device {
     }
 
     /// `count` questions the DPM writes in the style of the local ones (prompted with the first
-    /// half of a local question) and answers itself; nothing leaves the device.
+    /// half of a local question) and answers itself, in the DPM's tokens; nothing leaves the
+    /// device.
     pub fn synthetic_transfer(
         &self,
-        tokenizer: &Tokenizer,
         template: &str,
         count: usize,
         max_prompt_tokens: usize,
@@ -220,6 +238,7 @@ impl Device {
         if count == 0 || self.train_records.is_empty() {
             return Ok(Vec::new());
         }
+        let tokenizer = &*proxy.codec.tokenizer;
         let mut rng = SeededRng::for_stream(seed.of(Stream::SyntheticQuestions, 0), "synthetic");
         let prefixes: Vec<String> = (0..count)
             .map(|_| {
@@ -288,10 +307,23 @@ pub struct Server {
     pub dpms: Vec<Model>,
     /// Their schedule counters.
     pub dpm_steps: Vec<u32>,
-    /// The public training corpus.
+    /// The public training corpus as records.
+    pub public_records: Vec<QaRecord>,
+    /// The public training corpus in the LLM's tokens.
     pub public_train: Vec<Example>,
-    /// The public validation split (the screen of uploads, `train.screen_ratio`).
+    /// The public training corpus in the DPMs' tokens (the same texts, in the same order).
+    pub public_dpm: Vec<Example>,
+    /// The public validation split in the DPMs' tokens (the screen of uploads,
+    /// `train.screen_ratio`).
     pub public_valid: Vec<Example>,
+    /// The LLM's tokenizer.
+    pub llm_codec: Codec,
+    /// The DPMs' tokenizer (every slot's: FedAvg needs one DPM).
+    pub dpm_codec: Codec,
+    /// From the DPMs' vocabulary to the LLM's, when they differ.
+    pub to_llm: Option<Bridge>,
+    /// From the LLM's vocabulary to the DPMs', when they differ.
+    pub to_dpm: Option<Bridge>,
 }
 
 impl Server {
@@ -302,24 +334,31 @@ impl Server {
         ))
     }
 
-    /// A seeded subsample of the public corpus.
-    pub fn public_sample(&self, size: usize, seed: u64) -> Vec<Example> {
+    /// The indices of a seeded subsample of the public corpus, in corpus order.
+    pub fn public_sample_indices(&self, size: usize, seed: u64) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.public_train.len()).collect();
         SeededRng::for_stream(seed, "public-sample").shuffle(&mut idx);
         idx.truncate(size.min(idx.len()));
         idx.sort_unstable();
-        idx.into_iter()
+        idx
+    }
+
+    /// A seeded subsample of the public corpus, in the LLM's tokens.
+    pub fn public_sample(&self, size: usize, seed: u64) -> Vec<Example> {
+        self.public_sample_indices(size, seed)
+            .into_iter()
             .map(|i| self.public_train[i].clone())
             .collect()
     }
 
-    /// Mutual learning between the LLM and DPM slot `slot` on `examples`, gated per example
-    /// with `gate` (the paper's fixed weights without).
+    /// Mutual learning between the LLM and DPM slot `slot` on the public examples at
+    /// `sample` (indices into the corpus), gated per example with `gate` (the paper's fixed
+    /// weights without), across vocabularies through the server's bridges.
     #[allow(clippy::too_many_arguments)]
     pub fn mutual_learning(
         &mut self,
         slot: usize,
-        examples: &[Example],
+        sample: &[usize],
         epochs: usize,
         llm_settings: &TrainSettings,
         dpm_settings: &TrainSettings,
@@ -327,6 +366,14 @@ impl Server {
         gate: Option<Gate>,
     ) -> RoleResult<(Option<EpochReport>, Option<EpochReport>)> {
         let mut last = (None, None);
+        let llm_side: Vec<Example> = sample
+            .iter()
+            .map(|&i| self.public_train[i].clone())
+            .collect();
+        let dpm_side: Vec<Example> = match self.to_dpm.is_some() || self.to_llm.is_some() {
+            true => sample.iter().map(|&i| self.public_dpm[i].clone()).collect(),
+            false => llm_side.clone(),
+        };
         for e in 0..epochs {
             let (a, b) = mutual_learning_epoch(
                 Learner {
@@ -334,16 +381,21 @@ impl Server {
                     teacher_view: None,
                     settings: llm_settings,
                     step: &mut self.llm_step,
+                    examples: &llm_side,
                 },
                 Learner {
                     model: &mut self.dpms[slot],
                     teacher_view: None,
                     settings: dpm_settings,
                     step: &mut self.dpm_steps[slot],
+                    examples: &dpm_side,
                 },
-                examples,
                 seed.of(Stream::ServerMutualLearning(slot), e),
                 gate,
+                Bridges {
+                    to_left: self.to_llm.as_ref(),
+                    to_right: self.to_dpm.as_ref(),
+                },
             )?;
             last = (Some(a), Some(b));
         }

@@ -187,11 +187,14 @@ fn run_rounds(
     let first = records.last().map_or(0, |r| r.round) + 1;
     progress::rounds_done(first - 1);
     let trains_llm = Method::of(&experiment.config)?.trains_llm();
+    let aligns = !experiment.codecs.own().is_empty();
     for round in first..=experiment.config.rounds {
         let t = Instant::now();
+        let aligned = cotune_distill::alignment_seconds();
         let outcome = experiment.run_round(round)?;
         let mut record = experiment.evaluate_round(round, outcome, trains_llm)?;
         record.seconds = t.elapsed().as_secs_f64();
+        record.alignment_seconds = aligns.then(|| cotune_distill::alignment_seconds() - aligned);
         experiment.finish_round(&mut records, record)?;
         experiment.save_checkpoint(round)?;
         progress::rounds_done(round);
@@ -290,7 +293,7 @@ impl Experiment {
             seed: self.config.seed,
             settings: &self.config.train,
             data: &self.config.data,
-            tokenizer: &self.tokenizer,
+            codecs: &self.codecs,
             participants: &participants,
             devices: n,
             privacy: self.config.privacy.as_ref(),
@@ -428,8 +431,17 @@ impl Experiment {
             .as_ref()
             .map(|l| format!("; LLM {}", f(Some(l.macro_average))))
             .unwrap_or_default();
+        let aligned = record
+            .alignment_seconds
+            .map(|a| {
+                format!(
+                    ", of which alignment {a:.2}s = {:.1}%",
+                    100.0 * a / record.seconds.max(1e-9)
+                )
+            })
+            .unwrap_or_default();
         progress!(
-            "round {} evaluated (EM/Rouge-L %): {}{llm} ({:.1}s)",
+            "round {} evaluated (EM/Rouge-L %): {}{llm} ({:.1}s{aligned})",
             record.round,
             summary.join("; "),
             record.seconds

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use cotune_data::{prepare, Benchmark, Prepared, QaRecord, SeededRng, Tokenizer};
+use cotune_data::{prepare, Benchmark, Prepared, QaRecord, SeededRng};
 use cotune_distill::{pretrain_cached, stable_hash, ModelRecipe, Pretrained};
 use cotune_host::{Example, Model};
 
@@ -15,8 +15,9 @@ use crate::config::{architecture_of, EvalSplit, ExperimentConfig, Plugins, SlmIn
 use crate::methods::{Method, Setup};
 use crate::parallel::{parallel_map, worker_threads};
 use crate::progress;
-use crate::recipes::{check_fits, encode_all, recipe};
+use crate::recipes::{check_fits, recipe};
 use crate::roles::{Device, Server};
+use crate::tokens::{bridge, Codec, Codecs};
 
 /// A run's state between rounds: the config, the run folder, the roles and what the first
 /// download carried.
@@ -25,8 +26,8 @@ pub(crate) struct Experiment {
     pub config: ExperimentConfig,
     /// The run folder.
     pub run_dir: PathBuf,
-    /// The run's tokenizer.
-    pub tokenizer: Tokenizer,
+    /// Every model's tokenizer.
+    pub codecs: Codecs,
     /// The server.
     pub server: Server,
     /// The devices, in config order.
@@ -35,14 +36,21 @@ pub(crate) struct Experiment {
     pub initial_down: Vec<u64>,
 }
 
-/// The prepared data: the benchmark, the tokenizer, and the public corpus as records and
-/// examples, with the key that names them in the cache.
+/// The prepared data: the benchmark, every model's tokenizer, and the public corpus as records
+/// and, per tokenizer, as examples with the key that names them in the cache.
 struct Data {
     benchmark: Benchmark,
-    tokenizer: Tokenizer,
+    codecs: Codecs,
     public_records: Vec<QaRecord>,
+    /// Per tokenizer fingerprint.
+    encoded: std::collections::HashMap<String, Encoded>,
+}
+
+/// The public corpus in one tokenizer's ids.
+struct Encoded {
     public_train: Vec<Example>,
     public_valid: Vec<Example>,
+    /// The data part of cache keys: the data config and this tokenizer.
     key: String,
 }
 
@@ -62,34 +70,45 @@ pub(crate) fn setup(
         pretrain_all(&config, &plugins, &data, &cache_dir)?;
     }
     let llm = build_llm(&config, &plugins, &data, &cache_dir, fresh)?;
-    check_fits(&llm, "llm", &data.tokenizer, &config)?;
+    check_fits(&llm, "llm", &data.codecs.llm.tokenizer, &config)?;
     let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
+    let (llm_codec, dpm_codec) = (data.codecs.llm.clone(), data.codecs.dpms[0].clone());
+    let (alignment, top_k) = (config.train.alignment, config.train.top_k);
+    let llm_side = data.public(&llm_codec);
+    let dpm_side = data.public(&dpm_codec);
     let mut server = Server {
         llm,
         llm_step: 0,
         dpms: Vec::new(),
         dpm_steps: Vec::new(),
-        public_train: data.public_train,
-        public_valid: data.public_valid.clone(),
+        public_records: data.public_records.clone(),
+        public_train: llm_side.train.into_owned(),
+        public_dpm: dpm_side.train.into_owned(),
+        public_valid: dpm_side.valid.into_owned(),
+        to_llm: bridge(alignment, top_k, ("dpm", &dpm_codec), ("llm", &llm_codec))?,
+        to_dpm: bridge(alignment, top_k, ("llm", &llm_codec), ("dpm", &dpm_codec))?,
+        llm_codec,
+        dpm_codec,
     };
     let mut initial_down = vec![0u64; devices.len()];
+    let data_key = data.public(&data.codecs.shared).key;
     Method::of(&config)?.implementation().setup(&mut Setup {
         config: &config,
         plugins: &plugins,
-        tokenizer: &data.tokenizer,
+        codecs: &data.codecs,
         server: &mut server,
         devices: &mut devices,
         public_records: &data.public_records,
         initial_down: &mut initial_down,
         cache_dir: &cache_dir,
-        data_key: &data.key,
+        data_key: &data_key,
         fresh,
     })?;
     progress!("setup done in {:.1}s", t.elapsed().as_secs_f64());
     Ok(Experiment {
         config,
         run_dir,
-        tokenizer: data.tokenizer,
+        codecs: data.codecs,
         server,
         devices,
         initial_down,
@@ -107,18 +126,57 @@ fn prepare_data(config: &ExperimentConfig, root: &Path, run_dir: &Path) -> anyho
         .save(&run_dir.join("tokenizer.json"))
         .context("saving the tokenizer")?;
     let template = &config.data.prompt_template;
+    let texts = match needs_training_texts(config) {
+        true => benchmark.training_texts(template),
+        false => Vec::new(),
+    };
+    let codecs = Codecs::resolve(config, tokenizer, &|| texts.clone())?;
+    let own = codecs.own();
+    if !own.is_empty() {
+        let dir = run_dir.join("tokenizers");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut lines = Vec::new();
+        for (name, codec) in &own {
+            codec
+                .tokenizer
+                .save(&dir.join(format!("{name}.json")))
+                .with_context(|| format!("saving the tokenizer of {name}"))?;
+            lines.push(format!(
+                "{name} {} tokens ({})",
+                codec.tokenizer.vocab_size(),
+                codec.origin
+            ));
+        }
+        progress!(
+            "own tokenizers: {}; the run's has {} tokens; alignment {}",
+            lines.join(", "),
+            codecs.shared.tokenizer.vocab_size(),
+            config.train.alignment.name()
+        );
+    }
     let mut public_records = benchmark.public_train.clone();
     if let Some(max) = config.max_public {
         SeededRng::for_stream(config.data.seed, "max-public").shuffle(&mut public_records);
         public_records.truncate(max);
     }
-    let public_train = encode_all(&public_records, &tokenizer, template);
-    let public_valid = encode_all(&benchmark.public_valid, &tokenizer, template);
-    let key = stable_hash(&[
-        &serde_json::to_string(&config.data)?,
-        &format!("{:?}", config.max_public),
-        &tokenizer.to_json(),
-    ]);
+    let mut encoded = std::collections::HashMap::new();
+    for codec in codecs.distinct() {
+        let key = stable_hash(&[
+            &serde_json::to_string(&config.data)?,
+            &format!("{:?}", config.max_public),
+            &codec.tokenizer.to_json(),
+        ]);
+        encoded.insert(
+            codec.tokenizer.fingerprint().to_string(),
+            Encoded {
+                public_train: codec.encode(&public_records, template),
+                public_valid: codec.encode(&benchmark.public_valid, template),
+                key,
+            },
+        );
+    }
+    let public_train = &encoded[codecs.shared.tokenizer.fingerprint()].public_train;
+    let public_valid = &encoded[codecs.shared.tokenizer.fingerprint()].public_valid;
     let devices: Vec<String> = benchmark
         .devices
         .iter()
@@ -133,12 +191,20 @@ fn prepare_data(config: &ExperimentConfig, root: &Path, run_dir: &Path) -> anyho
     );
     Ok(Data {
         benchmark,
-        tokenizer,
+        codecs,
         public_records,
-        public_train,
-        public_valid,
-        key,
+        encoded,
     })
+}
+
+/// Whether a model's tokenizer is trained apart from the run's (it needs the training texts).
+fn needs_training_texts(config: &ExperimentConfig) -> bool {
+    let entries = std::iter::once(config.llm.clone())
+        .chain(config.devices.iter().map(|d| d.slm.clone()))
+        .chain((0..config.devices.len()).map(|i| config.dpm_of(i).model()));
+    entries
+        .map(|e| crate::tokens::Source::of(&e, &config.data))
+        .any(|s| matches!(s, crate::tokens::Source::Trained(_)))
 }
 
 /// The seed of the cached pre-trainings.
@@ -156,25 +222,27 @@ struct Corpus<'a> {
 }
 
 impl Data {
-    /// The whole public corpus.
-    fn public(&self) -> Corpus<'_> {
+    /// The whole public corpus in `codec`'s tokens.
+    fn public(&self, codec: &Codec) -> Corpus<'_> {
+        let e = &self.encoded[codec.tokenizer.fingerprint()];
         Corpus {
-            train: (&self.public_train[..]).into(),
-            valid: (&self.public_valid[..]).into(),
-            key: self.key.clone(),
+            train: (&e.public_train[..]).into(),
+            valid: (&e.public_valid[..]).into(),
+            key: e.key.clone(),
         }
     }
 
-    /// The corpus of the SLM of device `i` starting at `init`: without its domains for
-    /// `pretrained-general`; `None` when it is not pre-trained.
+    /// The corpus of the SLM of device `i` starting at `init`, in its tokens: without its
+    /// domains for `pretrained-general`; `None` when it is not pre-trained.
     fn corpus_of(&self, init: &SlmInit, i: usize) -> anyhow::Result<Option<Corpus<'_>>> {
+        let codec = &self.codecs.slms[i];
         match init {
-            SlmInit::PretrainedPublic => Ok(Some(self.public())),
+            SlmInit::PretrainedPublic => Ok(Some(self.public(codec))),
             SlmInit::PretrainedGeneral => {
                 let domains = &self.benchmark.devices[i].domains;
-                let train = without_domains(&self.public_records, &self.public_train, domains);
-                let valid =
-                    without_domains(&self.benchmark.public_valid, &self.public_valid, domains);
+                let e = &self.encoded[codec.tokenizer.fingerprint()];
+                let train = without_domains(&self.public_records, &e.public_train, domains);
+                let valid = without_domains(&self.benchmark.public_valid, &e.public_valid, domains);
                 if train.is_empty() || valid.is_empty() {
                     anyhow::bail!(
                         "devices[{i}].init = \"pretrained-general\": the public corpus without \
@@ -190,7 +258,7 @@ impl Data {
                 Ok(Some(Corpus {
                     train: train.into(),
                     valid: valid.into(),
-                    key: stable_hash(&[&self.key, "general-without", &without]),
+                    key: stable_hash(&[&e.key, "general-without", &without]),
                 }))
             }
             SlmInit::Random | SlmInit::Checkpoint(_) => Ok(None),
@@ -230,7 +298,7 @@ fn pretrain_all(
             slms.push((i, arch, d.slm.config_text(), corpus));
         }
     }
-    let mut jobs = vec![("the LLM".to_string(), llm, data.public())];
+    let mut jobs = vec![("the LLM".to_string(), llm, data.public(&data.codecs.llm))];
     let mut seen = Vec::new();
     for (i, arch, text, corpus) in &slms {
         let id = (
@@ -308,7 +376,7 @@ fn build_llm(
     if !fresh {
         return Ok(r.build()?);
     }
-    let corpus = data.public();
+    let corpus = data.public(&data.codecs.llm);
     let Pretrained { model, report } = pretrain_cached(
         r,
         &corpus.key,
@@ -384,7 +452,8 @@ fn build_devices(
             }
             None => r.build()?,
         };
-        check_fits(&slm, &format!("devices[{i}].slm"), &data.tokenizer, config)?;
+        let codec = &data.codecs.slms[i];
+        check_fits(&slm, &format!("devices[{i}].slm"), &codec.tokenizer, config)?;
         let mut test = match config.eval_split {
             EvalSplit::Test => split.test.clone(),
             EvalSplit::Valid => split.valid.clone(),
@@ -396,9 +465,10 @@ fn build_devices(
             index: i,
             name: split.name.clone(),
             slm,
+            slm_codec: codec.clone(),
             slm_step: 0,
             dpm: None,
-            train: encode_all(&split.train, &data.tokenizer, template),
+            train: codec.encode(&split.train, template),
             train_records: split.train.clone(),
             test,
             public_transfer: Vec::new(),

@@ -30,6 +30,8 @@ impl ExperimentConfig {
         let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
         self.check_models(&plugins)
             .map_err(|(k, r)| invalid(k, r))?;
+        self.check_tokenizers(root)
+            .map_err(|(k, r)| invalid(k, r))?;
         self.check_fedavg_shapes().map_err(|(k, r)| invalid(k, r))?;
         self.check_emulator(&plugins)
             .map_err(|(k, r)| invalid(k, r))?;
@@ -276,6 +278,9 @@ impl ExperimentConfig {
             );
             let cacheable = entry.checkpoint.is_none();
             if cacheable && already_valid(&id) {
+                if let Some(spec) = remembered_spec(&id) {
+                    remember_spec(model_key(&key), spec);
+                }
                 return Ok(());
             }
             let model = ModelRecipe {
@@ -300,7 +305,10 @@ impl ExperimentConfig {
                     ),
                 ));
             }
+            let described = (model.label().to_string(), spec.vocab_size);
+            remember_spec(model_key(&key), described.clone());
             if cacheable {
+                remember_spec(id.clone(), described);
                 remember_valid(id);
             }
             Ok(())
@@ -330,6 +338,126 @@ impl ExperimentConfig {
                 &d.slm,
                 d.slm.config_text(),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Every model's tokenizer: its file read, its size within the model's embedding, and
+    /// under `alignment = "shared"` one tokenizer for every pair of models that learn from
+    /// each other's distributions. Every DPM has one tokenizer (the server averages or holds
+    /// them in one vocabulary), and a DPM cut from the LLM's layers has the LLM's.
+    fn check_tokenizers(&self, root: &Path) -> Result<(), (String, String)> {
+        use crate::tokens::Source;
+        let shared = match &self.data.tokenizer {
+            Some(path) => {
+                let t = cotune_data::Tokenizer::load(&root.join(path))
+                    .map_err(|e| ("data.tokenizer".to_string(), e.to_string()))?;
+                (Some(t.fingerprint().to_string()), t.vocab_size())
+            }
+            None => (None, self.data.vocab_size),
+        };
+        // (key of the model, its tokenizer's identity, size, description)
+        let describe =
+            |key: &str, entry: &ModelEntry| -> Result<(String, usize, String), (String, String)> {
+                let source = Source::of(entry, &self.data);
+                let tkey = format!("{key}.tokenizer");
+                Ok(match &source {
+                    Source::Shared => ("shared".into(), shared.1, source.describe()),
+                    Source::Trained(n) => (format!("trained {n}"), *n, source.describe()),
+                    Source::File(path) => {
+                        let t = crate::tokens::load_tokenizer(key, path)
+                            .map_err(|e| (tkey, format!("{e:#}")))?;
+                        let id = t.fingerprint().to_string();
+                        let id = match &shared.0 {
+                            Some(s) if *s == id => "shared".to_string(),
+                            _ => id,
+                        };
+                        (id, t.vocab_size(), source.describe())
+                    }
+                })
+            };
+        let mut models = vec![("llm".to_string(), self.llm.clone())];
+        for (i, d) in self.devices.iter().enumerate() {
+            let key = match d.dpm {
+                Some(_) => format!("devices[{i}].dpm"),
+                None => "dpm".into(),
+            };
+            models.push((key, self.dpm_of(i).model()));
+            models.push((format!("devices[{i}].slm"), d.slm.clone()));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (key, entry) in &models {
+            let (id, size, what) = describe(key, entry)?;
+            if let Some((label, vocab)) = remembered_spec(&model_key(&format!("{key}.config"))) {
+                if (vocab as usize) < size {
+                    return Err((
+                        format!("{key}.tokenizer"),
+                        format!(
+                            "{key} ({label}) has an embedding of {vocab} tokens but its tokenizer \
+                             ({what}) has {size}; raise its vocab_size or give it a smaller \
+                             tokenizer"
+                        ),
+                    ));
+                }
+            }
+            seen.insert(key.clone(), (id, size, what));
+        }
+        let method = Method::named(self.method.as_str()).map(|m| m.implementation());
+        let uses_dpm = method.is_some_and(|m| m.uses_dpm());
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if uses_dpm {
+            for i in 0..self.devices.len() {
+                let dpm = match self.devices[i].dpm {
+                    Some(_) => format!("devices[{i}].dpm"),
+                    None => "dpm".into(),
+                };
+                pairs.push(("llm".into(), dpm.clone()));
+                pairs.push((dpm, format!("devices[{i}].slm")));
+            }
+            let first = &seen[&models[1].0];
+            for (key, _) in models.iter().skip(1).step_by(2) {
+                let other = &seen[key];
+                if other.0 != first.0 {
+                    return Err((
+                        format!("{key}.tokenizer"),
+                        format!(
+                            "every device's DPM needs one tokenizer (the server averages them or \
+                             holds them side by side): {key} has {} tokens ({}), {} has {} ({})",
+                            other.1, other.2, models[1].0, first.1, first.2
+                        ),
+                    ));
+                }
+            }
+            if self.dpm_of(0).init == DpmInit::LlmLayers && seen["llm"].0 != first.0 {
+                return Err((
+                    "dpm.init".into(),
+                    format!(
+                        "\"llm-layers\" copies the LLM's embeddings, so the DPM needs the LLM's \
+                         tokenizer: llm has {} tokens ({}), dpm {} ({})",
+                        seen["llm"].1, seen["llm"].2, first.1, first.2
+                    ),
+                ));
+            }
+        } else if self.method.as_str() == "fedmkt" {
+            for i in 0..self.devices.len() {
+                pairs.push(("llm".into(), format!("devices[{i}].slm")));
+            }
+        }
+        if self.train.alignment == cotune_distill::Alignment::Shared {
+            for (a, b) in &pairs {
+                let (x, y) = (&seen[a], &seen[b]);
+                if x.0 != y.0 {
+                    return Err((
+                        "train.alignment".into(),
+                        format!(
+                            "\"shared\" needs one tokenizer for {a} and {b}, which learn from \
+                             each other: {a} has {} tokens ({}), {b} has {} ({}); set \
+                             alignment = \"mined\" or \"uld\", or give both one tokenizer",
+                            x.1, x.2, y.1, y.2
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -467,6 +595,36 @@ fn already_valid(id: &str) -> bool {
         .get_or_init(Default::default)
         .lock()
         .is_ok_and(|set| set.contains(id))
+}
+
+/// What `check_models` found of each model: its label and embedding size, by the model's key
+/// (`devices[1].slm`) and, for fresh models, by their validity id.
+static SPECS: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<String, (String, u32)>>,
+> = std::sync::OnceLock::new();
+
+/// The key a model's spec is remembered under: its config key without `.config`, per thread
+/// (checks of different configs may run in parallel in tests).
+fn model_key(config_key: &str) -> String {
+    format!(
+        "{:?}\0{}",
+        std::thread::current().id(),
+        config_key.trim_end_matches(".config")
+    )
+}
+
+fn remember_spec(id: String, spec: (String, u32)) {
+    if let Ok(mut map) = SPECS.get_or_init(Default::default).lock() {
+        map.insert(id, spec);
+    }
+}
+
+fn remembered_spec(id: &str) -> Option<(String, u32)> {
+    SPECS
+        .get_or_init(Default::default)
+        .lock()
+        .ok()
+        .and_then(|map| map.get(id).cloned())
 }
 
 fn remember_valid(id: String) {

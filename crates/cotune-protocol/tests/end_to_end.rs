@@ -292,8 +292,8 @@ fn bad_configs_fail_before_training() {
         !runs.exists() && !cache.exists(),
         "a refused run wrote {runs:?} or {cache:?}"
     );
-    // A failure only setup can find (a tokenizer larger than the models' vocabulary: ids out
-    // of range in pre-training) removes the run folder the run made, and names the model once.
+    // A tokenizer larger than the models' vocabulary is refused before the run folder is
+    // made, naming the model once and both sizes.
     let tmp = tempfile::tempdir().unwrap();
     let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
     let path = tmp.path().join("vocab.toml");
@@ -303,10 +303,14 @@ fn bad_configs_fail_before_training() {
     )
     .unwrap();
     let err = format!("{:#}", run_with(&options(path, &runs, &cache)).unwrap_err());
-    assert!(err.contains("vocab_size 512"), "{err}");
+    assert!(err.contains("512") && err.contains("700"), "{err}");
     assert_eq!(err.matches("gpt2/gpt2").count(), 1, "{err}");
-    let left: Vec<_> = std::fs::read_dir(&runs).unwrap().flatten().collect();
-    assert!(left.is_empty(), "a run that did not start left {left:?}");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "a refused run left {left:?}");
     // A model whose context cannot hold a prompt and its answer.
     check_error(
         &smoke.replace(

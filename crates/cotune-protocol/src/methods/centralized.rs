@@ -55,7 +55,7 @@ impl FederatedMethod for Centralized {
         for u in &uploads {
             let records: Vec<QaRecord> = serde_json::from_slice(&u.bytes)
                 .with_context(|| format!("the records of device {}", u.device))?;
-            all.extend(round.encode(&records));
+            all.extend(round.encode_for_llm(&records));
         }
         let seed = round.server_seed();
         let mut last = None;

@@ -89,15 +89,21 @@ impl FederatedMethod for CoPlms {
         }
         if self.saml {
             let transfer = transfer_set(round, device, seed)?;
-            l.transfer_examples = transfer.len();
+            l.transfer_examples = transfer.0.len();
             // Self-answered questions carry no reference: the gate compares confidence there.
             let signal = match s.transfer {
                 TransferSet::Synthetic => GateSignal::Confidence,
                 TransferSet::Local | TransferSet::Public => GateSignal::Reference,
             };
             let gate = Gate::of(s.saml, signal, s.gate_sharpness);
-            (l.slm, l.dpm) =
-                device.mutual_learning(&transfer, s.saml_epochs, &s.slm, &s.dpm, seed, gate)?;
+            (l.slm, l.dpm) = device.mutual_learning(
+                (&transfer.0, &transfer.1),
+                s.saml_epochs,
+                &s.slm,
+                &s.dpm,
+                seed,
+                gate,
+            )?;
         } else {
             l.slm = device.tune_slm_locally(s.local_epochs, &s.slm, seed)?;
             l.dpm = device.tune_dpm_locally(s.local_epochs, &s.dpm, seed)?;
@@ -115,7 +121,7 @@ impl FederatedMethod for CoPlms {
         uploads: Vec<Upload>,
     ) -> anyhow::Result<ServerStep> {
         let s = round.settings;
-        let sample = server.public_sample(
+        let sample = server.public_sample_indices(
             s.server_public_sample,
             round.server_seed().of(Stream::PublicSample, 0),
         );
@@ -185,25 +191,40 @@ impl FederatedMethod for CoPlms {
 }
 
 /// The device's local examples plus, per `train.transfer`, the public questions it received
-/// or questions its proxy writes.
+/// or questions its proxy writes: `(in the SLM's tokens, in the proxy's tokens)`, the same
+/// texts in the same order.
 fn transfer_set(
     round: &Round<'_>,
     device: &Device,
     seed: RoundSeed,
-) -> anyhow::Result<Vec<Example>> {
+) -> anyhow::Result<(Vec<Example>, Vec<Example>)> {
     let (s, data) = (round.settings, round.data);
-    let mut transfer = device.train.clone();
-    match s.transfer {
-        TransferSet::Local => {}
-        TransferSet::Public => transfer.extend(device.public_transfer.iter().cloned()),
-        TransferSet::Synthetic => transfer.extend(device.synthetic_transfer(
-            round.tokenizer,
+    let mut slm_side = device.train.clone();
+    let synthetic = match s.transfer {
+        TransferSet::Synthetic => device.synthetic_transfer(
             &data.prompt_template,
             s.transfer_size,
             data.max_prompt_tokens,
             data.max_answer_tokens,
             seed,
-        )?),
+        )?,
+        _ => Vec::new(),
+    };
+    let Some(proxy) = device.dpm.as_ref() else {
+        anyhow::bail!("device {} has no distilled proxy", device.name);
+    };
+    let mut dpm_side = proxy.train.clone();
+    match s.transfer {
+        TransferSet::Local => {}
+        TransferSet::Public => {
+            slm_side.extend(device.public_transfer.iter().cloned());
+            dpm_side.extend(proxy.public_transfer.iter().cloned());
+        }
+        TransferSet::Synthetic => {
+            // The proxy wrote them in its tokens; the SLM reads their text in its own.
+            slm_side.extend(device.slm_codec.translate(&synthetic, &proxy.codec));
+            dpm_side.extend(synthetic);
+        }
     }
-    Ok(transfer)
+    Ok((slm_side, dpm_side))
 }

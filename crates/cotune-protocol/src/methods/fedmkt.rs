@@ -1,16 +1,24 @@
 //! `fedmkt` (FedMKT): the LLM and the SLMs exchange top-k answer distributions on a sample of
 //! the public corpus and learn from each other's; parameters never travel. The knowledge
 //! messages and the min-CE selection live in [`crate::fedmkt`].
+//!
+//! When an SLM's tokenizer differs from the LLM's, the public sample goes down as text (each
+//! side encodes it in its own tokens) and knowledge is carried between vocabularies with
+//! `[train] alignment` ([`crate::fedmkt::carry_top_k`]): the server carries each upload into
+//! the LLM's vocabulary before its min-CE selection (it knows every device's tokenizer, as it
+//! hands out their configs), and a device carries the LLM's knowledge into its own (the LLM's
+//! tokenizer is public, like the model's config).
 
 use anyhow::Context;
 
 use super::{DeviceStep, FederatedMethod, Round, ServerStep, Upload};
 use crate::config::ExperimentConfig;
+use crate::fedmkt::{carry_top_k, top_k, train_on_targets};
 use crate::fedmkt::{decode_examples, decode_topk, encode_examples, encode_topk, select_min_ce};
-use crate::fedmkt::{top_k, train_on_targets};
 use crate::records::{DeviceLosses, ServerLosses};
 use crate::roles::{Device, Server};
 use crate::seed::Stream;
+use crate::tokens::{bridge, Codec};
 
 /// Federated mutual knowledge transfer.
 pub struct Fedmkt;
@@ -38,8 +46,16 @@ impl FederatedMethod for Fedmkt {
         Ok(())
     }
 
-    /// The round's public examples: the server picks them, devices hold no corpus.
+    /// The round's public examples: the server picks them, devices hold no corpus. As the
+    /// LLM's token ids when every SLM shares its tokenizer, else as text.
     fn broadcast(&self, round: &Round<'_>, server: &Server) -> anyhow::Result<Option<Vec<u8>>> {
+        if as_text(round) {
+            let records: Vec<_> = sample_indices(round, server)
+                .into_iter()
+                .map(|i| server.public_records[i].clone())
+                .collect();
+            return Ok(Some(serde_json::to_vec(&records)?));
+        }
         Ok(Some(encode_examples(&sample(round, server))))
     }
 
@@ -53,7 +69,8 @@ impl FederatedMethod for Fedmkt {
         let s = round.settings;
         let slm =
             device.tune_slm_locally(s.local_epochs, &s.slm, round.device_seed(device.index))?;
-        let examples = decode_examples(received.context("fedmkt sends the public sample")?)?;
+        let received = received.context("fedmkt sends the public sample")?;
+        let examples = sample_for(round, &device.slm_codec, received)?;
         let knowledge = top_k(&device.slm, &examples, s.top_k, s.slm.batch_size.max(1))?;
         Ok(DeviceStep {
             losses: DeviceLosses {
@@ -73,11 +90,42 @@ impl FederatedMethod for Fedmkt {
     ) -> anyhow::Result<ServerStep> {
         let s = round.settings;
         let sample = sample(round, server);
+        let indices = sample_indices(round, server);
+        let records: Vec<_> = indices
+            .iter()
+            .map(|&i| server.public_records[i].clone())
+            .collect();
+        let template = &round.data.prompt_template;
+        let batch = s.slm.batch_size.max(1);
         let candidates = uploads
             .iter()
             .map(|u| {
-                decode_topk(&u.bytes)
-                    .with_context(|| format!("knowledge upload of device {}", u.device))
+                let topk = decode_topk(&u.bytes)
+                    .with_context(|| format!("knowledge upload of device {}", u.device))?;
+                let codec = &round.codecs.slms[u.device];
+                let who = format!("devices[{}].slm", u.device);
+                let Some(b) = bridge(
+                    s.alignment,
+                    s.top_k,
+                    (&who, codec),
+                    ("llm", &round.codecs.llm),
+                )?
+                else {
+                    return Ok(topk);
+                };
+                // Into the LLM's vocabulary, at its positions of the same texts.
+                let vocab = server.llm.spec().vocab_size as usize;
+                carry_top_k(
+                    &topk,
+                    &codec.encode(&records, template),
+                    codec.tokenizer.vocab_size(),
+                    &sample,
+                    vocab,
+                    &b,
+                    Some(&server.llm),
+                    s.top_k,
+                    batch,
+                )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let down = encode_topk(&top_k(
@@ -124,8 +172,31 @@ impl FederatedMethod for Fedmkt {
         losses: &mut DeviceLosses,
     ) -> anyhow::Result<()> {
         let s = round.settings;
-        let examples = decode_examples(received.context("fedmkt sends the public sample")?)?;
-        let targets = decode_topk(download)?;
+        let received = received.context("fedmkt sends the public sample")?;
+        let examples = sample_for(round, &device.slm_codec, received)?;
+        let mut targets = decode_topk(download)?;
+        let llm = &round.codecs.llm;
+        let who = format!("devices[{}].slm", device.index);
+        if let Some(b) = bridge(
+            s.alignment,
+            s.top_k,
+            ("llm", llm),
+            (&who, &device.slm_codec),
+        )? {
+            // The LLM's knowledge into the SLM's vocabulary, at its positions.
+            let theirs = sample_for(round, llm, received)?;
+            targets = carry_top_k(
+                &targets,
+                &theirs,
+                llm.tokenizer.vocab_size(),
+                &examples,
+                device.slm.spec().vocab_size as usize,
+                &b,
+                Some(&device.slm),
+                s.top_k,
+                s.slm.batch_size.max(1),
+            )?;
+        }
         let seed = round.device_seed(device.index);
         let mut last = None;
         for e in 0..s.saml_epochs {
@@ -149,4 +220,30 @@ fn sample(round: &Round<'_>, server: &Server) -> Vec<cotune_host::Example> {
         round.settings.server_public_sample,
         round.server_seed().of(Stream::PublicSample, 0),
     )
+}
+
+fn sample_indices(round: &Round<'_>, server: &Server) -> Vec<usize> {
+    server.public_sample_indices(
+        round.settings.server_public_sample,
+        round.server_seed().of(Stream::PublicSample, 0),
+    )
+}
+
+/// Whether the public sample goes down as text: some SLM has a tokenizer of its own.
+fn as_text(round: &Round<'_>) -> bool {
+    round.codecs.slms.iter().any(|c| !c.same(&round.codecs.llm))
+}
+
+/// The broadcast public sample in `codec`'s tokens.
+fn sample_for(
+    round: &Round<'_>,
+    codec: &Codec,
+    received: &[u8],
+) -> anyhow::Result<Vec<cotune_host::Example>> {
+    if !as_text(round) {
+        return Ok(decode_examples(received)?);
+    }
+    let records: Vec<cotune_data::QaRecord> =
+        serde_json::from_slice(received).context("the public sample as text")?;
+    Ok(codec.encode(&records, &round.data.prompt_template))
 }

@@ -29,13 +29,14 @@ mod standalone;
 
 use std::fmt;
 
-use cotune_data::{DataConfig, QaRecord, Tokenizer};
+use cotune_data::{DataConfig, QaRecord};
 use cotune_host::Example;
 
 use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyConfig, RoundSettings};
 use crate::records::{DeviceLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{Party, RoundSeed};
+use crate::tokens::Codecs;
 
 /// Every method `method = "..."` accepts, in the order tables list them.
 pub static REGISTRY: &[&dyn FederatedMethod] = &[
@@ -132,8 +133,8 @@ pub struct Round<'a> {
     pub settings: &'a RoundSettings,
     /// The data settings (prompt template, token budgets).
     pub data: &'a DataConfig,
-    /// The run's tokenizer.
-    pub tokenizer: &'a Tokenizer,
+    /// Every model's tokenizer.
+    pub codecs: &'a Codecs,
     /// The devices taking part, in index order.
     pub participants: &'a [usize],
     /// How many devices the experiment has.
@@ -158,9 +159,9 @@ impl Round<'_> {
         RoundSeed::new(self.seed, self.number, Party::ServerWith(i))
     }
 
-    /// Records as examples with the run's tokenizer and prompt template.
-    pub fn encode(&self, records: &[QaRecord]) -> Vec<Example> {
-        crate::recipes::encode_all(records, self.tokenizer, &self.data.prompt_template)
+    /// Records as examples in the LLM's tokens, with the prompt template.
+    pub fn encode_for_llm(&self, records: &[QaRecord]) -> Vec<Example> {
+        self.codecs.llm.encode(records, &self.data.prompt_template)
     }
 }
 
@@ -202,8 +203,8 @@ pub struct Setup<'a> {
     pub config: &'a ExperimentConfig,
     /// Its plugins.
     pub plugins: &'a Plugins,
-    /// The run's tokenizer.
-    pub tokenizer: &'a Tokenizer,
+    /// Every model's tokenizer.
+    pub codecs: &'a Codecs,
     /// The server (its LLM built, no DPMs yet).
     pub server: &'a mut Server,
     /// The devices (their SLMs built, no proxies yet).

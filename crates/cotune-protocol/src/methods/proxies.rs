@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cotune_data::{QaRecord, SeededRng};
-use cotune_distill::{distill, stable_hash, DistillConfig};
+use cotune_distill::{distill, stable_hash, DistillConfig, Teacher};
 use cotune_host::{Example, Model, NamedTensor, ParamSelection};
 
 use super::{Round, Setup, Upload};
@@ -17,6 +17,7 @@ use crate::recipes::{check_fits, recipe};
 use crate::records::{RefusedUpload, UploadChecks};
 use crate::roles::{Device, DistilledProxy, Server};
 use crate::seed::Stream;
+use crate::tokens::bridge;
 use crate::uploads;
 
 /// Distils the first DPM from the server's LLM (or reads it from the cache), fills the
@@ -30,7 +31,8 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
     let text = entry.model().config_text();
     let dpm_seed = config.seed.wrapping_add(1);
     let mut first = recipe(&plugins.dpms[0], &arch, &text, dpm_seed).build()?;
-    check_fits(&first, "dpm", setup.tokenizer, config)?;
+    let codec = setup.codecs.dpms[0].clone();
+    check_fits(&first, "dpm", &codec.tokenizer, config)?;
     let init = match entry.init {
         DpmInit::Distilled => String::new(),
         DpmInit::LlmLayers => {
@@ -41,20 +43,42 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
         }
     };
     if setup.fresh {
+        let server = &*setup.server;
+        // Another tokenizer on either side changes what is distilled (the key of a run with
+        // the shared tokenizer everywhere is as it always was).
+        let tokens = match (&server.to_dpm, setup.codecs.llm.same(&setup.codecs.shared)) {
+            (None, true) if codec.same(&setup.codecs.shared) => String::new(),
+            (bridge, _) => format!(
+                "llm {} dpm {} alignment {} top-k {}",
+                setup.codecs.llm.tokenizer.fingerprint(),
+                codec.tokenizer.fingerprint(),
+                bridge.as_ref().map_or("none", |b| b.alignment().name()),
+                config.train.top_k
+            ),
+        };
+        let mut parts = vec![
+            config.llm.config_text(),
+            text.clone(),
+            setup.data_key.to_string(),
+            serde_json::to_string(&config.pretrain)?,
+            plugins.llm.version().to_string(),
+            plugins.dpms[0].version().to_string(),
+            init.clone(),
+        ];
+        if !tokens.is_empty() {
+            parts.push(tokens);
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         distill_cached(
-            &setup.server.llm,
+            Teacher {
+                model: &server.llm,
+                examples: &server.public_train,
+                bridge: server.to_dpm.as_ref(),
+            },
             &mut first,
-            &setup.server.public_train,
+            &server.public_dpm,
             &config.distill,
-            &[
-                &config.llm.config_text(),
-                &text,
-                setup.data_key,
-                &serde_json::to_string(&config.pretrain)?,
-                plugins.llm.version(),
-                plugins.dpms[0].version(),
-                &init,
-            ],
+            &parts,
             setup.cache_dir,
             dpm_seed,
         )?;
@@ -75,15 +99,29 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
         setup.server.dpms.push(m);
         setup.server.dpm_steps.push(0);
     }
+    let (alignment, top_k) = (config.train.alignment, config.train.top_k);
+    let template = &config.data.prompt_template;
     for (i, device) in setup.devices.iter_mut().enumerate() {
         let e = config.dpm_of(i);
         let p = &plugins.dpms[i];
         let a = architecture_of(&e.model(), p);
+        let codec = setup.codecs.dpms[i].clone();
+        let (slm_name, dpm_name) = (
+            format!("devices[{i}].slm"),
+            format!("the dpm of device {i}"),
+        );
+        let slm = (slm_name.as_str(), &device.slm_codec);
+        let dpm = (dpm_name.as_str(), &codec);
         let mut proxy = DistilledProxy {
             shared: recipe(p, &a, &e.model().config_text(), dpm_seed).build()?,
             adapted: recipe(p, &a, &e.adapted_config_text(), dpm_seed + 1 + i as u64).build()?,
             shared_step: 0,
             adapted_step: 0,
+            train: codec.encode(&device.train_records, template),
+            public_transfer: Vec::new(),
+            from_slm: bridge(alignment, top_k, slm, dpm)?,
+            to_slm: bridge(alignment, top_k, dpm, slm)?,
+            codec,
         };
         proxy.download(&message)?;
         setup.initial_down[i] += message.len() as u64;
@@ -102,34 +140,35 @@ pub(crate) fn send_public_transfer(
     select: TransferSelect,
 ) -> anyhow::Result<()> {
     let public = setup.public_records;
-    let (tokenizer, template) = (setup.tokenizer, &setup.config.data.prompt_template);
-    // The server's public corpus is already encoded (`public_train` holds `public` encoded).
-    let everything = match select {
-        TransferSelect::Random => None,
-        TransferSelect::Similar => Some((
-            serde_json::to_vec(public)?.len() as u64,
-            &setup.server.public_train,
-        )),
-    };
+    let template = &setup.config.data.prompt_template;
+    let everything = serde_json::to_vec(public)?.len() as u64;
+    // Under "similar" each device compares the public questions with its own in its SLM's
+    // tokens: the corpus is encoded once per tokenizer.
+    let mut encoded: std::collections::HashMap<String, Vec<Example>> = Default::default();
     for (i, device) in setup.devices.iter_mut().enumerate() {
-        device.public_transfer = match &everything {
-            None => {
+        let chosen: Vec<usize> = match select {
+            TransferSelect::Random => {
                 let mut idx: Vec<usize> = (0..public.len()).collect();
                 SeededRng::for_stream(setup.config.seed.wrapping_add(i as u64), "public-transfer")
                     .shuffle(&mut idx);
                 idx.truncate(size);
                 let records: Vec<QaRecord> = idx.iter().map(|&k| public[k].clone()).collect();
                 setup.initial_down[i] += serde_json::to_vec(&records)?.len() as u64;
-                crate::recipes::encode_all(&records, tokenizer, template)
+                idx
             }
-            Some((bytes, examples)) => {
-                setup.initial_down[i] += bytes;
+            TransferSelect::Similar => {
+                setup.initial_down[i] += everything;
+                let codec = &device.slm_codec;
+                let examples = encoded
+                    .entry(codec.tokenizer.fingerprint().to_string())
+                    .or_insert_with(|| codec.encode(public, template));
                 crate::similarity::most_similar(&device.train, examples, size)
-                    .into_iter()
-                    .map(|k| examples[k].clone())
-                    .collect()
             }
         };
+        let records: Vec<QaRecord> = chosen.iter().map(|&k| public[k].clone()).collect();
+        device.public_transfer = device.slm_codec.encode(&records, template);
+        let proxy = device.proxy()?;
+        proxy.public_transfer = proxy.codec.encode(&records, template);
     }
     Ok(())
 }
@@ -318,7 +357,7 @@ pub(crate) fn to_every_device(
 /// Distils `student` from `teacher`, or loads the cached result keyed by `key_parts`.
 #[allow(clippy::too_many_arguments)]
 fn distill_cached(
-    teacher: &Model,
+    teacher: Teacher<'_>,
     student: &mut Model,
     examples: &[Example],
     config: &DistillConfig,
@@ -341,7 +380,7 @@ fn distill_cached(
         return Ok(());
     }
     let t = Instant::now();
-    distill(teacher, student, examples, config, seed)?;
+    distill(&teacher, student, examples, config, seed)?;
     std::fs::create_dir_all(&dir)?;
     let partial = dir.join("dpm.ckpt.partial");
     student.save(&partial)?;
