@@ -1,11 +1,13 @@
 //! The Hugging Face mapping of the T5 plugin: `T5ForConditionalGeneration` checkpoints, with the
 //! names and layouts of the table in the crate documentation.
 //!
-//! The tied head: `transformers` 5 writes `tie_word_embeddings` and `scale_decoder_outputs`
-//! (both true for the original T5), `transformers` 4 only `tie_word_embeddings`. A tied head
-//! that scales the decoder output by `d_model^-0.5` is this plugin's `tie_word_embeddings =
-//! true`; an untied head without scaling (T5 v1.1) is `false`, with its own `lm_head.weight`; a
-//! tied head without scaling is refused. Copies of `shared.weight` that checkpoints may hold
+//! The head: `transformers` 5 writes `tie_word_embeddings` and `scale_decoder_outputs`,
+//! `transformers` 4 only `tie_word_embeddings` (absent means true), whose value then also says
+//! whether the decoder output is scaled by `d_model^-0.5` before the head. Both keys become this
+//! plugin's keys of the same names, so every combination loads: tied and scaled (the original
+//! T5), untied and unscaled (T5 v1.1 saved by `transformers` 4, with its own `lm_head.weight`),
+//! tied and unscaled (T5 v1.1 and Flan-T5 saved by `transformers` 5), untied and scaled. An
+//! export writes both keys. Copies of `shared.weight` that checkpoints may hold
 //! (`encoder.embed_tokens.weight`, `decoder.embed_tokens.weight`, a tied `lm_head.weight`) are
 //! skipped.
 
@@ -57,12 +59,8 @@ impl HfMapping for T5 {
         }
         let tied = c.bool("tie_word_embeddings")?.unwrap_or(true);
         let scaled = c.bool("scale_decoder_outputs")?.unwrap_or(tied);
-        if tied != scaled {
-            return Err(format!(
-                "`tie_word_embeddings` = {tied} with `scale_decoder_outputs` = {scaled} is not supported (a tied head scales the decoder output, an untied one does not)"
-            ));
-        }
         set(&mut t, "tie_word_embeddings", tied);
+        set(&mut t, "scale_decoder_outputs", scaled);
         Ok(t)
     }
 
@@ -94,7 +92,7 @@ impl HfMapping for T5 {
             "pad_token_id": c.decoder_start_token_id,
             "relative_attention_max_distance": c.relative_attention_max_distance,
             "relative_attention_num_buckets": c.relative_attention_num_buckets,
-            "scale_decoder_outputs": c.tie_word_embeddings,
+            "scale_decoder_outputs": c.scales_decoder_outputs(),
             "tie_word_embeddings": c.tie_word_embeddings,
             "transformers_version": TRANSFORMERS_VERSION,
             "use_cache": true,
@@ -174,36 +172,82 @@ impl HfMapping for T5 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cotune_sdk::LanguageModel;
 
     fn base() -> Value {
         json!({"vocab_size": 50, "d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1,
                "num_heads": 2})
     }
 
+    /// The translated (`tie_word_embeddings`, `scale_decoder_outputs`) of `hf`.
+    fn head(hf: &Value) -> (Option<bool>, Option<bool>) {
+        let t = T5::from_hf_config(hf).unwrap();
+        (
+            t["tie_word_embeddings"].as_bool(),
+            t["scale_decoder_outputs"].as_bool(),
+        )
+    }
+
     #[test]
-    fn the_tied_head_follows_both_transformers_versions() {
-        // transformers 4: only `tie_word_embeddings` (absent means tied).
+    fn the_head_follows_both_transformers_versions() {
+        // transformers 4: only `tie_word_embeddings` (absent means tied), which also scales.
+        assert_eq!(head(&base()), (Some(true), Some(true)));
+        let mut v4 = base();
+        v4["tie_word_embeddings"] = json!(false);
+        assert_eq!(head(&v4), (Some(false), Some(false)));
+        v4["scale_decoder_outputs"] = Value::Null;
+        assert_eq!(head(&v4), (Some(false), Some(false)), "null is absent");
+        // transformers 5 writes both keys; every combination is taken as written.
+        for tied in [true, false] {
+            for scaled in [true, false] {
+                let mut v5 = base();
+                v5["tie_word_embeddings"] = json!(tied);
+                v5["scale_decoder_outputs"] = json!(scaled);
+                assert_eq!(head(&v5), (Some(tied), Some(scaled)), "{v5}");
+            }
+        }
+    }
+
+    #[test]
+    fn export_writes_both_head_keys() {
+        let config = |extra: &str| -> T5Config {
+            toml::from_str(&format!("{}{extra}", T5::EXAMPLE_CONFIG)).unwrap()
+        };
+        let keys = |c: &T5Config| {
+            let hf = T5::to_hf_config(c).unwrap();
+            (
+                hf["tie_word_embeddings"].clone(),
+                hf["scale_decoder_outputs"].clone(),
+            )
+        };
+        assert_eq!(keys(&config("")), (json!(true), json!(true)));
         assert_eq!(
-            T5::from_hf_config(&base()).unwrap()["tie_word_embeddings"].as_bool(),
-            Some(true)
+            keys(&config("tie_word_embeddings = false\n")),
+            (json!(false), json!(false))
         );
-        let mut v11 = base();
-        v11["tie_word_embeddings"] = json!(false);
         assert_eq!(
-            T5::from_hf_config(&v11).unwrap()["tie_word_embeddings"].as_bool(),
-            Some(false)
+            keys(&config("scale_decoder_outputs = false\n")),
+            (json!(true), json!(false))
         );
-        // transformers 5 writes both keys.
-        let mut v5 = base();
-        v5["tie_word_embeddings"] = json!(true);
-        v5["scale_decoder_outputs"] = json!(true);
         assert_eq!(
-            T5::from_hf_config(&v5).unwrap()["tie_word_embeddings"].as_bool(),
-            Some(true)
+            keys(&config(
+                "tie_word_embeddings = false\nscale_decoder_outputs = true\n"
+            )),
+            (json!(false), json!(true))
         );
-        v5["scale_decoder_outputs"] = json!(false);
-        let e = T5::from_hf_config(&v5).unwrap_err();
-        assert!(e.contains("`scale_decoder_outputs` = false"), "{e}");
+    }
+
+    #[test]
+    fn bad_head_keys_are_refused_by_name_and_value() {
+        for key in ["tie_word_embeddings", "scale_decoder_outputs"] {
+            let mut hf = base();
+            hf[key] = json!("no");
+            let e = T5::from_hf_config(&hf).unwrap_err();
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains("\"no\""),
+                "{e}"
+            );
+        }
     }
 
     #[test]

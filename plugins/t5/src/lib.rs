@@ -8,9 +8,12 @@
 //! and shared by the stack's later blocks (bidirectional in the encoder, causal in the decoder);
 //! attention without the `1/sqrt(d_kv)` score scaling (T5 folds it into the initialisation);
 //! decoder cross-attention over the encoder output, masked at the prompt's padding; a ReLU or
-//! gated-GELU feed-forward; final layer norms; and a head tied to `shared` (the decoder output
-//! scaled by `d_model^-0.5` first, as Hugging Face does) or a separate `lm_head`. Dropout is
-//! left out, as in the other cotune plugins.
+//! gated-GELU feed-forward; final layer norms; and a head tied to `shared`
+//! (`tie_word_embeddings`, the default) or a separate `lm_head`. The decoder output is scaled by
+//! `d_model^-0.5` before the head when `scale_decoder_outputs` is true, which it is by default
+//! exactly when the head is tied (the original T5 ties and scales, T5 v1.1 does neither, and
+//! `transformers` 5 saves v1.1 and Flan-T5 models tied without scaling). Dropout is left out, as
+//! in the other cotune plugins.
 //!
 //! Configuration keys mirror `T5Config`, plus `max_length`, our own context limit: T5's relative
 //! positions put no bound on sequence length, so `max_length` (default 256) is what
@@ -43,8 +46,8 @@
 //! | `lm_head.weight` (only when `tie_word_embeddings = false`) | `lm_head.weight` | transposed |
 //!
 //! `wi` exists with `feed_forward_proj = "relu"`, `wi_0` and `wi_1` with `"gated-gelu"`. Tied
-//! Hugging Face checkpoints also store `lm_head.weight` (a copy of `shared.weight`); it has no
-//! counterpart here.
+//! Hugging Face checkpoints may also store `lm_head.weight` (a copy of `shared.weight`); it has
+//! no counterpart here and is skipped on load.
 
 use cotune_sdk::attention::multi_head_attention;
 use cotune_sdk::burn;
@@ -98,9 +101,13 @@ pub struct T5Config {
     /// `relu` (`wi`, `wo`) or `gated-gelu` (`wi_0`, `wi_1`, `wo`, with the tanh GELU).
     #[serde(default = "default_feed_forward_proj")]
     pub feed_forward_proj: String,
-    /// Share `shared` with the language-model head.
+    /// Share `shared` with the language-model head (no `lm_head` parameter).
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Scale the decoder output by `d_model^-0.5` before the head; `tie_word_embeddings` when
+    /// absent (use [`T5Config::scales_decoder_outputs`]).
+    #[serde(default, deserialize_with = "optional_bool")]
+    pub scale_decoder_outputs: Option<bool>,
     /// The token the decoder starts from (T5 uses its padding id, 0).
     #[serde(default)]
     pub decoder_start_token_id: u32,
@@ -134,9 +141,28 @@ fn default_max_length() -> usize {
     256
 }
 
+/// `scale_decoder_outputs`: a boolean, with an error naming the key and the value otherwise.
+fn optional_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    use cotune_sdk::hf::toml::Value;
+    match Value::deserialize(d)? {
+        Value::Boolean(b) => Ok(Some(b)),
+        v => Err(serde::de::Error::custom(format!(
+            "`scale_decoder_outputs` must be true or false, got {v}"
+        ))),
+    }
+}
+
 impl T5Config {
     fn decoder_layers(&self) -> usize {
         self.num_decoder_layers.unwrap_or(self.num_layers)
+    }
+
+    /// Whether the decoder output is scaled by `d_model^-0.5` before the head:
+    /// `scale_decoder_outputs`, or `tie_word_embeddings` when that is absent (the original T5
+    /// ties and scales, T5 v1.1 in `transformers` 4 does neither).
+    pub fn scales_decoder_outputs(&self) -> bool {
+        self.scale_decoder_outputs
+            .unwrap_or(self.tie_word_embeddings)
     }
 }
 
@@ -403,6 +429,8 @@ pub struct T5 {
     encoder: Stack,
     decoder: Stack,
     lm_head: Option<Linear>,
+    /// Whether [`LanguageModel::logits`] scales the decoder output by `d_model^-0.5` first.
+    scale_decoder_outputs: bool,
 }
 
 impl Decoder for T5 {
@@ -543,6 +571,7 @@ impl LanguageModel for T5 {
             encoder: stack(c.num_layers, false),
             decoder: stack(c.decoder_layers(), true),
             lm_head: (!c.tie_word_embeddings).then(|| linear(d, c.vocab_size, 1.0)),
+            scale_decoder_outputs: c.scales_decoder_outputs(),
         }
     }
 
@@ -569,13 +598,15 @@ impl LanguageModel for T5 {
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let hidden = if self.scale_decoder_outputs {
+            let d = hidden.dims()[2];
+            hidden.mul_scalar((d as f64).powf(-0.5))
+        } else {
+            hidden
+        };
         match &self.lm_head {
             Some(head) => linear(head, hidden),
-            // The tied head scales the decoder output by `d_model^-0.5` first.
-            None => {
-                let d = hidden.dims()[2];
-                tied_logits(hidden.mul_scalar((d as f64).powf(-0.5)), &self.shared)
-            }
+            None => tied_logits(hidden, &self.shared),
         }
     }
 }

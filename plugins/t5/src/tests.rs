@@ -1,8 +1,12 @@
 //! In-process tests through the SDK's trainer, on the tiny example configuration.
 
 use super::*;
-use cotune_sdk::abi::{AnswerExample, ErrorKind, GenerateOptions, Logits, TrainOptions};
-use cotune_sdk::{params, Trainer};
+use cotune_sdk::abi::{
+    AnswerExample, ErrorKind, GenerateOptions, Logits, NamedTensor, ParamSelection, TrainOptions,
+};
+use cotune_sdk::hf::serde_json::{self, Value};
+use cotune_sdk::hf::{read_safetensors, write_safetensors, CONFIG_FILE, WEIGHTS_FILE};
+use cotune_sdk::{hf, params, Trainer};
 
 const VOCAB: usize = 96;
 
@@ -313,6 +317,8 @@ fn bad_configs_are_refused_by_name() {
         ("num_heads", "0", "0"),
         ("decoder_start_token_id", "96", "96"),
         ("layer_norm_epsilon", "-1.0", "-1"),
+        ("scale_decoder_outputs", "\"no\"", "\"no\""),
+        ("scale_decoder_outputs", "1", "1"),
     ];
     for (key, value, shown) in cases {
         let message = refusal(&[(key, value)]);
@@ -352,4 +358,234 @@ fn loss_falls_when_overfitting_one_batch() {
         last < 0.25 * first,
         "loss went from {first} to {last}: {losses:?}"
     );
+}
+
+// The head: `tie_word_embeddings` and `scale_decoder_outputs` in all four combinations.
+
+/// The configuration overrides of a head: tied or not, scaled or not (`None`: key absent).
+fn head(tied: bool, scaled: Option<bool>) -> Vec<(&'static str, &'static str)> {
+    let word = |b: bool| if b { "true" } else { "false" };
+    let mut overrides = vec![("tie_word_embeddings", word(tied))];
+    if let Some(scaled) = scaled {
+        overrides.push(("scale_decoder_outputs", word(scaled)));
+    }
+    overrides
+}
+
+/// A model of the head, briefly trained so that no weight is still at its initialisation.
+fn trained(tied: bool, scaled: Option<bool>) -> Trainer<T5> {
+    let mut trainer = trainer(&head(tied, scaled));
+    overfit(&mut trainer, &head_batch(), 3);
+    trainer
+}
+
+fn head_batch() -> [AnswerExample; 2] {
+    [
+        example(&[5, 6, 7, 8, 9], &[20, 21, 22, 1]),
+        example(&[9, 10], &[30, 31, 32, 33, 1]),
+    ]
+}
+
+/// The answer logits of the head batch, as bits (so equality is exact and NaN-proof).
+fn logit_bits(trainer: &Trainer<T5>) -> Vec<u32> {
+    let logits = trainer.answer_logits(&head_batch()).expect("answer logits");
+    logits.data.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `from`'s parameters imported into `to` (which may have an `lm_head` that `from` lacks).
+fn copy_params(from: &Trainer<T5>, to: &mut Trainer<T5>) {
+    let values = from.export_params(ParamSelection::All).expect("export");
+    to.import_params(&values).expect("import");
+}
+
+fn param(trainer: &Trainer<T5>, name: &str) -> Option<NamedTensor> {
+    trainer
+        .export_params(ParamSelection::All)
+        .expect("export")
+        .into_iter()
+        .find(|p| p.name.as_str() == name)
+}
+
+fn transposed(t: &NamedTensor) -> NamedTensor {
+    let (rows, cols) = (t.shape[0] as usize, t.shape[1] as usize);
+    let data = (0..cols * rows)
+        .map(|i| t.data[(i % rows) * cols + i / rows])
+        .collect();
+    NamedTensor::new(t.name.as_str(), vec![cols as u64, rows as u64], data)
+}
+
+/// A fresh folder under the system's temporary folder.
+fn temp_folder(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cotune-t5-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temporary folder");
+    dir
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reading")).expect("JSON")
+}
+
+fn load_folder(folder: &std::path::Path) -> Trainer<T5> {
+    hf::load::<T5>(folder, "", 0, Device::flex())
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .0
+}
+
+#[test]
+fn a_tied_unscaled_head_is_an_untied_head_holding_shared() {
+    let tied = trained(true, Some(false));
+    assert!(
+        param(&tied, "lm_head.weight").is_none(),
+        "a tied head has no lm_head"
+    );
+    let shared = param(&tied, "shared.weight").expect("shared.weight");
+
+    // An untied model with every weight of the tied one and `lm_head.weight` = `shared.weight`
+    // (transposed to burn's `[in, out]`).
+    let mut untied = trainer(&head(false, None));
+    assert!(!untied.config().scales_decoder_outputs());
+    copy_params(&tied, &mut untied);
+    let mut lm_head = transposed(&shared);
+    lm_head.name = "lm_head.weight".into();
+    untied.import_params(&[lm_head]).expect("lm_head import");
+    assert_eq!(logit_bits(&tied), logit_bits(&untied));
+
+    // Scaled, the same weights give the same logits tied or untied, and the unscaled logits
+    // times d_model^-0.5 (up to rounding: the scale applies before the product).
+    let mut tied_scaled = trainer(&head(true, Some(true)));
+    copy_params(&tied, &mut tied_scaled);
+    let mut untied_scaled = trainer(&head(false, Some(true)));
+    copy_params(&untied, &mut untied_scaled);
+    assert_eq!(logit_bits(&tied_scaled), logit_bits(&untied_scaled));
+    let scale = 32f32.powf(-0.5);
+    let (unscaled, scaled) = (
+        tied.answer_logits(&head_batch()).unwrap().data,
+        tied_scaled.answer_logits(&head_batch()).unwrap().data,
+    );
+    let expected: Vec<f32> = unscaled.iter().map(|x| x * scale).collect();
+    let diff = max_abs_diff(&scaled, &expected);
+    assert!(diff < 1e-5, "max difference {diff}");
+    assert!(
+        max_abs_diff(&scaled, &unscaled) > 1e-2,
+        "scaling changes the logits"
+    );
+}
+
+#[test]
+fn the_scale_defaults_to_the_tie_and_keeps_the_old_numbers() {
+    for tied in [true, false] {
+        let absent = trainer(&head(tied, None));
+        assert_eq!(absent.config().scale_decoder_outputs, None);
+        assert_eq!(
+            absent.config().scales_decoder_outputs(),
+            tied,
+            "tied {tied}"
+        );
+        let explicit = trainer(&head(tied, Some(tied)));
+        assert_eq!(logit_bits(&absent), logit_bits(&explicit), "tied {tied}");
+
+        // The head as it was computed before `scale_decoder_outputs` existed: tied heads scale
+        // and multiply by `shared`, untied ones apply `lm_head` unscaled.
+        let model = absent.model();
+        let device = Device::flex();
+        let hidden = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 32).map(|i| (i as f32 * 0.37).sin()).collect(),
+                [2, 3, 32],
+            ),
+            &device,
+        );
+        let before = match &model.lm_head {
+            None => tied_logits(hidden.clone().mul_scalar(32f64.powf(-0.5)), &model.shared),
+            Some(head) => linear(head, hidden.clone()),
+        };
+        assert_eq!(values(model.logits(hidden)), values(before), "tied {tied}");
+    }
+}
+
+#[test]
+fn every_head_exports_both_keys_and_reloads_to_the_same_logits() {
+    for tied in [true, false] {
+        for scaled in [true, false] {
+            let case = format!("tied {tied}, scaled {scaled}");
+            let original = trained(tied, Some(scaled));
+            let folder = temp_folder(&format!("head-{tied}-{scaled}"));
+            hf::export(&original, None, &folder).expect("export");
+
+            let config = read_json(&folder.join(CONFIG_FILE));
+            assert_eq!(config["tie_word_embeddings"], Value::Bool(tied), "{case}");
+            assert_eq!(
+                config["scale_decoder_outputs"],
+                Value::Bool(scaled),
+                "{case}"
+            );
+            let weights = read_safetensors(&folder.join(WEIGHTS_FILE)).expect("weights");
+            assert_eq!(weights.contains_key("lm_head.weight"), !tied, "{case}");
+
+            let loaded = load_folder(&folder);
+            assert_eq!(loaded.config().tie_word_embeddings, tied, "{case}");
+            assert_eq!(loaded.config().scales_decoder_outputs(), scaled, "{case}");
+            assert_eq!(logit_bits(&loaded), logit_bits(&original), "{case}");
+            std::fs::remove_dir_all(folder).expect("removing the folder");
+        }
+    }
+}
+
+#[test]
+fn a_transformers_5_folder_tied_without_scaling_loads() {
+    // Flan-T5 or T5 v1.1 as transformers 5 saves it: `tie_word_embeddings = true`,
+    // `scale_decoder_outputs = false`, no `lm_head.weight` (older saves carry a copy of
+    // `shared.weight` under that name, which is skipped).
+    let original = trained(true, Some(false));
+    for with_copy in [false, true] {
+        let folder = temp_folder(&format!("transformers-5-{with_copy}"));
+        hf::export(&original, None, &folder).expect("export");
+        let config_path = folder.join(CONFIG_FILE);
+        let mut config = read_json(&config_path);
+        config["tie_word_embeddings"] = Value::Bool(true);
+        config["scale_decoder_outputs"] = Value::Bool(false);
+        config["eos_token_id"] = 1.into();
+        let text = serde_json::to_string_pretty(&config).expect("JSON");
+        std::fs::write(&config_path, text).expect("writing config.json");
+        if with_copy {
+            let weights_path = folder.join(WEIGHTS_FILE);
+            let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = read_safetensors(&weights_path)
+                .expect("weights")
+                .into_iter()
+                .map(|(name, t)| (name, t.shape, t.data))
+                .collect();
+            let shared = tensors
+                .iter()
+                .find(|(name, _, _)| name == "shared.weight")
+                .expect("shared.weight")
+                .clone();
+            tensors.push(("lm_head.weight".into(), shared.1, shared.2));
+            write_safetensors(&weights_path, &tensors).expect("writing the weights");
+        }
+
+        let loaded = load_folder(&folder);
+        assert!(loaded.config().tie_word_embeddings);
+        assert!(!loaded.config().scales_decoder_outputs());
+        assert!(param(&loaded, "lm_head.weight").is_none());
+        assert_eq!(
+            logit_bits(&loaded),
+            logit_bits(&original),
+            "with an lm_head copy: {with_copy}"
+        );
+        std::fs::remove_dir_all(folder).expect("removing the folder");
+    }
+}
+
+#[test]
+fn a_bad_scale_is_refused_with_the_key_and_value() {
+    for (value, shown) in [("\"no\"", "\"no\""), ("1", "1"), ("[true]", "[true]")] {
+        let message = refusal(&[("scale_decoder_outputs", value)]);
+        assert!(
+            message.contains(&format!(
+                "`scale_decoder_outputs` must be true or false, got {shown}"
+            )),
+            "{value}: {message}"
+        );
+    }
 }
