@@ -482,13 +482,6 @@ fn softmax(row: &[f32], t: f32) -> Vec<f64> {
     exps.into_iter().map(|e| e / sum).collect()
 }
 
-/// A distribution as logits at temperature `t` (`t · ln p`, zero probabilities floored).
-fn as_logits(p: &[f64], t: f32, out: &mut [f32]) {
-    for (o, &q) in out.iter_mut().zip(p) {
-        *o = (f64::from(t) * q.max(1e-30).ln()) as f32;
-    }
-}
-
 /// The way from one model's tokenizer to another's: builds the student's soft targets from the
 /// teacher's logits.
 #[derive(Debug, Clone)]
@@ -569,12 +562,14 @@ impl Bridge {
         let mut data = vec![0f32; student_batch.len() * a * v];
         let t_vocab = (teacher.vocab as usize).min(self.from.len().max(1));
         let s_vocab = v.min(self.to.len().max(1));
-        let mut q = vec![0f64; v];
+        // Zero probability, as a logit at temperature t.
+        let floor = (f64::from(t) * 1e-30f64.ln()) as f32;
+        let mut scratch = Scratch::default();
         for (b, (te, se)) in teacher_batch.iter().zip(student_batch).enumerate() {
             let partners = align_positions(&self.from, &te.answer, &self.to, &se.answer);
             for (j, partner) in partners.into_iter().enumerate() {
                 let out = &mut data[(b * a + j) * v..(b * a + j + 1) * v];
-                q.iter_mut().for_each(|x| *x = 0.0);
+                out.fill(floor);
                 let i = match partner {
                     Partner::Exact(i) | Partner::Warped(i) if i < teacher.answer_len as usize => {
                         Some(i)
@@ -583,13 +578,12 @@ impl Bridge {
                 };
                 let filled = match i {
                     Some(i) => {
-                        let p = softmax(&teacher.row(b, i)[..t_vocab], t);
+                        let row = &teacher.row(b, i)[..t_vocab];
                         match self.alignment {
-                            Alignment::Mined => self.mined(&p, &mut q),
+                            Alignment::Mined => self.mined(row, t, &mut scratch, out),
                             _ => {
                                 let own = own.expect("uld ranks by the student's own logits");
-                                let mine = softmax(&own.row(b, j)[..s_vocab], t);
-                                uld_target(&p, &mine, &mut q)
+                                uld_row(row, &own.row(b, j)[..s_vocab], t, &mut scratch, out)
                             }
                         }
                     }
@@ -597,42 +591,100 @@ impl Bridge {
                 };
                 if !filled {
                     // FedMKT's fallback: the student's own reference token.
-                    q[(se.answer[j] as usize).min(v - 1)] = 1.0;
+                    out.fill(floor);
+                    out[(se.answer[j] as usize).min(v - 1)] = 0.0;
                 }
-                as_logits(&q, t, out);
             }
         }
         count(t0);
         Logits::new(student_batch.len() as u32, a as u32, v as u32, data)
     }
 
-    /// The teacher's top-k probabilities carried through the map into `q`, renormalised.
-    fn mined(&self, p: &[f64], q: &mut [f64]) -> bool {
+    /// The teacher's top-k probabilities (of logit row `z` at temperature `t`) carried through
+    /// the map and renormalised, written as logits into `out` (already at the floor).
+    fn mined(&self, z: &[f32], t: f32, scratch: &mut Scratch, out: &mut [f32]) -> bool {
         let map = self.map.as_ref().expect("mined bridges have a map");
-        let mut order: Vec<usize> = (0..p.len()).collect();
-        let k = self.top_k.min(order.len());
+        let k = self.top_k.min(z.len());
         if k == 0 {
             return false;
         }
-        order.select_nth_unstable_by(k - 1, |&x, &y| p[y].total_cmp(&p[x]).then(x.cmp(&y)));
-        let mut kept = 0.0;
-        for &id in &order[..k] {
-            let to = map.to.get(id).copied().unwrap_or(u32::MAX) as usize;
-            if to < q.len() {
-                q[to] += p[id];
-                kept += p[id];
+        // The top k by logit are the top k by probability; ties by id.
+        let order = &mut scratch.order;
+        order.clear();
+        order.extend(0..z.len() as u32);
+        order.select_nth_unstable_by(k - 1, |&x, &y| {
+            z[y as usize].total_cmp(&z[x as usize]).then(x.cmp(&y))
+        });
+        let top = &order[..k];
+        let max = top
+            .iter()
+            .map(|&i| z[i as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let kept = &mut scratch.kept;
+        kept.clear();
+        let mut total = 0.0f64;
+        for &id in top {
+            let to = map.to.get(id as usize).copied().unwrap_or(u32::MAX) as usize;
+            if to >= out.len() {
+                continue;
+            }
+            let p = f64::from((z[id as usize] - max) / t).exp();
+            total += p;
+            match kept.iter_mut().find(|(i, _)| *i == to) {
+                Some((_, q)) => *q += p,
+                None => kept.push((to, p)),
             }
         }
-        if kept <= 0.0 {
+        if total <= 0.0 || !total.is_finite() {
             return false;
         }
-        q.iter_mut().for_each(|x| *x /= kept);
+        for &(to, p) in kept.iter() {
+            out[to] = (f64::from(t) * (p / total).max(1e-30).ln()) as f32;
+        }
         true
     }
 }
 
-/// ULD's target: the student's token of rank `r` (by `mine`) gets the teacher's `r`-th largest
-/// probability; renormalised over the shorter vocabulary.
+/// Buffers reused across the positions of a batch.
+#[derive(Default)]
+struct Scratch {
+    order: Vec<u32>,
+    kept: Vec<(usize, f64)>,
+    sorted: Vec<f64>,
+}
+
+/// ULD's target for one position, written as logits into `out` (already at the floor): the
+/// student's token of rank `r` (by its own logits `mine`) gets the teacher's `r`-th largest
+/// probability (of logit row `z` at temperature `t`), renormalised over the shorter vocabulary.
+fn uld_row(z: &[f32], mine: &[f32], t: f32, scratch: &mut Scratch, out: &mut [f32]) -> bool {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sorted = &mut scratch.sorted;
+    sorted.clear();
+    sorted.extend(z.iter().map(|&x| f64::from((x - max) / t).exp()));
+    sorted.sort_unstable_by(|x, y| y.total_cmp(x));
+    let order = &mut scratch.order;
+    order.clear();
+    order.extend(0..mine.len() as u32);
+    order.sort_unstable_by(|&x, &y| {
+        mine[y as usize]
+            .total_cmp(&mine[x as usize])
+            .then(x.cmp(&y))
+    });
+    let n = order.len().min(sorted.len());
+    let total: f64 = sorted[..n].iter().sum();
+    if total <= 0.0 || !total.is_finite() {
+        return false;
+    }
+    for r in 0..n {
+        out[order[r] as usize] = (f64::from(t) * (sorted[r] / total).max(1e-30).ln()) as f32;
+    }
+    true
+}
+
+/// ULD's target on probabilities (the reference [`uld_row`] is tested against): the student's
+/// token of rank `r` (by `mine`) gets the teacher's `r`-th largest probability; renormalised
+/// over the shorter vocabulary.
+#[cfg(test)]
 fn uld_target(teacher: &[f64], mine: &[f64], q: &mut [f64]) -> bool {
     let mut p_sorted = teacher.to_vec();
     p_sorted.sort_by(|x, y| y.total_cmp(x));

@@ -222,3 +222,20 @@ fn mean_kl_is_zero_on_equal_targets() {
     let other = Logits::new(1, 2, 3, vec![1.1, -0.5, 0.3, 0.0, 1.0, 0.2]);
     assert!(mean_kl(&l, &other, &[ex], 2.0) > 0.01);
 }
+
+#[test]
+fn the_uld_row_writes_the_reference_target_as_logits() {
+    let z = [0.3f32, 2.0, -1.0, 0.7];
+    let mine = [0.1f32, -0.2, 0.9, 0.0, 0.4];
+    let t = 2.0;
+    let p = softmax(&z, t);
+    let m = softmax(&mine, t);
+    let mut q = vec![0.0; mine.len()];
+    assert!(uld_target(&p, &m, &mut q));
+    let mut out = vec![-1e9f32; mine.len()];
+    assert!(uld_row(&z, &mine, t, &mut Scratch::default(), &mut out));
+    let back = softmax(&out, t);
+    for (a, b) in back.iter().zip(&q) {
+        assert!((a - b).abs() < 1e-6, "{back:?} vs {q:?}");
+    }
+}
