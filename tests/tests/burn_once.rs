@@ -5,7 +5,9 @@
 //! `Cargo.lock` and in its target folder: if any crate in burn's dependency tree resolves with
 //! other features there than in the workspace, burn and everything above it compile a second
 //! time (that once doubled a fresh `cargo xtask test`). cotune-sdk declares the features the
-//! workspace switches on in that tree; this test compares the two resolutions with
+//! workspace switches on in that tree (its build-dependencies do so for the proc-macro side);
+//! this test checks that every feature set the plugin alone needs is one the workspace builds,
+//! comparing the two resolutions with
 //! `cargo tree` (offline: the packages are already downloaded by the build that ran the test).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +79,9 @@ fn a_plugin_built_alone_resolves_burns_tree_like_the_workspace() {
         let differ: Vec<String> = alone
             .iter()
             .filter(|(package, _)| burn_tree.contains(*package))
-            .filter(|(package, set)| workspace.get(*package) != Some(set))
+            // Each feature set the plugin needs must be one the workspace builds; the workspace
+            // may build more (a build-time copy of a crate with fewer features is its own unit).
+            .filter(|(package, set)| !workspace.get(*package).is_some_and(|w| set.is_subset(w)))
             .map(|(package, set)| {
                 format!(
                     "{package}: alone {set:?}, in the workspace {:?}",

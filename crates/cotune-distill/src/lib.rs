@@ -508,6 +508,14 @@ pub struct PretrainConfig {
     pub train: TrainSettings,
     /// Decay the learning rate along a cosine over `max_epochs` (to 10% of the peak).
     pub cosine: bool,
+    /// Pre-train the server LLM on the public corpus; `false` for an LLM that starts from a real
+    /// pre-trained checkpoint as it is.
+    #[serde(skip_serializing_if = "is_true")]
+    pub llm: bool,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Default for PretrainConfig {
@@ -517,6 +525,7 @@ impl Default for PretrainConfig {
             patience: 2,
             train: TrainSettings::default(),
             cosine: true,
+            llm: true,
         }
     }
 }
@@ -587,13 +596,18 @@ impl ModelRecipe<'_> {
         })
     }
 
-    /// What identifies the starting weights in cache keys: the checkpoint folder and the size
-    /// and modification time of its weights file, or nothing for a fresh model.
+    /// What identifies the starting weights in cache keys: the checkpoint (a folder, or a GGUF
+    /// file) and the size and modification time of its weights file, or nothing for a fresh
+    /// model.
     pub fn checkpoint_key(&self) -> String {
         match self.checkpoint {
             None => String::new(),
             Some(folder) => {
-                let weights = folder.join("model.safetensors");
+                // A GGUF checkpoint is one file; a Hugging Face folder has its weights file.
+                let weights = match folder.is_file() {
+                    true => folder.to_path_buf(),
+                    false => folder.join("model.safetensors"),
+                };
                 let stamp = std::fs::metadata(&weights)
                     .map(|m| {
                         let modified = m

@@ -37,6 +37,7 @@ fn pretraining_is_cached_and_distillation_runs() {
             ..TrainSettings::default()
         },
         cosine: true,
+        llm: true,
     };
     let cache = tempfile::tempdir().unwrap();
     let (train, valid) = (examples(32, 0), examples(8, 1));

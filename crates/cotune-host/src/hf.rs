@@ -1,6 +1,11 @@
 //! Opening Hugging Face model folders: reading `config.json` to find the plugin whose
 //! architecture loads the folder's class, and building the model through it.
 //!
+//! A GGUF file (llama.cpp's format, [`is_gguf`]) is opened wherever a folder is: its
+//! `general.architecture` gives the class (`llama`: `LlamaForCausalLM`, [`gguf_hf_class`]), its
+//! tokenizer metadata the tokenizer ([`HfCheckpoint::tokenizer_json`]), and the plugin reads its
+//! tensors (`cotune_sdk::hf::gguf`).
+//!
 //! The plugin does the loading (it owns the mapping between Hugging Face tensor names and its
 //! parameters); the host only chooses the plugin. It first tries the plugin named like the
 //! folder's `model_type` (`gpt2`, `llama`, `t5`), then every plugin library in
@@ -9,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{plugin_file_name, plugin_search_dirs, DeviceChoice, HostError, Model, Plugin, Result};
 
@@ -20,16 +25,56 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The tokenizer file of a Hugging Face model folder (optional).
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// What a Hugging Face folder's `config.json` says about its model.
+/// The file name extension of GGUF files.
+pub const GGUF_EXTENSION: &str = "gguf";
+
+/// The Hugging Face class whose checkpoints a GGUF `general.architecture` stands for, for the
+/// architectures the plugins read from GGUF files.
+pub fn gguf_hf_class(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "llama" => Some("LlamaForCausalLM"),
+        _ => None,
+    }
+}
+
+/// Whether `path` is a GGUF file: a file named `*.gguf`, or any file that starts with the magic
+/// bytes `GGUF` (so that a damaged `.gguf` file is opened as one, and refused with what is wrong
+/// with it).
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    if !path.is_file() {
+        return false;
+    }
+    let named = (path.extension().and_then(|e| e.to_str()))
+        .is_some_and(|e| e.eq_ignore_ascii_case(GGUF_EXTENSION));
+    named || {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == b"GGUF"
+    }
+}
+
+/// A GGUF reader's error as a checkpoint error: the file, then where and what.
+fn gguf_err(path: &Path, e: &cotune_gguf::Error) -> HostError {
+    let at = e
+        .offset()
+        .map_or(String::new(), |o| format!("at byte {o}: "));
+    checkpoint_err(path, format!("{at}{}", e.kind()))
+}
+
+/// What a Hugging Face folder's `config.json` (or a GGUF file's metadata) says about its model.
 #[derive(Debug, Clone)]
 pub struct HfCheckpoint {
-    /// The folder.
+    /// The folder, or the GGUF file.
     pub folder: PathBuf,
     /// `config.json`'s `architectures` (e.g. `["GPT2LMHeadModel"]`).
     pub architectures: Vec<String>,
     /// `config.json`'s `model_type` (e.g. `gpt2`), if given.
     pub model_type: Option<String>,
-    /// The whole `config.json`.
+    /// The whole `config.json`; for a GGUF file, the class, `model_type` and the tokenizer's
+    /// `bos_token_id` and `eos_token_id` (the plugin translates the rest of its metadata).
     pub config: Value,
 }
 
@@ -41,9 +86,12 @@ fn checkpoint_err(path: &Path, reason: impl Into<String>) -> HostError {
 }
 
 impl HfCheckpoint {
-    /// Reads `folder/config.json`.
+    /// Reads `folder/config.json`, or the metadata of the GGUF file `folder` ([`is_gguf`]).
     pub fn read(folder: impl AsRef<Path>) -> Result<HfCheckpoint> {
         let folder = folder.as_ref();
+        if is_gguf(folder) {
+            return HfCheckpoint::read_gguf(folder);
+        }
         if !folder.is_dir() {
             return Err(checkpoint_err(folder, "no such folder"));
         }
@@ -87,6 +135,55 @@ impl HfCheckpoint {
         })
     }
 
+    /// A GGUF file's header: `general.architecture` to its class; refused, naming the file and
+    /// the value (or the byte offset at fault), when it is not a GGUF file or its architecture
+    /// is not one the plugins read.
+    fn read_gguf(path: &Path) -> Result<HfCheckpoint> {
+        let gguf = cotune_gguf::Gguf::open(path).map_err(|e| gguf_err(path, &e))?;
+        let arch = gguf.architecture().map_err(|e| gguf_err(path, &e))?;
+        let class = gguf_hf_class(arch).ok_or_else(|| {
+            checkpoint_err(
+                path,
+                format!("GGUF architecture `{arch}` (general.architecture) cannot be loaded; only `llama` can"),
+            )
+        })?;
+        let mut config = json!({ "architectures": [class], "model_type": arch });
+        for (key, name) in [
+            ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+            ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+        ] {
+            let id = match gguf.get(key) {
+                Some(cotune_gguf::Value::U32(id)) => Some(u64::from(*id)),
+                Some(cotune_gguf::Value::I32(id)) => u64::try_from(*id).ok(),
+                Some(cotune_gguf::Value::U64(id)) => Some(*id),
+                _ => None,
+            };
+            if let Some(id) = id {
+                config[name] = json!(id);
+            }
+        }
+        Ok(HfCheckpoint {
+            folder: path.to_path_buf(),
+            architectures: vec![class.to_string()],
+            model_type: Some(arch.to_string()),
+            config,
+        })
+    }
+
+    /// Whether the checkpoint is a GGUF file rather than a folder.
+    pub fn is_gguf(&self) -> bool {
+        self.folder.is_file()
+    }
+
+    /// The file the configuration was read from: `config.json`, or the GGUF file.
+    pub fn config_path(&self) -> PathBuf {
+        if self.is_gguf() {
+            self.folder.clone()
+        } else {
+            self.folder.join(CONFIG_FILE)
+        }
+    }
+
     /// The end-of-sequence token id (`eos_token_id`; the first one when it is a list); `None`
     /// also when it is not a token id (negative, or past `u32`).
     pub fn eos_token_id(&self) -> Option<u32> {
@@ -97,9 +194,49 @@ impl HfCheckpoint {
         id.as_u64().and_then(|id| u32::try_from(id).ok())
     }
 
-    /// The folder's `tokenizer.json`, if it has one.
+    /// The folder's `tokenizer.json`, if it has one (a GGUF file has none: see
+    /// [`HfCheckpoint::tokenizer_json`]).
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
+        if self.is_gguf() {
+            return None;
+        }
         Some(self.folder.join(TOKENIZER_FILE)).filter(|p| p.is_file())
+    }
+
+    /// The checkpoint's `tokenizer.json` text, if it has a tokenizer: the folder's file, or the
+    /// one built from a GGUF file's tokenizer metadata
+    /// ([`cotune_data::tokenizer_json_from_gguf`]; a file without `tokenizer.ggml.model` has
+    /// none). Refused, naming the file, when it cannot be read or built.
+    pub fn tokenizer_json(&self) -> Result<Option<String>> {
+        if self.is_gguf() {
+            let path = &self.folder;
+            let gguf = cotune_gguf::Gguf::open(path).map_err(|e| gguf_err(path, &e))?;
+            if gguf.get("tokenizer.ggml.model").is_none() {
+                return Ok(None);
+            }
+            return cotune_data::tokenizer_json_from_gguf(&gguf)
+                .map(Some)
+                .map_err(|e| checkpoint_err(path, e.to_string()));
+        }
+        match self.tokenizer_path() {
+            None => Ok(None),
+            Some(path) => std::fs::read_to_string(&path)
+                .map(Some)
+                .map_err(|e| checkpoint_err(&path, format!("cannot read it: {e}"))),
+        }
+    }
+
+    /// Writes the checkpoint's tokenizer ([`HfCheckpoint::tokenizer_json`]) as `tokenizer.json`
+    /// in `folder`; whether there was one. What `Model::export_hf` does not do for a model
+    /// opened from a GGUF file.
+    pub fn write_tokenizer(&self, folder: &Path) -> Result<bool> {
+        let Some(text) = self.tokenizer_json()? else {
+            return Ok(false);
+        };
+        let path = folder.join(TOKENIZER_FILE);
+        std::fs::write(&path, text)
+            .map_err(|e| checkpoint_err(&path, format!("cannot write it: {e}")))?;
+        Ok(true)
     }
 
     /// The plugin and architecture that load this folder's class.
@@ -135,7 +272,7 @@ impl HfCheckpoint {
             seen.push(format!("{} ({})", plugin.name(), offered.join(", ")));
         }
         Err(checkpoint_err(
-            &self.folder.join(CONFIG_FILE),
+            &self.config_path(),
             format!(
                 "no plugin loads architecture {} (model_type {}); the plugins found load: {}",
                 self.architectures.join(", "),
@@ -179,8 +316,8 @@ pub fn plugin_libraries() -> Vec<PathBuf> {
     out
 }
 
-/// Opens the Hugging Face folder `folder`: reads its `config.json`, finds the plugin whose
-/// architecture loads its class, and builds the model from its weights. `extra_toml` adds or
+/// Opens the Hugging Face folder `folder` (or GGUF file): reads its `config.json`, finds the
+/// plugin whose architecture loads its class, and builds the model from its weights. `extra_toml` adds or
 /// overrides keys of the plugin's own configuration (e.g. a `[lora]` table, or T5's
 /// `max_length`) and may be empty; `seed` initialises what the checkpoint does not hold
 /// (adapters).

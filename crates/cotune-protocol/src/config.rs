@@ -640,20 +640,24 @@ impl ExperimentConfig {
         Self::parse(&text, path)
     }
 
-    /// Makes relative checkpoint folders and tokenizer files relative to `root`.
+    /// Makes relative checkpoint folders (or GGUF files) and tokenizer files relative to
+    /// `root`; a leading `~/` is the home folder (`$HOME`), where model caches live.
     pub fn resolve_paths(&mut self, root: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), std::env::var_os("HOME")) {
+                *p = PathBuf::from(home).join(rest);
+            } else if p.is_relative() {
+                *p = root.join(&*p);
+            }
+        };
         let fix_tokenizer = |t: &mut Option<TokenizerSpec>| {
             if let Some(TokenizerSpec::File(p)) = t {
-                if p.is_relative() {
-                    *p = root.join(&*p);
-                }
+                resolve(p);
             }
         };
         let fix = |e: &mut ModelEntry| {
             if let Some(c) = &mut e.checkpoint {
-                if c.is_relative() {
-                    *c = root.join(&*c);
-                }
+                resolve(c);
             }
             fix_tokenizer(&mut e.tokenizer);
         };

@@ -298,7 +298,10 @@ fn pretrain_all(
             slms.push((i, arch, d.slm.config_text(), corpus));
         }
     }
-    let mut jobs = vec![("the LLM".to_string(), llm, data.public(&data.codecs.llm))];
+    let mut jobs = Vec::new();
+    if config.pretrain.llm {
+        jobs.push(("the LLM".to_string(), llm, data.public(&data.codecs.llm)));
+    }
     let mut seen = Vec::new();
     for (i, arch, text, corpus) in &slms {
         let id = (
@@ -375,6 +378,19 @@ fn build_llm(
     };
     if !fresh {
         return Ok(r.build()?);
+    }
+    if !config.pretrain.llm {
+        let model = r.build()?;
+        progress!(
+            "LLM {} from {}, not pre-trained here (pretrain.llm = false)",
+            model.label(),
+            config
+                .llm
+                .checkpoint
+                .as_ref()
+                .map_or("random weights".into(), |c| c.display().to_string())
+        );
+        return Ok(model);
     }
     let corpus = data.public(&data.codecs.llm);
     let Pretrained { model, report } = pretrain_cached(

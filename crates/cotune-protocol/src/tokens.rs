@@ -30,6 +30,8 @@ pub(crate) enum Source {
     Trained(usize),
     /// A `tokenizer.json` file (named, or a checkpoint folder's).
     File(PathBuf),
+    /// The tokenizer in a GGUF checkpoint's metadata.
+    Gguf(PathBuf),
 }
 
 impl Source {
@@ -45,6 +47,7 @@ impl Source {
             }
             Some(TokenizerSpec::Trained(n)) => Source::Trained(*n),
             None => match &entry.checkpoint {
+                Some(file) if is_gguf(file) => Source::Gguf(file.clone()),
                 Some(folder) if folder.join("tokenizer.json").is_file() => {
                     Source::File(folder.join("tokenizer.json"))
                 }
@@ -59,8 +62,41 @@ impl Source {
             Source::Shared => "the run's tokenizer".into(),
             Source::Trained(n) => format!("a tokenizer of {n} tokens trained on the public corpus"),
             Source::File(p) => p.display().to_string(),
+            Source::Gguf(p) => format!("the tokenizer in {}", p.display()),
         }
     }
+
+    /// The tokenizer of a file source (`File` or `Gguf`); `who` names the model in errors.
+    pub(crate) fn load(&self, who: &str) -> anyhow::Result<Option<Tokenizer>> {
+        match self {
+            Source::Shared | Source::Trained(_) => Ok(None),
+            Source::File(path) => load_tokenizer(who, path).map(Some),
+            Source::Gguf(path) => {
+                let read = || -> anyhow::Result<Tokenizer> {
+                    let gguf = cotune_gguf::Gguf::open(path)?;
+                    let json = cotune_data::tokenizer_json_from_gguf(&gguf)?;
+                    // The file states its special ids; spellings could pick another token.
+                    let id = |key: &str| gguf.get_u32(key).ok();
+                    Ok(Tokenizer::from_json_text(&json, path)?.with_special_ids(
+                        id("tokenizer.ggml.padding_token_id"),
+                        id("tokenizer.ggml.bos_token_id"),
+                        id("tokenizer.ggml.eos_token_id"),
+                        path,
+                    )?)
+                };
+                read()
+                    .with_context(|| format!("the tokenizer of {who}"))
+                    .map(Some)
+            }
+        }
+    }
+}
+
+/// Whether `path` names a GGUF file (rather than a Hugging Face folder).
+pub(crate) fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        && !path.is_dir()
 }
 
 /// One model's tokenizer.
@@ -160,10 +196,9 @@ impl Codecs {
                 return Ok(c.clone());
             }
             let tokenizer = match &source {
-                Source::Shared => unreachable!("made above"),
                 Source::Trained(n) => Tokenizer::train(texts(), *n)
                     .with_context(|| format!("training the tokenizer of {who}"))?,
-                Source::File(path) => load_tokenizer(who, path)?,
+                other => other.load(who)?.expect("a file source loads a tokenizer"),
             };
             let codec = Codec {
                 tokenizer: Arc::new(tokenizer),

@@ -40,6 +40,14 @@ impl ExperimentConfig {
 
     /// Values in range and what the method needs; `Err((key, reason))`.
     fn check_values(&self) -> Result<(), (String, String)> {
+        if !self.pretrain.llm && self.llm.checkpoint.is_none() {
+            return Err((
+                "pretrain.llm".into(),
+                "false leaves the LLM at random weights: it needs llm.checkpoint (a Hugging Face \
+                 folder or a GGUF file)"
+                    .into(),
+            ));
+        }
         if self.devices.is_empty() {
             return Err(("devices".into(), "at least one device".into()));
         }
@@ -364,9 +372,11 @@ impl ExperimentConfig {
                 Ok(match &source {
                     Source::Shared => ("shared".into(), shared.1, source.describe()),
                     Source::Trained(n) => (format!("trained {n}"), *n, source.describe()),
-                    Source::File(path) => {
-                        let t = crate::tokens::load_tokenizer(key, path)
-                            .map_err(|e| (tkey, format!("{e:#}")))?;
+                    file => {
+                        let t = file
+                            .load(key)
+                            .map_err(|e| (tkey, format!("{e:#}")))?
+                            .expect("a file source loads a tokenizer");
                         let id = t.fingerprint().to_string();
                         let id = match &shared.0 {
                             Some(s) if *s == id => "shared".to_string(),

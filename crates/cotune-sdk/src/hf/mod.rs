@@ -26,6 +26,7 @@ pub use toml;
 
 use crate::{params, LanguageModel, Trainer};
 
+pub mod gguf;
 mod safetensors;
 
 pub use safetensors::{read_safetensors, write_safetensors, StoredTensor};
@@ -278,6 +279,10 @@ fn expected_architecture<M: LanguageModel>() -> Result<&'static str, PluginError
 /// `[lora]` table), then every tensor of `model.safetensors` through
 /// [`LanguageModel::hf_tensors`]. Returns the trainer and the folder's `config.json`.
 ///
+/// `folder` may also be a GGUF file ([`gguf::is_gguf`]): its metadata stands for `config.json`
+/// ([`gguf::hf_config`], which is what is returned) and its tensors, dequantised and renamed
+/// ([`gguf::hf_tensors`]), for `model.safetensors`.
+///
 /// Refused, naming the file and the tensor: a missing file, a `config.json` whose
 /// `architectures` does not list [`LanguageModel::HF_ARCHITECTURE`], a missing tensor, a tensor
 /// of the wrong shape, and a tensor the configuration has no place for.
@@ -287,23 +292,94 @@ pub fn load<M: LanguageModel>(
     seed: u64,
     device: Device,
 ) -> Result<(Trainer<M>, Value), PluginError> {
-    let (mut trainer, hf) = trainer_from_hf_config::<M>(folder, extra_toml, seed, device)?;
-    let values = tensors_from_hf_weights(&trainer, folder)?;
+    if gguf::is_gguf(folder) {
+        return load_gguf(folder, extra_toml, seed, device);
+    }
+    let config_path = folder.join(CONFIG_FILE);
+    let hf = read_config(&config_path)?;
+    let mut trainer = trainer_from_hf_config::<M>(&hf, &config_path, extra_toml, seed, device)?;
+    let weights_path = folder.join(WEIGHTS_FILE);
+    let stored = read_safetensors(&weights_path)?;
+    let source = Source::Folder {
+        weights: &weights_path,
+        config: &config_path,
+    };
+    let values = tensors_from_stored(&trainer, stored, &source)?;
     trainer.import_params(&values)?;
     Ok((trainer, hf))
 }
 
-/// A fresh trainer from the folder's `config.json` (checked to name the architecture) with
-/// `extra_toml`'s keys on top; returns it with the `config.json`.
-fn trainer_from_hf_config<M: LanguageModel>(
-    folder: &Path,
+/// [`load`] for a GGUF file.
+fn load_gguf<M: LanguageModel>(
+    file: &Path,
     extra_toml: &str,
     seed: u64,
     device: Device,
 ) -> Result<(Trainer<M>, Value), PluginError> {
+    let gguf = gguf::open(file)?;
+    let hf = gguf::hf_config(&gguf)?;
+    let mut trainer = trainer_from_hf_config::<M>(&hf, file, extra_toml, seed, device)?;
+    let stored = gguf::hf_tensors(&gguf, &hf)?;
+    let values = tensors_from_stored(&trainer, stored, &Source::Gguf { file })?;
+    trainer.import_params(&values)?;
+    Ok((trainer, hf))
+}
+
+/// Where the tensors being loaded come from, for messages.
+enum Source<'a> {
+    /// A Hugging Face folder's `model.safetensors` and `config.json`.
+    Folder { weights: &'a Path, config: &'a Path },
+    /// A GGUF file: tensors are named and shaped as in it.
+    Gguf { file: &'a Path },
+}
+
+impl Source<'_> {
+    /// The file the tensors are read from.
+    fn file(&self) -> String {
+        match self {
+            Source::Folder { weights, .. } => weights.display().to_string(),
+            Source::Gguf { file } => file.display().to_string(),
+        }
+    }
+
+    /// The file the configuration is read from.
+    fn config(&self) -> String {
+        match self {
+            Source::Folder { config, .. } => config.display().to_string(),
+            Source::Gguf { file } => file.display().to_string(),
+        }
+    }
+
+    /// The tensor's name in the file.
+    fn tensor(&self, hf: &str) -> String {
+        match self {
+            Source::Gguf { .. } => gguf::llama_gguf_name(hf).unwrap_or_else(|| hf.to_string()),
+            Source::Folder { .. } => hf.to_string(),
+        }
+    }
+
+    /// A Hugging Face shape as the file writes it: GGUF lists dims innermost first.
+    fn shape(&self, shape: &[usize]) -> String {
+        match self {
+            Source::Gguf { .. } => {
+                let dims: Vec<usize> = shape.iter().rev().copied().collect();
+                format!("dims {dims:?}")
+            }
+            Source::Folder { .. } => format!("shape {shape:?}"),
+        }
+    }
+}
+
+/// A fresh trainer from the configuration `hf` (a `config.json` read from `config_path`,
+/// checked to name the architecture) with `extra_toml`'s keys on top.
+fn trainer_from_hf_config<M: LanguageModel>(
+    hf: &Value,
+    config_path: &Path,
+    extra_toml: &str,
+    seed: u64,
+    device: Device,
+) -> Result<Trainer<M>, PluginError> {
     let expected = expected_architecture::<M>()?;
-    let config_path = folder.join(CONFIG_FILE);
-    let hf = read_config(&config_path)?;
     if let Some(listed) = hf.get("architectures").filter(|v| !v.is_null()) {
         let names: Vec<&str> = listed
             .as_array()
@@ -320,7 +396,7 @@ fn trainer_from_hf_config<M: LanguageModel>(
             ));
         }
     }
-    let mut table = M::config_from_hf(&hf).map_err(|e| {
+    let mut table = M::config_from_hf(hf).map_err(|e| {
         err(
             ErrorKind::InvalidConfig,
             format!("{}: {e}", config_path.display()),
@@ -341,26 +417,23 @@ fn trainer_from_hf_config<M: LanguageModel>(
             format!("writing the translated configuration: {e}"),
         )
     })?;
-    let trainer = Trainer::<M>::from_toml(&config_text, seed, device).map_err(|e| {
+    Trainer::<M>::from_toml(&config_text, seed, device).map_err(|e| {
         err(
             e.kind,
             format!("{} (translated from {})", e.message, config_path.display()),
         )
-    })?;
-    Ok((trainer, hf))
+    })
 }
 
-/// Every tensor of the folder's `model.safetensors`, mapped to the trainer's parameter names,
-/// shapes checked and transposed where the mapping says so; every parameter and every stored
-/// tensor accounted for.
-fn tensors_from_hf_weights<M: LanguageModel>(
+/// The stored tensors (Hugging Face names), mapped to the trainer's parameter names, shapes
+/// checked and transposed where the mapping says so; every parameter and every stored tensor
+/// accounted for.
+fn tensors_from_stored<M: LanguageModel>(
     trainer: &Trainer<M>,
-    folder: &Path,
+    mut stored: BTreeMap<String, StoredTensor>,
+    source: &Source<'_>,
 ) -> Result<Vec<NamedTensor>, PluginError> {
-    let config_path = folder.join(CONFIG_FILE);
-    let weights_path = folder.join(WEIGHTS_FILE);
-    let mut stored = read_safetensors(&weights_path)?;
-    let shown = weights_path.display();
+    let shown = source.file();
     let ours: BTreeMap<String, Vec<usize>> = params::list(trainer.model())
         .into_iter()
         .filter(|p| !p.adapter)
@@ -391,7 +464,11 @@ fn tensors_from_hf_weights<M: LanguageModel>(
         let Some(found) = found else {
             return Err(err(
                 ErrorKind::UnknownParameter,
-                format!("{shown}: tensor `{}` (shape {want:?}) is missing", t.hf),
+                format!(
+                    "{shown}: tensor `{}` ({}) is missing",
+                    source.tensor(&t.hf),
+                    source.shape(&want)
+                ),
             ));
         };
         let tensor = stored.remove(&found).expect("just found");
@@ -399,15 +476,20 @@ fn tensors_from_hf_weights<M: LanguageModel>(
             return Err(err(
                 ErrorKind::ShapeMismatch,
                 format!(
-                    "{shown}: tensor `{found}` has shape {:?}, expected {want:?}",
-                    tensor.shape
+                    "{shown}: tensor `{}` has {}, expected {}",
+                    source.tensor(&found),
+                    source.shape(&tensor.shape),
+                    source.shape(&want)
                 ),
             ));
         }
         if let Some(v) = tensor.data.iter().find(|v| !v.is_finite()) {
             return Err(err(
                 ErrorKind::NonFinite,
-                format!("{shown}: tensor `{found}` contains the value {v}"),
+                format!(
+                    "{shown}: tensor `{}` contains the value {v}",
+                    source.tensor(&found)
+                ),
             ));
         }
         let data = if t.transpose {
@@ -435,9 +517,10 @@ fn tensors_from_hf_weights<M: LanguageModel>(
         return Err(err(
             ErrorKind::UnknownParameter,
             format!(
-                "{shown}: tensor `{extra}` has no place in a `{}` model of this configuration ({})",
+                "{shown}: tensor `{}` has no place in a `{}` model of this configuration ({})",
+                source.tensor(extra),
                 M::ARCHITECTURE,
-                config_path.display()
+                source.config()
             ),
         ));
     }
@@ -445,8 +528,8 @@ fn tensors_from_hf_weights<M: LanguageModel>(
 }
 
 /// Writes `trainer`'s model as a Hugging Face folder: `config.json` (the keys of `original`, a
-/// `config.json` the model was loaded from, overwritten by [`LanguageModel::config_to_hf`]'s)
-/// and `model.safetensors` in `F32`, with low-rank adapters merged into their weights.
+/// `config.json` the model was loaded from, overwritten by [`LanguageModel::config_to_hf`]'s,
+/// whose `null`s keep the original's values) and `model.safetensors` in `F32`, with low-rank adapters merged into their weights.
 pub fn export<M: LanguageModel>(
     trainer: &Trainer<M>,
     original: Option<&Value>,
@@ -464,7 +547,13 @@ pub fn export<M: LanguageModel>(
         .cloned()
         .unwrap_or_default();
     if let Value::Object(own) = own {
-        config.extend(own);
+        // A value the model does not know (`null`: its token ids) keeps the original's.
+        for (key, value) in own {
+            if value.is_null() && config.get(&key).is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            config.insert(key, value);
+        }
     }
     config.insert("architectures".into(), json!([architecture]));
 
