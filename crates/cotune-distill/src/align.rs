@@ -650,33 +650,99 @@ impl Bridge {
 struct Scratch {
     order: Vec<u32>,
     kept: Vec<(usize, f64)>,
-    sorted: Vec<f64>,
+    probs: Vec<u32>,
+    ranks: Vec<u64>,
+    spare32: Vec<u32>,
+    spare64: Vec<u64>,
+}
+
+/// Unsigned keys the radix sort handles.
+trait RadixKey: Copy + Default {
+    const BYTES: usize;
+    fn byte(self, i: usize) -> usize;
+}
+
+impl RadixKey for u32 {
+    const BYTES: usize = 4;
+    fn byte(self, i: usize) -> usize {
+        ((self >> (8 * i)) & 0xff) as usize
+    }
+}
+
+impl RadixKey for u64 {
+    const BYTES: usize = 8;
+    fn byte(self, i: usize) -> usize {
+        ((self >> (8 * i)) & 0xff) as usize
+    }
+}
+
+/// Sorts `keys` ascending: least-significant-byte radix sort, skipping bytes all keys share
+/// (a vocabulary's worth of keys sorts in a few linear passes instead of `n log n`
+/// comparisons). Stable, so equal keys keep their order.
+fn radix_sort<K: RadixKey>(keys: &mut Vec<K>, spare: &mut Vec<K>) {
+    spare.clear();
+    spare.resize(keys.len(), K::default());
+    for i in 0..K::BYTES {
+        let mut counts = [0usize; 256];
+        for &k in keys.iter() {
+            counts[k.byte(i)] += 1;
+        }
+        if counts.iter().any(|&c| c == keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for &k in keys.iter() {
+            let b = k.byte(i);
+            spare[counts[b]] = k;
+            counts[b] += 1;
+        }
+        std::mem::swap(keys, spare);
+    }
 }
 
 /// ULD's target for one position, written as logits into `out` (already at the floor): the
-/// student's token of rank `r` (by its own logits `mine`) gets the teacher's `r`-th largest
-/// probability (of logit row `z` at temperature `t`), renormalised over the shorter vocabulary.
+/// student's token of rank `r` (by its own logits `mine`, ties to the lower id) gets the
+/// teacher's `r`-th largest probability (of logit row `z` at temperature `t`), renormalised over
+/// the shorter vocabulary. Both orders are sorts of integer keys (a positive `f32`'s bits order
+/// like the number), the hot loop of this alignment.
 fn uld_row(z: &[f32], mine: &[f32], t: f32, scratch: &mut Scratch, out: &mut [f32]) -> bool {
     let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sorted = &mut scratch.sorted;
+    let sorted = &mut scratch.probs;
     sorted.clear();
-    sorted.extend(z.iter().map(|&x| f64::from((x - max) / t).exp()));
-    sorted.sort_unstable_by(|x, y| y.total_cmp(x));
-    let order = &mut scratch.order;
-    order.clear();
-    order.extend(0..mine.len() as u32);
-    order.sort_unstable_by(|&x, &y| {
-        mine[y as usize]
-            .total_cmp(&mine[x as usize])
-            .then(x.cmp(&y))
-    });
-    let n = order.len().min(sorted.len());
-    let total: f64 = sorted[..n].iter().sum();
+    // Descending probability: ascending complement of the bits.
+    sorted.extend(z.iter().map(|&x| !(((x - max) / t).exp()).to_bits()));
+    radix_sort(sorted, &mut scratch.spare32);
+    sorted.iter_mut().for_each(|b| *b = !*b);
+    let ranks = &mut scratch.ranks;
+    ranks.clear();
+    ranks.extend(mine.iter().enumerate().map(|(i, &m)| {
+        // Descending logit, then ascending id: the complement of the order-preserving bits.
+        let bits = m.to_bits();
+        let ordered = if bits >> 31 == 1 {
+            !bits
+        } else {
+            bits | 0x8000_0000
+        };
+        (u64::from(!ordered) << 32) | i as u64
+    }));
+    radix_sort(ranks, &mut scratch.spare64);
+    let n = ranks.len().min(sorted.len());
+    let total: f64 = sorted[..n]
+        .iter()
+        .map(|&b| f64::from(f32::from_bits(b)))
+        .sum();
     if total <= 0.0 || !total.is_finite() {
         return false;
     }
+    let tt = f64::from(t);
     for r in 0..n {
-        out[order[r] as usize] = (f64::from(t) * (sorted[r] / total).max(1e-30).ln()) as f32;
+        let p = f64::from(f32::from_bits(sorted[r])) / total;
+        out[(ranks[r] & 0xffff_ffff) as usize] = (tt * p.max(1e-30).ln()) as f32;
     }
     true
 }

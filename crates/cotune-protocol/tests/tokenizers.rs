@@ -75,6 +75,25 @@ fn every_method_runs_with_a_tokenizer_per_model() {
 }
 
 #[test]
+fn questions_the_proxy_writes_reach_the_slm_as_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let path = per_model(tmp.path(), "synthetic", "co-plms", "mined");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("transfer = \"local\"", "transfer = \"synthetic\"");
+    std::fs::write(&path, text).unwrap();
+    let run = run_with(&options(path, &runs, &cache)).unwrap_or_else(|e| panic!("{e:#}"));
+    let records = metrics(&run);
+    for d in &records[1].devices {
+        // The local questions plus the proxy's own (16 asked; a few may come back empty).
+        assert!(d.losses.transfer_examples > 30, "{}: {:?}", d.device, d.losses);
+        let slm = d.losses.slm.expect("the SLM learned");
+        assert!(slm.kl.is_finite() && slm.kl > 0.0);
+    }
+}
+
+#[test]
 fn uld_runs_and_a_rerun_gives_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));

@@ -226,7 +226,8 @@ fn mean_kl_is_zero_on_equal_targets() {
 #[test]
 fn the_uld_row_writes_the_reference_target_as_logits() {
     let z = [0.3f32, 2.0, -1.0, 0.7];
-    let mine = [0.1f32, -0.2, 0.9, 0.0, 0.4];
+    // Negative, positive and tied logits: ranks by value, ties to the lower id.
+    let mine = [0.1f32, -0.2, 0.9, 0.0, 0.4, -0.2, -3.0];
     let t = 2.0;
     let p = softmax(&z, t);
     let m = softmax(&mine, t);
@@ -236,6 +237,30 @@ fn the_uld_row_writes_the_reference_target_as_logits() {
     assert!(uld_row(&z, &mine, t, &mut Scratch::default(), &mut out));
     let back = softmax(&out, t);
     for (a, b) in back.iter().zip(&q) {
-        assert!((a - b).abs() < 1e-6, "{back:?} vs {q:?}");
+        assert!((a - b).abs() < 1e-5, "{back:?} vs {q:?}");
     }
+}
+
+#[test]
+fn the_radix_sort_sorts() {
+    let mut state = 7u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state
+    };
+    let mut a: Vec<u64> = (0..3000).map(|_| next() >> (next() % 64)).collect();
+    let mut b: Vec<u32> = (0..3000).map(|_| (next() >> 40) as u32).collect();
+    b.extend([0, u32::MAX, 5, 5]);
+    let (mut ea, mut eb) = (a.clone(), b.clone());
+    ea.sort_unstable();
+    eb.sort_unstable();
+    radix_sort(&mut a, &mut Vec::new());
+    radix_sort(&mut b, &mut Vec::new());
+    assert_eq!(a, ea);
+    assert_eq!(b, eb);
+    let mut same = vec![9u32; 10];
+    radix_sort(&mut same, &mut Vec::new());
+    assert_eq!(same, vec![9u32; 10]);
 }
