@@ -8,9 +8,10 @@ Builds the Hugging Face `transformers` model that matches one of cotune's bench 
 - llama: `LlamaForCausalLM` (RMSNorm, RoPE, grouped-query attention, SwiGLU, untied head);
 - t5:    `T5ForConditionalGeneration` (relative position buckets, ReLU feed-forward, tied head),
 
-with every dropout at 0, as cotune's models have none. Then measures what cotune's bench
-measures, on the same batch shape (16 x (32 prompt + 32 answer) tokens), as the median of N
-repetitions after 3 warm-up ones:
+with every dropout at 0, as cotune's models have none; a config with a `[lora]` table gets
+adapters on the query and value projections, its base frozen. Then measures what cotune's bench
+measures, on the same batch shape (16 x (32 prompt + 32 answer) tokens, or `--batch`, `--prompt`,
+`--answer`), as the median of N repetitions after 3 warm-up ones:
 
 - a training step: the forward pass, the logits at the answer positions only (as cotune's
   trainer computes them), mean cross-entropy over the answer tokens, backward, global
@@ -115,6 +116,34 @@ def build(model, cfg):
     raise SystemExit(f"unknown model {model!r} (gpt2, llama or t5)")
 
 
+class LoraLinear(torch.nn.Module):
+    """A frozen linear layer plus a trainable low-rank update scaled by alpha / rank, as
+    cotune's adapters (alpha defaults to 2 x rank; B starts at zero)."""
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        self.base = base
+        self.a = torch.nn.Parameter(torch.randn(rank, base.in_features) / base.in_features**0.5)
+        self.b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.a.T) @ self.b.T * self.scale
+
+
+def add_lora(model, lora):
+    """Freezes `model` and puts adapters on the query and value projections (cotune's default
+    LLaMA targets)."""
+    rank = lora["rank"]
+    alpha = lora.get("alpha", 2 * rank)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        attn.q_proj = LoraLinear(attn.q_proj, rank, alpha)
+        attn.v_proj = LoraLinear(attn.v_proj, rank, alpha)
+
+
 def median(reps, fn):
     for _ in range(WARMUP):
         fn()
@@ -132,38 +161,45 @@ def main():
     ap.add_argument("--config", required=True, help="cotune's bench config (TOML)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--prompt", type=int, default=PROMPT)
+    ap.add_argument("--answer", type=int, default=ANSWER)
     args = ap.parse_args()
+    batch, prompt_len, answer_len = args.batch, args.prompt, args.answer
     with open(args.config, "rb") as f:
         cfg = tomllib.load(f)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(args.model, cfg)
+    if "lora" in cfg:
+        add_lora(model, cfg["lora"])
     model.train()
     vocab = cfg["vocab_size"]
     params = sum(p.numel() for p in model.parameters())
     baseline = rss_mib()
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    seq = torch.randint(0, vocab, (BATCH, PROMPT + ANSWER))
-    prompt, answer = seq[:, :PROMPT], seq[:, PROMPT:]
-    tokens = BATCH * (PROMPT + ANSWER)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
+    seq = torch.randint(0, vocab, (batch, prompt_len + answer_len))
+    prompt, answer = seq[:, :prompt_len], seq[:, prompt_len:]
+    tokens = batch * (prompt_len + answer_len)
     encoder_decoder = args.model == "t5"
     if encoder_decoder:
-        start = torch.full((BATCH, 1), model.config.decoder_start_token_id, dtype=torch.long)
+        start = torch.full((batch, 1), model.config.decoder_start_token_id, dtype=torch.long)
         decoder_inputs = torch.cat([start, answer[:, :-1]], dim=1)
 
     def answer_logits():
         if encoder_decoder:
             return model(input_ids=prompt, decoder_input_ids=decoder_inputs).logits
         # Position p predicts token p + 1: the last ANSWER positions of prompt + answer[:-1].
-        return model(input_ids=seq[:, :-1], logits_to_keep=ANSWER).logits
+        return model(input_ids=seq[:, :-1], logits_to_keep=answer_len).logits
 
     def train():
         logits = answer_logits()
         loss = F.cross_entropy(logits.reshape(-1, vocab), answer.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         # cotune reads the loss back every step.
         return loss.item()
@@ -179,7 +215,7 @@ def main():
             out = model.generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
-                max_new_tokens=ANSWER,
+                max_new_tokens=answer_len,
                 do_sample=False,
                 num_beams=1,
                 use_cache=True,
@@ -187,8 +223,8 @@ def main():
                 pad_token_id=0,
             )
         # Decoder-only output repeats the prompt; encoder-decoder output starts with the start token.
-        new = out.shape[1] - (1 if encoder_decoder else PROMPT)
-        generated.append(BATCH * new)
+        new = out.shape[1] - (1 if encoder_decoder else prompt_len)
+        generated.append(batch * new)
 
     t_train = median(args.steps, train)
     t_logits = median(args.steps, logits_only)

@@ -256,16 +256,21 @@ fn bench_in_process(reps: usize) -> Result<f64> {
     Ok((s.batch * (s.prompt + s.answer)) as f64 / secs)
 }
 
-/// The `transformers` model matching `plugin`'s bench config, measured by the reference script.
-fn run_torch(python: &str, plugin: &str, reps: usize) -> Result<Value> {
+/// The `transformers` model matching `shape`'s bench config, measured by the reference script
+/// at the same batch shape.
+fn run_torch(python: &str, shape: &Shape, reps: usize) -> Result<Value> {
+    let plugin = shape.plugin;
     let dir = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
     );
     let script = dir.join("reference/hf_torch.py");
-    let config = dir.join(format!("configs/{plugin}.toml"));
+    let config = dir.join(format!("configs/{}.toml", shape.name));
     let out = Command::new(python)
         .arg(&script)
-        .args(["--model", plugin, "--steps", &reps.to_string(), "--config"])
+        .args(["--model", plugin, "--steps", &reps.to_string()])
+        .args(["--batch", &shape.batch.to_string()])
+        .args(["--prompt", &shape.prompt.to_string()])
+        .args(["--answer", &shape.answer.to_string(), "--config"])
         .arg(&config)
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
@@ -377,10 +382,9 @@ fn main() -> Result<()> {
                 continue;
             }
         };
-        // The reference script builds the default shapes' models only.
-        let theirs = match (&args.torch, args.smollm2) {
-            (Some(python), false) => Some(run_torch(python, shape.plugin, reps)?),
-            _ => None,
+        let theirs = match &args.torch {
+            Some(python) => Some(run_torch(python, shape, reps)?),
+            None => None,
         };
         results.insert(shape.name.to_string(), ours.clone());
         if let Some(t) = &theirs {
@@ -389,11 +393,7 @@ fn main() -> Result<()> {
         rows.push((shape.name, ours, theirs));
     }
     print_tables(&rows);
-    if args.smollm2 {
-        println!(
-            "\n(PyTorch reference at the smollm2 shape: not implemented in reference/hf_torch.py)"
-        );
-    } else if args.torch.is_none() {
+    if args.torch.is_none() {
         println!("\n(PyTorch reference not run: pass --torch PYTHON with torch and transformers installed)");
     }
     if selected.iter().any(|s| s.name == "gpt2") {

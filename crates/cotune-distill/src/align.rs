@@ -687,7 +687,7 @@ fn radix_sort<K: RadixKey>(keys: &mut Vec<K>, spare: &mut Vec<K>) {
         for &k in keys.iter() {
             counts[k.byte(i)] += 1;
         }
-        if counts.iter().any(|&c| c == keys.len()) {
+        if counts.contains(&keys.len()) {
             continue;
         }
         let mut at = 0;

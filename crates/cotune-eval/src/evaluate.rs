@@ -62,6 +62,10 @@ pub struct EvalOptions {
     pub max_new_tokens: u32,
     /// Prompts per `generate` call.
     pub batch_size: usize,
+    /// Keep only the first line of each answer: a model prompted with examples in its template
+    /// (a pre-trained one that never learned to stop) goes on with the next question.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_line: bool,
 }
 
 impl Default for EvalOptions {
@@ -69,6 +73,7 @@ impl Default for EvalOptions {
         Self {
             max_new_tokens: 24,
             batch_size: 32,
+            first_line: false,
         }
     }
 }
@@ -206,7 +211,7 @@ pub fn evaluate_with(
         .iter()
         .zip(&answers)
         .map(|(record, ids)| {
-            let prediction = decode(ids).trim().to_string();
+            let prediction = prediction_of(&decode(ids), options.first_line);
             let score = PairScore::new(&prediction, &record.answer);
             Prediction {
                 domain: record.domain.clone(),
@@ -226,6 +231,16 @@ pub fn evaluate_with(
         predictions,
         report,
     })
+}
+
+/// The scored prediction of a decoded answer: trimmed, and with `first_line` only its first
+/// non-empty line.
+pub fn prediction_of(decoded: &str, first_line: bool) -> String {
+    let text = match first_line {
+        true => decoded.trim_start().lines().next().unwrap_or(""),
+        false => decoded,
+    };
+    text.trim().to_string()
 }
 
 /// [`evaluate_with`] using the shared tokenizer for prompts, answers and the eos id.
@@ -263,4 +278,18 @@ pub fn report_of(predictions: &[Prediction]) -> Result<DomainReport, EvalError> 
         .map(|d| (d, by_domain.remove(d).unwrap_or_default()))
         .collect();
     macro_average(&domains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_line_answer_stops_at_the_next_question() {
+        let decoded = " Indonesia\nQuestion: In which country is the city of Lyon?";
+        assert_eq!(prediction_of(decoded, true), "Indonesia");
+        assert_eq!(prediction_of(decoded, false), decoded.trim());
+        assert_eq!(prediction_of("\n\n France \nQ", true), "France");
+        assert_eq!(prediction_of("", true), "");
+    }
 }

@@ -40,6 +40,7 @@ fn evaluates_a_gpt2_model_and_writes_predictions() {
     let options = EvalOptions {
         max_new_tokens: 5,
         batch_size: 4,
+        first_line: false,
     };
     let evaluation = evaluate(
         &model,

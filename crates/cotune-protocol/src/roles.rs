@@ -255,6 +255,7 @@ impl Device {
         let options = EvalOptions {
             max_new_tokens: 12,
             batch_size: 32,
+            first_line: false,
         };
         let tails = generate_answers(&proxy.adapted, &prompts, tokenizer.eos_id(), &options)?;
         let questions: Vec<QaRecord> = prefixes
@@ -282,6 +283,7 @@ impl Device {
         let options = EvalOptions {
             max_new_tokens: max_answer_tokens.saturating_sub(1).max(1) as u32,
             batch_size: 32,
+            first_line: false,
         };
         let answers = generate_answers(&proxy.adapted, &prompts, tokenizer.eos_id(), &options)?;
         Ok(prompts

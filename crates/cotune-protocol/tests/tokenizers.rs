@@ -87,7 +87,12 @@ fn questions_the_proxy_writes_reach_the_slm_as_text() {
     let records = metrics(&run);
     for d in &records[1].devices {
         // The local questions plus the proxy's own (16 asked; a few may come back empty).
-        assert!(d.losses.transfer_examples > 30, "{}: {:?}", d.device, d.losses);
+        assert!(
+            d.losses.transfer_examples > 30,
+            "{}: {:?}",
+            d.device,
+            d.losses
+        );
         let slm = d.losses.slm.expect("the SLM learned");
         assert!(slm.kl.is_finite() && slm.kl > 0.0);
     }
