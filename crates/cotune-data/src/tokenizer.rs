@@ -435,6 +435,22 @@ mod tests {
     }
 
     #[test]
+    fn special_ids_a_file_states_replace_the_spelled_ones() {
+        let t = Tokenizer::train(["a few words for a tiny vocabulary"], 270).unwrap();
+        let before = t.fingerprint().to_string();
+        let origin = Path::new("model.gguf");
+        let t = t.with_special_ids(None, Some(5), Some(7), origin).unwrap();
+        assert_eq!((t.pad_id(), t.bos_id(), t.eos_id()), (PAD_ID, 5, 7));
+        // Another end of sequence is another tokenizer for the alignment.
+        assert_ne!(t.fingerprint(), before);
+        let err = t
+            .with_special_ids(None, None, Some(9999), origin)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.gguf") && err.contains("9999"), "{err}");
+    }
+
+    #[test]
     fn sentencepiece_and_byte_fallback_surfaces() {
         assert_eq!(byte_fallback("<0x0A>"), Some(b'\n'));
         assert_eq!(byte_fallback("<0xZZ>"), None);

@@ -111,3 +111,34 @@ pub use read::{Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
 pub use types::{GgmlType, QK_K};
 pub use value::{Array, Value, ValueType};
 pub use write::GgufWriter;
+
+/// The file name extension of GGUF files.
+pub const EXTENSION: &str = "gguf";
+
+/// Whether `path` is a GGUF file: a file named `*.gguf`, or any file that starts with the magic
+/// bytes `GGUF` (so that a misnamed or damaged file is opened as one, and refused with what is
+/// wrong with it).
+pub fn is_gguf_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    if !path.is_file() {
+        return false;
+    }
+    let named = (path.extension().and_then(|e| e.to_str()))
+        .is_some_and(|e| e.eq_ignore_ascii_case(EXTENSION));
+    named || {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == b"GGUF"
+    }
+}
+
+/// The Hugging Face class llama.cpp's converter writes as `general.architecture`, for the
+/// architectures cotune reads from GGUF files (`llama`: `LlamaForCausalLM`).
+pub fn hf_class(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "llama" => Some("LlamaForCausalLM"),
+        _ => None,
+    }
+}

@@ -25,36 +25,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The tokenizer file of a Hugging Face model folder (optional).
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// The file name extension of GGUF files.
-pub const GGUF_EXTENSION: &str = "gguf";
-
-/// The Hugging Face class whose checkpoints a GGUF `general.architecture` stands for, for the
-/// architectures the plugins read from GGUF files.
-pub fn gguf_hf_class(architecture: &str) -> Option<&'static str> {
-    match architecture {
-        "llama" => Some("LlamaForCausalLM"),
-        _ => None,
-    }
-}
-
-/// Whether `path` is a GGUF file: a file named `*.gguf`, or any file that starts with the magic
-/// bytes `GGUF` (so that a damaged `.gguf` file is opened as one, and refused with what is wrong
-/// with it).
-pub fn is_gguf(path: &Path) -> bool {
-    use std::io::Read;
-    if !path.is_file() {
-        return false;
-    }
-    let named = (path.extension().and_then(|e| e.to_str()))
-        .is_some_and(|e| e.eq_ignore_ascii_case(GGUF_EXTENSION));
-    named || {
-        let mut magic = [0u8; 4];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && &magic == b"GGUF"
-    }
-}
+pub use cotune_gguf::{
+    hf_class as gguf_hf_class, is_gguf_file as is_gguf, EXTENSION as GGUF_EXTENSION,
+};
 
 /// A GGUF reader's error as a checkpoint error: the file, then where and what.
 fn gguf_err(path: &Path, e: &cotune_gguf::Error) -> HostError {

@@ -47,7 +47,7 @@ impl Source {
             }
             Some(TokenizerSpec::Trained(n)) => Source::Trained(*n),
             None => match &entry.checkpoint {
-                Some(file) if is_gguf(file) => Source::Gguf(file.clone()),
+                Some(file) if cotune_gguf::is_gguf_file(file) => Source::Gguf(file.clone()),
                 Some(folder) if folder.join("tokenizer.json").is_file() => {
                     Source::File(folder.join("tokenizer.json"))
                 }
@@ -90,13 +90,6 @@ impl Source {
             }
         }
     }
-}
-
-/// Whether `path` names a GGUF file (rather than a Hugging Face folder).
-pub(crate) fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        && !path.is_dir()
 }
 
 /// One model's tokenizer.

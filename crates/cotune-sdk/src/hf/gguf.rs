@@ -33,7 +33,6 @@
 //! converter's direction.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use cotune_abi::{ErrorKind, PluginError};
@@ -42,37 +41,7 @@ use serde_json::{json, Map, Value};
 
 use super::{err, StoredTensor};
 
-/// The file name extension of GGUF files.
-pub const GGUF_EXTENSION: &str = "gguf";
-
-/// The Hugging Face class whose checkpoints a GGUF `general.architecture` corresponds to, for
-/// the architectures read here.
-pub fn hf_class(architecture: &str) -> Option<&'static str> {
-    match architecture {
-        "llama" => Some("LlamaForCausalLM"),
-        _ => None,
-    }
-}
-
-/// Whether `path` is a GGUF file: a file named `*.gguf`, or any file that starts with the magic
-/// bytes `GGUF`. (A misnamed or damaged `.gguf` file counts, so that opening it names what is
-/// wrong with it.)
-pub fn is_gguf(path: &Path) -> bool {
-    if !path.is_file() {
-        return false;
-    }
-    let named = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case(GGUF_EXTENSION));
-    named || {
-        let mut magic = [0u8; 4];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && &magic == b"GGUF"
-    }
-}
+pub use cotune_gguf::{hf_class, is_gguf_file as is_gguf, EXTENSION as GGUF_EXTENSION};
 
 fn gguf_error(kind: ErrorKind) -> impl Fn(cotune_gguf::Error) -> PluginError {
     // The reader's errors name the file and the byte offset.
