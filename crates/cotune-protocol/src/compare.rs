@@ -527,6 +527,7 @@ mod tests {
                 losses: Default::default(),
                 bytes_up: 1,
                 bytes_down: 1,
+                wire: None,
             }],
             llm: None,
             server_losses: Default::default(),

@@ -599,6 +599,48 @@ pub struct ExperimentConfig {
     pub dpm: DpmEntry,
     /// The edge devices.
     pub devices: Vec<DeviceEntry>,
+    /// Rounds over the network (`cargo xtask serve` and `device`); a run in one process
+    /// ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployConfig>,
+}
+
+/// `[deploy]`: deadlines, the minimum of devices and the upload checks of a deployment over
+/// the network (`crate::deploy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Seconds a round's phase (the devices' step, or their download and evaluation) stays
+    /// open at most; a device that has not uploaded by then is dropped from it.
+    pub deadline_seconds: f64,
+    /// The same for round 0, in which devices set up (pre-training their SLM if the config
+    /// says so) before they evaluate.
+    pub setup_deadline_seconds: f64,
+    /// The fewest devices whose upload must be accepted for a phase to complete.
+    pub min_devices: usize,
+    /// Interval of the devices' heartbeats, in seconds.
+    pub heartbeat_seconds: f64,
+    /// A device silent for this many intervals is dropped from the open round.
+    pub missed_heartbeats: u32,
+    /// Largest L2 norm of an uploaded DPM update (against the round's DPM) the server accepts;
+    /// no bound when absent.
+    pub max_update_norm: Option<f64>,
+    /// Largest upload the server accepts, in MiB.
+    pub max_upload_mib: f64,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            deadline_seconds: 600.0,
+            setup_deadline_seconds: 3600.0,
+            min_devices: 1,
+            heartbeat_seconds: 5.0,
+            missed_heartbeats: 3,
+            max_update_norm: None,
+            max_upload_mib: 512.0,
+        }
+    }
 }
 
 fn default_runs_dir() -> PathBuf {

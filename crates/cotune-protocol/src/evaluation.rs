@@ -41,7 +41,13 @@ impl Experiment {
             jobs.push((llm.0, llm.1, &all_tests, dir.join("llm.jsonl")));
         }
         let mut slots = Vec::new();
+        // In a deployment each device scores its own models and reports them.
+        let remote = self.remote.as_ref();
         for dev in &self.devices {
+            if remote.is_some() {
+                slots.push((None, None));
+                continue;
+            }
             let file = |who: &str| dir.join(format!("{}-{who}.jsonl", dev.name));
             let slm = with_slms.then(|| {
                 jobs.push((&dev.slm, &dev.slm_codec, &dev.test, file("slm")));
@@ -71,15 +77,23 @@ impl Experiment {
             .zip(&slots)
             .map(|(dev, &(slm, dpm))| {
                 let (losses, traffic) = rows.next().unwrap_or_default();
+                let (slm, dpm, wire) = match remote {
+                    Some(r) => {
+                        let (slm, dpm) = r.scores(dev.index);
+                        (slm, dpm, Some(r.wire(dev.index)))
+                    }
+                    None => (score(slm), score(dpm), None),
+                };
                 DeviceRecord {
                     device: dev.name.clone(),
                     slm_architecture: dev.slm.label().to_string(),
                     participated: traffic.participated,
-                    slm: score(slm),
-                    dpm: score(dpm),
+                    slm,
+                    dpm,
                     losses,
                     bytes_up: traffic.up,
                     bytes_down: traffic.down,
+                    wire,
                 }
             })
             .collect();
@@ -114,33 +128,83 @@ impl Experiment {
         records: &[QaRecord],
         file: &Path,
     ) -> anyhow::Result<Evaluation> {
-        let template = &self.config.data.prompt_template;
-        let evaluation = if codec.same(&self.codecs.shared) {
-            evaluate(
-                model,
-                records,
-                &codec.tokenizer,
-                template,
-                &self.config.eval,
-            )?
-        } else {
-            // A model's own tokenizer may spell a prompt longer than the budget the records
-            // were filtered by: it keeps the prompt's end.
-            let t = &codec.tokenizer;
-            cotune_eval::evaluate_with(
-                model,
-                records,
-                template,
-                |text| {
-                    let ids = t.encode(text);
-                    ids[ids.len().saturating_sub(codec.max_prompt)..].to_vec()
-                },
-                |ids| t.decode(ids),
-                t.eos_id(),
-                &self.config.eval,
-            )?
-        };
-        evaluation.write_predictions(file)?;
-        Ok(evaluation)
+        eval_model(
+            &self.config,
+            &self.codecs.shared,
+            model,
+            codec,
+            records,
+            file,
+        )
     }
+}
+
+/// Scores `model` (tokenizer `codec`; `shared` is the run's) on `records` and writes its
+/// predictions to `file`.
+pub(crate) fn eval_model(
+    config: &crate::config::ExperimentConfig,
+    shared: &Codec,
+    model: &Model,
+    codec: &Codec,
+    records: &[QaRecord],
+    file: &Path,
+) -> anyhow::Result<Evaluation> {
+    let template = &config.data.prompt_template;
+    let evaluation = if codec.same(shared) {
+        evaluate(model, records, &codec.tokenizer, template, &config.eval)?
+    } else {
+        // A model's own tokenizer may spell a prompt longer than the budget the records
+        // were filtered by: it keeps the prompt's end.
+        let t = &codec.tokenizer;
+        cotune_eval::evaluate_with(
+            model,
+            records,
+            template,
+            |text| {
+                let ids = t.encode(text);
+                ids[ids.len().saturating_sub(codec.max_prompt)..].to_vec()
+            },
+            |ids| t.decode(ids),
+            t.eos_id(),
+            &config.eval,
+        )?
+    };
+    evaluation.write_predictions(file)?;
+    Ok(evaluation)
+}
+
+/// A device's scores (SLM, proxy) and its prediction files `(name, path)`.
+pub(crate) type DeviceEvaluation = (Option<Scores>, Option<Scores>, Vec<(String, PathBuf)>);
+
+/// A device's own evaluation in a deployment (`crate::deploy`): its SLM (with `with_slms`)
+/// and its proxy on its test records, predictions written under `dir/predictions/round-<n>/`
+/// as a run in one process names them. Returns the scores and `(file name, path)` of each
+/// prediction file.
+pub(crate) fn evaluate_device(
+    config: &crate::config::ExperimentConfig,
+    shared: &Codec,
+    dev: &crate::roles::Device,
+    round: usize,
+    with_slms: bool,
+    dir: &Path,
+) -> anyhow::Result<DeviceEvaluation> {
+    let dir = dir.join(format!("predictions/round-{round}"));
+    let mut files = Vec::new();
+    let mut one = |model: &Model, codec: &Codec, who: &str| -> anyhow::Result<Scores> {
+        let name = format!("{}-{who}.jsonl", dev.name);
+        let file = dir.join(&name);
+        let e = eval_model(config, shared, model, codec, &dev.test, &file)
+            .with_context(|| format!("evaluating {}", model.label()))?;
+        files.push((name, file));
+        Ok(Scores::from(e.report.macro_average))
+    };
+    let slm = match with_slms {
+        true => Some(one(&dev.slm, &dev.slm_codec, "slm")?),
+        false => None,
+    };
+    let dpm = match &dev.dpm {
+        Some(p) => Some(one(&p.adapted, &p.codec, "dpm")?),
+        None => None,
+    };
+    Ok((slm, dpm, files))
 }

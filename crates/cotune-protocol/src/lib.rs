@@ -27,6 +27,7 @@ pub mod accountant;
 mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod deploy;
 pub mod emulator;
 mod evaluation;
 pub mod fedmkt;

@@ -91,6 +91,30 @@ pub struct DeviceRecord {
     pub bytes_up: u64,
     /// Bytes it received this round.
     pub bytes_down: u64,
+    /// In a deployment: what crossed the network for it this round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireRecord>,
+}
+
+/// One device's traffic on the network in one round of a deployment (`crate::deploy`): both
+/// phases (its step, then its download and evaluation), every gRPC message counted as encoded
+/// plus its 5-byte frame header.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireRecord {
+    /// Bytes the server sent it (task replies, download chunks, upload replies).
+    pub bytes_down: u64,
+    /// Bytes the server received from it.
+    pub bytes_up: u64,
+    /// The largest single message, either way.
+    pub largest_message: u64,
+    /// From each task's pull to its accepted upload (or the drop), summed over the phases.
+    pub seconds: f64,
+    /// Every refused upload, with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
+    /// Why it was dropped from a phase, if it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 /// The LLM's scores in a round.
@@ -249,6 +273,7 @@ mod tests {
                 },
                 bytes_up: 10,
                 bytes_down: 20,
+                wire: None,
             }],
             llm: None,
             server_losses: ServerLosses {

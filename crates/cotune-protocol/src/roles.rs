@@ -97,6 +97,8 @@ pub struct Device {
     /// Public examples received once for the `public` transfer set, in the SLM's tokens (the
     /// proxy keeps the same texts in its own).
     pub public_transfer: Vec<Example>,
+    /// The records of `public_transfer`, as they were sent.
+    pub public_records: Vec<QaRecord>,
 }
 
 impl Device {

@@ -69,6 +69,15 @@ pub(crate) fn utc_stamp() -> String {
 
 /// Runs (or resumes) an experiment and returns its run folder.
 pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
+    run_inner(options, None)
+}
+
+/// [`run_with`], with the devices in their own processes when `serve` is given
+/// (`crate::deploy`).
+pub(crate) fn run_inner(
+    options: &RunOptions,
+    serve: Option<&crate::deploy::ServeOptions>,
+) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let config_path = match &options.resume {
         Some(dir) if !dir.join("config.resolved.toml").is_file() => anyhow::bail!(
@@ -105,7 +114,9 @@ pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
         None => None,
     };
     let fresh_dir = options.resume.is_none().then(|| run_dir.clone());
-    let (experiment, records) = match start(config, &options.root, run_dir, plugins, resumable) {
+    let serving = serve.map(|s| (s, options.config.as_path()));
+    let started_run = start(config, &options.root, run_dir, plugins, resumable, serving);
+    let (experiment, records) = match started_run {
         Ok(started) => started,
         Err(err) => {
             // A fresh run that fails before its first checkpoint has nothing to resume: its
@@ -151,17 +162,27 @@ fn start(
     run_dir: PathBuf,
     plugins: Plugins,
     resumable: Option<checkpoint::Resumable>,
+    serve: Option<(&crate::deploy::ServeOptions, &Path)>,
 ) -> anyhow::Result<(Experiment, Vec<RoundRecord>)> {
     let t = Instant::now();
     match resumable {
         Some(r) => {
             let mut experiment = setup(config, root, run_dir, plugins, false)?;
             experiment.restore(&r.checkpoint)?;
+            if let Some((options, _)) = serve {
+                experiment.remote = Some(crate::deploy::Remote::start(&experiment, options, None)?);
+            }
             progress!("resuming after round {}", r.checkpoint.completed);
             Ok((experiment, r.records))
         }
         None => {
-            let experiment = setup(config, root, run_dir, plugins, true)?;
+            let mut experiment = setup(config, root, run_dir, plugins, true)?;
+            if let Some((options, config_path)) = serve {
+                let mut remote =
+                    crate::deploy::Remote::start(&experiment, options, Some(config_path))?;
+                remote.evaluate_zero(&experiment.config)?;
+                experiment.remote = Some(remote);
+            }
             let mut record = experiment.evaluate_round(0, RoundOutcome::default(), true)?;
             record.seconds = t.elapsed().as_secs_f64();
             progress!(
@@ -205,22 +226,16 @@ fn run_rounds(
         experiment.server.llm.label(),
         &records,
     )?;
+    if let Some(remote) = experiment.remote.take() {
+        remote.finish();
+    }
     Ok(experiment.run_dir)
 }
 
 impl Experiment {
-    /// Whether this run's DPM uploads are prepared and recorded one by one: with privacy, an
-    /// attack, a robust rule or a screen (a plain run's uploads go up as they are).
+    /// Whether this run's DPM uploads are prepared and recorded one by one.
     fn guards_uploads(&self, method: &dyn FederatedMethod) -> bool {
-        let t = &self.config.train;
-        method.uses_dpm()
-            && (self.config.privacy.is_some()
-                || self.config.attack.is_some()
-                || !matches!(
-                    method.aggregation(t),
-                    Aggregation::Fedavg | Aggregation::PerDevice
-                )
-                || t.screen_ratio > 0.0)
+        guards_uploads(&self.config, method)
     }
 
     /// The privacy spent after round `number` (`participants` devices take part each round),
@@ -248,21 +263,9 @@ impl Experiment {
         })
     }
 
-    /// Device `i`'s share of the round in which `participants` take part.
+    /// The devices taking part in round `round`.
     fn participants(&self, round: usize) -> Vec<usize> {
-        let n = self.devices.len();
-        let k = self.config.devices_per_round();
-        let mut idx: Vec<usize> = (0..n).collect();
-        if k < n {
-            cotune_data::SeededRng::for_stream(
-                self.config.seed.wrapping_add(round as u64),
-                "participants",
-            )
-            .shuffle(&mut idx);
-            idx.truncate(k);
-            idx.sort_unstable();
-        }
-        idx
+        participants(&self.config, round)
     }
 
     /// One round of the method: broadcast, device steps, server step, downloads. Every
@@ -310,40 +313,13 @@ impl Experiment {
 
         progress::phase("devices", participants.len());
         let guarded = self.guards_uploads(method);
-        let (privacy, attack) = (self.config.privacy.as_ref(), self.config.attack.as_ref());
-        let steps = for_devices(&mut self.devices, &participants, threads, |dev| {
-            // The shared part the round starts from: updates are measured against it.
-            let reference = match guarded {
-                true => Some(
-                    dev.proxy()?
-                        .adapted
-                        .export_params(cotune_host::ParamSelection::Shared)?,
-                ),
-                false => None,
-            };
-            let mut step = method.device_step(&round, dev, received)?;
-            let prepared = match (&reference, step.upload.as_mut()) {
-                (Some(reference), Some(bytes)) => Some(
-                    crate::uploads::prepare_upload(
-                        bytes,
-                        reference,
-                        privacy,
-                        attack,
-                        dev.index,
-                        round.device_seed(dev.index),
-                    )
-                    .map_err(|e| anyhow::anyhow!("device {}'s upload: {e}", dev.name))?,
-                ),
-                _ => None,
-            };
-            progress!(
-                "  device {} ({}): {}",
-                dev.name,
-                dev.slm.label(),
-                losses_line(&step.losses)
-            );
-            Ok((step, dev.train.len(), prepared))
-        })?;
+        let config = &self.config;
+        let steps = match self.remote.as_mut() {
+            Some(remote) => remote.steps(&round, config, &self.server, method, received)?,
+            None => for_devices(&mut self.devices, &participants, threads, |dev| {
+                device_work(method, &round, dev, received, guarded, config)
+            })?,
+        };
         let mut uploads = Vec::new();
         let mut record = UploadsRecord::default();
         for (i, (step, examples, prepared)) in steps {
@@ -391,12 +367,15 @@ impl Experiment {
         }
         let receivers: Vec<usize> = (0..n).filter(|&i| downloads[i].is_some()).collect();
         progress::phase("devices: downloads", receivers.len());
-        let received_losses = for_devices(&mut self.devices, &receivers, threads, |dev| {
-            let mut l = losses[dev.index].clone();
-            let download = downloads[dev.index].as_deref().unwrap_or_default();
-            method.device_receive(&round, dev, received, download, &mut l)?;
-            Ok(l)
-        })?;
+        let received_losses = match self.remote.as_mut() {
+            Some(remote) => remote.receive(&round, config, method, received, downloads, &losses)?,
+            None => for_devices(&mut self.devices, &receivers, threads, |dev| {
+                let mut l = losses[dev.index].clone();
+                let download = downloads[dev.index].as_deref().unwrap_or_default();
+                method.device_receive(&round, dev, received, download, &mut l)?;
+                Ok(l)
+            })?,
+        };
         for (i, l) in received_losses {
             losses[i] = l;
         }
@@ -457,6 +436,88 @@ impl Experiment {
         out.flush()?;
         Ok(())
     }
+}
+
+/// Whether the DPM uploads of a run of `config` are prepared and recorded one by one: with
+/// privacy, an attack, a robust rule or a screen (a plain run's uploads go up as they are).
+pub(crate) fn guards_uploads(config: &ExperimentConfig, method: &dyn FederatedMethod) -> bool {
+    let t = &config.train;
+    method.uses_dpm()
+        && (config.privacy.is_some()
+            || config.attack.is_some()
+            || !matches!(
+                method.aggregation(t),
+                Aggregation::Fedavg | Aggregation::PerDevice
+            )
+            || t.screen_ratio > 0.0)
+}
+
+/// The devices taking part in round `round` of `config`: all, or a seeded draw of
+/// `devices_per_round` of them.
+pub(crate) fn participants(config: &ExperimentConfig, round: usize) -> Vec<usize> {
+    let n = config.devices.len();
+    let k = config.devices_per_round();
+    let mut idx: Vec<usize> = (0..n).collect();
+    if k < n {
+        cotune_data::SeededRng::for_stream(config.seed.wrapping_add(round as u64), "participants")
+            .shuffle(&mut idx);
+        idx.truncate(k);
+        idx.sort_unstable();
+    }
+    idx
+}
+
+/// What a device's step gives the server's side: the step, the device's local example count
+/// and what preparing the upload measured.
+pub(crate) type WorkDone = (
+    crate::methods::DeviceStep,
+    usize,
+    Option<crate::uploads::Prepared>,
+);
+
+/// A device's step in a round, in one process or in its own (`crate::deploy`): the method's
+/// step, then the upload prepared as `[privacy]` and `[attack]` say when `guarded`. Returns the
+/// step, the device's local example count and what preparing the upload measured.
+pub(crate) fn device_work(
+    method: &dyn FederatedMethod,
+    round: &Round<'_>,
+    dev: &mut crate::roles::Device,
+    received: Option<&[u8]>,
+    guarded: bool,
+    config: &ExperimentConfig,
+) -> anyhow::Result<WorkDone> {
+    let (privacy, attack) = (config.privacy.as_ref(), config.attack.as_ref());
+    // The shared part the round starts from: updates are measured against it.
+    let reference = match guarded {
+        true => Some(
+            dev.proxy()?
+                .adapted
+                .export_params(cotune_host::ParamSelection::Shared)?,
+        ),
+        false => None,
+    };
+    let mut step = method.device_step(round, dev, received)?;
+    let prepared = match (&reference, step.upload.as_mut()) {
+        (Some(reference), Some(bytes)) => Some(
+            crate::uploads::prepare_upload(
+                bytes,
+                reference,
+                privacy,
+                attack,
+                dev.index,
+                round.device_seed(dev.index),
+            )
+            .map_err(|e| anyhow::anyhow!("device {}'s upload: {e}", dev.name))?,
+        ),
+        _ => None,
+    };
+    progress!(
+        "  device {} ({}): {}",
+        dev.name,
+        dev.slm.label(),
+        losses_line(&step.losses)
+    );
+    Ok((step, dev.train.len(), prepared))
 }
 
 /// A device's losses for the log: the cross-entropy of each phase that ran.

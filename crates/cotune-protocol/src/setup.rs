@@ -34,6 +34,9 @@ pub(crate) struct Experiment {
     pub devices: Vec<Device>,
     /// Bytes each device receives before round 1 (first DPM, public questions).
     pub initial_down: Vec<u64>,
+    /// In a deployment, the devices in their own processes: the device steps, downloads and
+    /// device evaluations go through it (`crate::deploy`).
+    pub remote: Option<crate::deploy::Remote>,
 }
 
 /// The prepared data: the benchmark, every model's tokenizer, and the public corpus as records
@@ -71,7 +74,7 @@ pub(crate) fn setup(
     }
     let llm = build_llm(&config, &plugins, &data, &cache_dir, fresh)?;
     check_fits(&llm, "llm", &data.codecs.llm.tokenizer, &config)?;
-    let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh)?;
+    let mut devices = build_devices(&config, &plugins, &data, &cache_dir, fresh, None)?;
     let (llm_codec, dpm_codec) = (data.codecs.llm.clone(), data.codecs.dpms[0].clone());
     let (alignment, top_k) = (config.train.alignment, config.train.top_k);
     let llm_side = data.public(&llm_codec);
@@ -112,7 +115,34 @@ pub(crate) fn setup(
         server,
         devices,
         initial_down,
+        remote: None,
     })
+}
+
+/// One device of `config`, as its own process builds it (`crate::deploy`): the same data
+/// preparation and tokenizers as [`setup`] (the split is a function of the config and the data
+/// files), its SLM built or pre-trained into `dir/cache`, no proxy yet. Returns every model's
+/// tokenizer with it.
+pub(crate) fn device_side(
+    config: &ExperimentConfig,
+    root: &Path,
+    dir: &Path,
+    plugins: &Plugins,
+    index: usize,
+) -> anyhow::Result<(Codecs, Device)> {
+    let data = prepare_data(config, root, dir)?;
+    let mut devices = build_devices(
+        config,
+        plugins,
+        &data,
+        &dir.join("cache"),
+        true,
+        Some(index),
+    )?;
+    let device = devices
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the config has no device {index}"))?;
+    Ok((data.codecs, device))
 }
 
 fn prepare_data(config: &ExperimentConfig, root: &Path, run_dir: &Path) -> anyhow::Result<Data> {
@@ -423,6 +453,7 @@ fn build_devices(
     data: &Data,
     cache_dir: &Path,
     fresh: bool,
+    only: Option<usize>,
 ) -> anyhow::Result<Vec<Device>> {
     let template = &config.data.prompt_template;
     let mut devices = Vec::with_capacity(config.devices.len());
@@ -432,6 +463,9 @@ fn build_devices(
         .zip(&data.benchmark.devices)
         .enumerate()
     {
+        if only.is_some_and(|k| k != i) {
+            continue;
+        }
         let plugin = &plugins.slms[i];
         let arch = architecture_of(&entry.slm, plugin);
         let text = entry.slm.config_text();
@@ -488,6 +522,7 @@ fn build_devices(
             train_records: split.train.clone(),
             test,
             public_transfer: Vec::new(),
+            public_records: Vec::new(),
         });
     }
     Ok(devices)

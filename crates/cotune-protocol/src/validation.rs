@@ -104,7 +104,7 @@ impl ExperimentConfig {
             .map_err(|e| ("data".to_string(), e.to_string()))
     }
 
-    /// `[privacy]`, `[attack]` and the aggregation's parameters.
+    /// `[privacy]`, `[attack]`, `[deploy]` and the aggregation's parameters.
     fn check_uploads(&self, method: &Method) -> Result<(), (String, String)> {
         let t = &self.train;
         let method = method.implementation();
@@ -140,6 +140,9 @@ impl ExperimentConfig {
                     2 * t.byzantine + 2
                 ),
             );
+        }
+        if let Some(d) = &self.deploy {
+            check_deploy(d, n)?;
         }
         if let Some(p) = &self.privacy {
             if !method.uses_dpm() {
@@ -641,4 +644,51 @@ fn remember_valid(id: String) {
     if let Ok(mut set) = VALID.get_or_init(Default::default).lock() {
         set.insert(id);
     }
+}
+
+/// `[deploy]`'s values: positive finite times, a minimum between 1 and the devices.
+fn check_deploy(d: &crate::config::DeployConfig, devices: usize) -> Result<(), (String, String)> {
+    let bad = |key: &str, reason: String| Err((format!("deploy.{key}"), reason));
+    for (key, v) in [
+        ("deadline_seconds", d.deadline_seconds),
+        ("setup_deadline_seconds", d.setup_deadline_seconds),
+        ("max_upload_mib", d.max_upload_mib),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return bad(key, format!("expected a positive number, got {v}"));
+        }
+    }
+    if !(d.heartbeat_seconds.is_finite() && d.heartbeat_seconds >= 0.01) {
+        return bad(
+            "heartbeat_seconds",
+            format!(
+                "expected at least 0.01 seconds, got {}",
+                d.heartbeat_seconds
+            ),
+        );
+    }
+    if d.missed_heartbeats == 0 {
+        return bad(
+            "missed_heartbeats",
+            "expected at least 1, got 0".to_string(),
+        );
+    }
+    if d.min_devices == 0 || d.min_devices > devices {
+        return bad(
+            "min_devices",
+            format!(
+                "expected between 1 and the {devices} devices, got {}",
+                d.min_devices
+            ),
+        );
+    }
+    if let Some(norm) = d.max_update_norm {
+        if !(norm.is_finite() && norm > 0.0) {
+            return bad(
+                "max_update_norm",
+                format!("expected a positive L2 norm, got {norm}"),
+            );
+        }
+    }
+    Ok(())
 }

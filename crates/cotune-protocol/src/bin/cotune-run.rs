@@ -1,16 +1,25 @@
-//! Runs one experiment or comparison config, or resumes a run folder; prints the folder.
+//! Runs one experiment or comparison config, or resumes a run folder; prints the folder. Also
+//! the two sides of a deployment.
 //!
 //! ```text
 //! cotune-run <config.toml> [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>]
+//! cotune-run serve <config.toml> --listen ADDR --certs DIR [--resume <run folder>]
+//!            [--runs-dir <dir>] [--cache-dir <dir>] [--address-file FILE]
+//! cotune-run device --server https://HOST:PORT --device I --certs DIR --dir D
 //! ```
 //!
-//! `cargo xtask run` is the usual entry point; this binary is what it amounts to, usable where
-//! the workspace is not (and by the tests that kill a run and resume it).
+//! `cargo xtask run`, `serve` and `device` are the usual entry points; this binary is what they
+//! amount to, usable where the workspace is not (and by the tests that kill a run, a server or
+//! a device and start it again).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cotune_protocol::{run_with, RunOptions};
+
+const USAGE: &str = "usage: cotune-run <config.toml> [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>]
+       cotune-run serve <config.toml> --listen ADDR --certs DIR [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>] [--address-file FILE]
+       cotune-run device --server https://HOST:PORT --device I --certs DIR --dir D";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -20,31 +29,75 @@ fn main() {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let mode = match args.peek().map(String::as_str) {
+        Some("serve") | Some("device") => args.next(),
+        _ => None,
+    };
     let mut config = None;
     let (mut resume, mut runs_dir, mut cache_dir) = (None, None, None);
+    let (mut listen, mut certs, mut address_file) = (None, None, None);
+    let (mut server, mut device, mut dir) = (None, None, None);
     while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .map(PathBuf::from)
-                .with_context(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
-            "--resume" => resume = Some(value("--resume")?),
-            "--runs-dir" => runs_dir = Some(value("--runs-dir")?),
-            "--cache-dir" => cache_dir = Some(value("--cache-dir")?),
+            "--resume" => resume = Some(PathBuf::from(value("--resume")?)),
+            "--runs-dir" => runs_dir = Some(PathBuf::from(value("--runs-dir")?)),
+            "--cache-dir" => cache_dir = Some(PathBuf::from(value("--cache-dir")?)),
+            "--listen" => listen = Some(value("--listen")?),
+            "--certs" => certs = Some(PathBuf::from(value("--certs")?)),
+            "--address-file" => address_file = Some(PathBuf::from(value("--address-file")?)),
+            "--server" => server = Some(value("--server")?),
+            "--device" => device = Some(value("--device")?),
+            "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
             "-h" | "--help" => {
-                println!(
-                    "cotune-run <config.toml> [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>]"
-                );
+                println!("{USAGE}");
                 return Ok(());
             }
-            other if other.starts_with('-') => bail!("unknown option {other:?}"),
+            other if other.starts_with('-') => bail!("unknown option {other:?}\n{USAGE}"),
             other => config = Some(PathBuf::from(other)),
         }
     }
+    match mode.as_deref() {
+        Some("device") => {
+            let index = device.context("device needs --device I")?;
+            let device: usize = index
+                .parse()
+                .with_context(|| format!("--device {index:?} is not a device index"))?;
+            return cotune_protocol::deploy::run_device(&cotune_protocol::deploy::DeviceOptions {
+                server: server.context("device needs --server https://HOST:PORT")?,
+                device,
+                certs: certs.context("device needs --certs DIR")?,
+                dir: dir.context("device needs --dir D")?,
+                root: std::env::current_dir()?,
+            });
+        }
+        Some(_) => {
+            if config.is_none() && resume.is_none() {
+                bail!("serve needs a config (or --resume <run folder>)\n{USAGE}");
+            }
+            let listen = listen.context("serve needs --listen ADDR")?;
+            let dir = cotune_protocol::deploy::serve(&cotune_protocol::deploy::ServeOptions {
+                run: RunOptions {
+                    config: config.unwrap_or_default(),
+                    resume,
+                    root: std::env::current_dir()?,
+                    runs_dir,
+                    cache_dir,
+                },
+                listen: listen
+                    .parse()
+                    .with_context(|| format!("--listen {listen:?} is not an address"))?,
+                certs: certs.context("serve needs --certs DIR")?,
+                address_file,
+            })?;
+            println!("{}", dir.display());
+            return Ok(());
+        }
+        None => {}
+    }
     if config.is_none() && resume.is_none() {
-        bail!("usage: cotune-run <config.toml> [--resume <run folder>]");
+        bail!("{USAGE}");
     }
     let comparison = match (&resume, &config) {
         (Some(dir), _) => dir.join("compare.toml").is_file(),

@@ -99,34 +99,63 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
         setup.server.dpms.push(m);
         setup.server.dpm_steps.push(0);
     }
-    let (alignment, top_k) = (config.train.alignment, config.train.top_k);
-    let template = &config.data.prompt_template;
     for (i, device) in setup.devices.iter_mut().enumerate() {
-        let e = config.dpm_of(i);
-        let p = &plugins.dpms[i];
-        let a = architecture_of(&e.model(), p);
-        let codec = setup.codecs.dpms[i].clone();
-        let (slm_name, dpm_name) = (
-            format!("devices[{i}].slm"),
-            format!("the dpm of device {i}"),
-        );
-        let slm = (slm_name.as_str(), &device.slm_codec);
-        let dpm = (dpm_name.as_str(), &codec);
-        let mut proxy = DistilledProxy {
-            shared: recipe(p, &a, &e.model().config_text(), dpm_seed).build()?,
-            adapted: recipe(p, &a, &e.adapted_config_text(), dpm_seed + 1 + i as u64).build()?,
-            shared_step: 0,
-            adapted_step: 0,
-            train: codec.encode(&device.train_records, template),
-            public_transfer: Vec::new(),
-            from_slm: bridge(alignment, top_k, slm, dpm)?,
-            to_slm: bridge(alignment, top_k, dpm, slm)?,
-            codec,
-        };
-        proxy.download(&message)?;
+        let proxy = make_proxy(config, plugins, setup.codecs, device, &message)?;
         setup.initial_down[i] += message.len() as u64;
         device.dpm = Some(proxy);
     }
+    Ok(())
+}
+
+/// Device `device.index`'s proxy holding the first DPM (`message`, every parameter): the same
+/// on the server's side of a run and on a device of a deployment.
+pub(crate) fn make_proxy(
+    config: &crate::config::ExperimentConfig,
+    plugins: &crate::config::Plugins,
+    codecs: &crate::tokens::Codecs,
+    device: &Device,
+    message: &[u8],
+) -> anyhow::Result<DistilledProxy> {
+    let i = device.index;
+    let dpm_seed = config.seed.wrapping_add(1);
+    let (alignment, top_k) = (config.train.alignment, config.train.top_k);
+    let template = &config.data.prompt_template;
+    let e = config.dpm_of(i);
+    let p = &plugins.dpms[i];
+    let a = architecture_of(&e.model(), p);
+    let codec = codecs.dpms[i].clone();
+    let (slm_name, dpm_name) = (
+        format!("devices[{i}].slm"),
+        format!("the dpm of device {i}"),
+    );
+    let slm = (slm_name.as_str(), &device.slm_codec);
+    let dpm = (dpm_name.as_str(), &codec);
+    let mut proxy = DistilledProxy {
+        shared: recipe(p, &a, &e.model().config_text(), dpm_seed).build()?,
+        adapted: recipe(p, &a, &e.adapted_config_text(), dpm_seed + 1 + i as u64).build()?,
+        shared_step: 0,
+        adapted_step: 0,
+        train: codec.encode(&device.train_records, template),
+        public_transfer: Vec::new(),
+        from_slm: bridge(alignment, top_k, slm, dpm)?,
+        to_slm: bridge(alignment, top_k, dpm, slm)?,
+        codec,
+    };
+    proxy.download(message)?;
+    Ok(proxy)
+}
+
+/// Gives `device` the public records of its transfer set, in its SLM's and its proxy's tokens.
+pub(crate) fn give_public_transfer(
+    device: &mut Device,
+    records: Vec<QaRecord>,
+    template: &str,
+) -> anyhow::Result<()> {
+    device.public_transfer = device.slm_codec.encode(&records, template);
+    if let Some(proxy) = device.dpm.as_mut() {
+        proxy.public_transfer = proxy.codec.encode(&records, template);
+    }
+    device.public_records = records;
     Ok(())
 }
 
@@ -166,9 +195,8 @@ pub(crate) fn send_public_transfer(
             }
         };
         let records: Vec<QaRecord> = chosen.iter().map(|&k| public[k].clone()).collect();
-        device.public_transfer = device.slm_codec.encode(&records, template);
-        let proxy = device.proxy()?;
-        proxy.public_transfer = proxy.codec.encode(&records, template);
+        device.proxy()?;
+        give_public_transfer(device, records, template)?;
     }
     Ok(())
 }

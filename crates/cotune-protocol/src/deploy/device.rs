@@ -1,0 +1,406 @@
+//! One device of a deployment, in its own process: it dials the server, pulls its tasks, and
+//! keeps its data, its models and their state in its own folder.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use cotune_data::QaRecord;
+use cotune_net::{ClientConfig, DevCerts, DeviceClient, NetError, Pull};
+
+use super::{put_message, take_message, Payload, Phase, ReportMeta, TaskMeta};
+use crate::config::{ExperimentConfig, Plugins};
+use crate::methods::{Method, Round};
+use crate::records::DeviceLosses;
+use crate::roles::{Device, DeviceSteps};
+use crate::tokens::Codecs;
+
+/// How `cargo xtask device` runs.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// The server, `https://host:port`.
+    pub server: String,
+    /// This device's index in the config (its certificate is `device-<i>.pem`).
+    pub device: usize,
+    /// The folder of `cargo xtask certs`: `ca.pem`, `device-<i>.pem`, `device-<i>.key`.
+    pub certs: PathBuf,
+    /// The device's own folder: config, setup, models, state, predictions, cache.
+    pub dir: PathBuf,
+    /// The folder relative paths of the config (data, plugins) are taken from.
+    pub root: PathBuf,
+}
+
+/// Runs one device until the server says the run has finished.
+pub fn run_device(options: &DeviceOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("creating {}", options.dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cotune-device")
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    rt.block_on(device_loop(options))
+}
+
+async fn device_loop(options: &DeviceOptions) -> anyhow::Result<()> {
+    let i = options.device;
+    let tls = DevCerts::in_dir(&options.certs, i + 1).device_tls(i)?;
+    let mut client = DeviceClient::connect(ClientConfig::new(options.server.clone(), tls)).await?;
+    if client.device() as usize != i {
+        anyhow::bail!(
+            "the certificate device-{i}.pem in {} names device {}, not --device {i}",
+            options.certs.display(),
+            client.device()
+        );
+    }
+    progress!("device {i}: connected to {}", options.server);
+    let mut local = tokio::task::block_in_place(|| Local::resume(options))?;
+    loop {
+        let t = match client.next_task(Duration::from_secs(30)).await? {
+            Pull::Finished => {
+                progress!("device {i}: the run has finished");
+                return Ok(());
+            }
+            Pull::Wait(_) => continue,
+            Pull::Task(t) => t,
+        };
+        let meta: TaskMeta =
+            serde_json::from_slice(&t.task).context("reading the task the server sent")?;
+        let what = format!("round {} {}", meta.round, meta.phase.name());
+        progress!(
+            "device {i}: {what} (deadline in {:.0} s)",
+            t.deadline_in.as_secs_f64()
+        );
+        let download = match client.download(&t).await {
+            Ok(d) => d,
+            Err(e @ NetError::Refused { .. }) => {
+                progress!("device {i}: {e}; waiting for the next task");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let payload = Payload::decode(&download, "the download").map_err(anyhow::Error::msg)?;
+        let report = tokio::task::block_in_place(|| handle(&mut local, options, &meta, &payload))
+            .with_context(|| format!("device {i}, {what}"))?;
+        match client.upload(t.round, Bytes::from(report)).await {
+            Ok(()) => progress!("device {i}: {what} uploaded"),
+            Err(e @ NetError::Refused { .. }) => {
+                progress!("device {i}: {e}; waiting for the next task")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Where a device's state stands: `(round, 0)` after setup, `(round, 1)` after a step,
+/// `(round, 2)` after a download and evaluation.
+type Key = (usize, u8);
+
+fn key(round: usize, phase: Phase) -> Key {
+    (round, if phase == Phase::Step { 1 } else { 2 })
+}
+
+/// A device's models and data, built from the config and its setup.
+struct Local {
+    config_text: String,
+    config: ExperimentConfig,
+    plugins: Plugins,
+    codecs: Codecs,
+    device: Device,
+    /// The saved state the models in memory equal, if any.
+    at: Option<Key>,
+}
+
+impl Local {
+    /// The device as its folder left it, if it was set up before.
+    fn resume(options: &DeviceOptions) -> anyhow::Result<Option<Local>> {
+        let config_file = options.dir.join("config.toml");
+        let setup_file = options.dir.join("setup.safetensors");
+        if !(config_file.is_file() && setup_file.is_file()) {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&config_file)
+            .with_context(|| format!("reading {}", config_file.display()))?;
+        let bytes = std::fs::read(&setup_file)
+            .with_context(|| format!("reading {}", setup_file.display()))?;
+        let setup = Payload::decode(&bytes, &setup_file.display().to_string())
+            .map_err(anyhow::Error::msg)?;
+        let mut local = Local::build(options, &text, &setup)?;
+        if let Some(k) = checkpoints(&options.dir)?.last().copied() {
+            local.restore(options, k)?;
+            progress!(
+                "device {}: resumed from its state after round {} {}",
+                options.device,
+                k.0,
+                ["setup", "step", "evaluation"][k.1 as usize]
+            );
+        }
+        Ok(Some(local))
+    }
+
+    /// Builds the device from the config text and its setup (the first DPM, the public
+    /// questions of its transfer set).
+    fn build(options: &DeviceOptions, text: &str, setup: &Payload) -> anyhow::Result<Local> {
+        let i = options.device;
+        let path = options.dir.join("config.toml");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let mut config = ExperimentConfig::load(&path)?;
+        config.resolve_paths(&options.root);
+        config.cache_dir = options.dir.join("cache");
+        let plugins = config.check(&path, &options.root)?;
+        if i >= config.devices.len() {
+            anyhow::bail!(
+                "--device {i}: the server's config has {} devices",
+                config.devices.len()
+            );
+        }
+        progress!(
+            "device {i}: setting up ({}, SLM {})",
+            config.devices[i].domain,
+            config.devices[i].slm.plugin
+        );
+        let (codecs, mut device) =
+            crate::setup::device_side(&config, &options.root, &options.dir, &plugins, i)?;
+        if let Some(first) = take_message(setup, "setup") {
+            let proxy =
+                crate::methods::proxies::make_proxy(&config, &plugins, &codecs, &device, &first)?;
+            device.dpm = Some(proxy);
+        }
+        let public: Vec<QaRecord> = match setup.blob("setup-public") {
+            Some(bytes) => serde_json::from_slice(bytes).context("the public questions sent")?,
+            None => Vec::new(),
+        };
+        if !public.is_empty() {
+            let template = config.data.prompt_template.clone();
+            crate::methods::proxies::give_public_transfer(&mut device, public, &template)?;
+        }
+        Ok(Local {
+            config_text: text.to_string(),
+            config,
+            plugins,
+            codecs,
+            device,
+            at: None,
+        })
+    }
+
+    fn save(&mut self, options: &DeviceOptions, k: Key) -> anyhow::Result<()> {
+        let dir = state_dir(&options.dir, k);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let steps = self.device.save(&dir)?;
+        let file = dir.join("steps.json");
+        std::fs::write(&file, serde_json::to_vec(&steps)?)
+            .with_context(|| format!("writing {}", file.display()))?;
+        self.at = Some(k);
+        // Two states back are enough to repeat any phase; older ones go.
+        let all = checkpoints(&options.dir)?;
+        for old in all.iter().take(all.len().saturating_sub(3)) {
+            let _ = std::fs::remove_dir_all(state_dir(&options.dir, *old));
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, options: &DeviceOptions, k: Key) -> anyhow::Result<()> {
+        let dir = state_dir(&options.dir, k);
+        let file = dir.join("steps.json");
+        let steps: DeviceSteps = serde_json::from_slice(
+            &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+        )
+        .with_context(|| format!("reading {}", file.display()))?;
+        self.device.restore(&dir, steps)?;
+        self.at = Some(k);
+        Ok(())
+    }
+
+    /// Goes back to the last saved state before `target`, unless the models already hold it.
+    fn go_back_before(&mut self, options: &DeviceOptions, target: Key) -> anyhow::Result<()> {
+        let before = checkpoints(&options.dir)?
+            .into_iter()
+            .rfind(|k| *k < target);
+        match before {
+            Some(k) if self.at != Some(k) => self.restore(options, k),
+            Some(_) => Ok(()),
+            None => anyhow::bail!(
+                "device {} has no saved state before round {} in {}",
+                options.device,
+                target.0,
+                options.dir.display()
+            ),
+        }
+    }
+}
+
+fn state_dir(dir: &Path, k: Key) -> PathBuf {
+    dir.join(format!("state/{:06}-{}", k.0, k.1))
+}
+
+/// The saved states in `dir`, oldest first (a state counts once its `steps.json` is written).
+fn checkpoints(dir: &Path) -> anyhow::Result<Vec<Key>> {
+    let state = dir.join("state");
+    let mut keys = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&state) else {
+        return Ok(keys);
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", state.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let parsed = name
+            .split_once('-')
+            .and_then(|(r, p)| Some((r.parse::<usize>().ok()?, p.parse::<u8>().ok()?)));
+        if let Some(k) = parsed {
+            if k.1 <= 2 && entry.path().join("steps.json").is_file() {
+                keys.push(k);
+            }
+        }
+    }
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+fn round_of<'a>(
+    config: &'a ExperimentConfig,
+    codecs: &'a Codecs,
+    number: usize,
+    participants: &'a [usize],
+) -> Round<'a> {
+    Round {
+        number,
+        seed: config.seed,
+        settings: &config.train,
+        data: &config.data,
+        codecs,
+        participants,
+        devices: config.devices.len(),
+        privacy: config.privacy.as_ref(),
+    }
+}
+
+/// One task: set up if needed, go back to the state before the phase, apply a missed
+/// download, run the phase, save, and return the upload.
+fn handle(
+    local: &mut Option<Local>,
+    options: &DeviceOptions,
+    meta: &TaskMeta,
+    payload: &Payload,
+) -> anyhow::Result<Vec<u8>> {
+    let started = Instant::now();
+    let i = options.device;
+    if let Some(l) = local.as_ref() {
+        if l.config_text != meta.config {
+            anyhow::bail!(
+                "{} holds the state of another run (its config.toml differs from the server's \
+                 config); give this device an empty --dir",
+                options.dir.display()
+            );
+        }
+    }
+    if local.is_none() {
+        if !meta.setup {
+            anyhow::bail!(
+                "device {i} has no state in {} and the server sent no setup (the device set up \
+                 earlier in this run, so its folder was lost or another --dir was given)",
+                options.dir.display()
+            );
+        }
+        let mut setup = Payload::default();
+        for p in &payload.params {
+            if p.name.starts_with("setup/") {
+                setup.params.push(p.clone());
+            }
+        }
+        setup.blobs.extend(
+            payload
+                .blobs
+                .iter()
+                .filter(|(n, _)| n == "setup-public")
+                .cloned(),
+        );
+        let mut l = Local::build(options, &meta.config, &setup)?;
+        let file = options.dir.join("setup.safetensors");
+        std::fs::write(&file, setup.encode())
+            .with_context(|| format!("writing {}", file.display()))?;
+        l.save(options, (0, 0))?;
+        *local = Some(l);
+    }
+    let Some(l) = local.as_mut() else {
+        anyhow::bail!("device {i} is not set up");
+    };
+    let target = key(meta.round, meta.phase);
+    l.go_back_before(options, target)?;
+    let method = Method::of(&l.config)?.implementation();
+    if let Some(missed) = meta.pending {
+        let message = take_message(payload, "pending")
+            .context("the task names a missed download but holds none")?;
+        let participants = crate::runner::participants(&l.config, missed);
+        let round = round_of(&l.config, &l.codecs, missed, &participants);
+        let mut losses = DeviceLosses::default();
+        let broadcast = payload.blob("pending-broadcast");
+        method.device_receive(&round, &mut l.device, broadcast, &message, &mut losses)?;
+        progress!("device {i}: applied the download of round {missed} it missed");
+    }
+    let round = round_of(&l.config, &l.codecs, meta.round, &meta.participants);
+    let broadcast = payload.blob("broadcast");
+    let mut report = ReportMeta {
+        phase: meta.phase,
+        round: meta.round,
+        device: i,
+        losses: meta.losses.clone(),
+        examples: l.device.train.len(),
+        prepared: None,
+        slm: None,
+        dpm: None,
+        seconds: 0.0,
+    };
+    let mut out = Payload::default();
+    match meta.phase {
+        Phase::Step => {
+            let guarded = crate::runner::guards_uploads(&l.config, method);
+            let (step, examples, prepared) = crate::runner::device_work(
+                method,
+                &round,
+                &mut l.device,
+                broadcast,
+                guarded,
+                &l.config,
+            )?;
+            report.losses = step.losses;
+            report.examples = examples;
+            report.prepared = prepared.map(|p| (p.norm, p.clipped, p.attacked));
+            if let Some(upload) = step.upload {
+                put_message(&mut out, "upload", &upload);
+            }
+        }
+        Phase::Receive => {
+            if let Some(download) = take_message(payload, "download") {
+                method.device_receive(
+                    &round,
+                    &mut l.device,
+                    broadcast,
+                    &download,
+                    &mut report.losses,
+                )?;
+            }
+            let (slm, dpm, files) = crate::evaluation::evaluate_device(
+                &l.config,
+                &l.codecs.shared,
+                &l.device,
+                meta.round,
+                meta.with_slms,
+                &options.dir,
+            )?;
+            (report.slm, report.dpm) = (slm, dpm);
+            for (name, path) in files {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                out.blobs.push((format!("pred/{name}"), bytes));
+            }
+        }
+    }
+    l.save(options, target)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    out.meta = serde_json::to_string(&report)?;
+    let _ = &l.plugins;
+    Ok(out.encode())
+}

@@ -1,0 +1,756 @@
+//! The server's side of a deployment: the run of [`crate::runner`] with its device steps,
+//! downloads and device evaluations sent to device processes through `cotune_net`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use cotune_host::{NamedTensor, ParamSelection};
+use cotune_net::{
+    DevCerts, DeviceTask, NetServer, RoundOutcome, RoundSpec, ServerConfig, ServerState,
+    StateConfig, Validator,
+};
+
+use super::{net_round, put_message, take_message, Payload, Phase, ReportMeta, TaskMeta};
+use crate::config::{DeployConfig, ExperimentConfig};
+use crate::message::{decode_params, encode_params};
+use crate::methods::{DeviceStep, FederatedMethod, Round};
+use crate::records::{DeviceLosses, Scores, WireRecord};
+use crate::runner::{RunOptions, WorkDone};
+use crate::setup::Experiment;
+use crate::uploads::{check_like, first_non_finite, update_norm, Prepared};
+
+/// How `cargo xtask serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The run: its config (or the run folder to resume), root and folders.
+    pub run: RunOptions,
+    /// The address to listen on (port 0: any free port, see `address_file`).
+    pub listen: SocketAddr,
+    /// The folder of `cargo xtask certs`: `ca.pem`, `server.pem`, `server.key`.
+    pub certs: PathBuf,
+    /// A file to write the address the server listens on into, once it does.
+    pub address_file: Option<PathBuf>,
+}
+
+/// Runs the server side of `options.run` for device processes and returns its run folder.
+pub fn serve(options: &ServeOptions) -> anyhow::Result<PathBuf> {
+    crate::runner::run_inner(&options.run, Some(options))
+}
+
+/// A download a device missed (it was dropped or away), sent with its next task.
+struct Pending {
+    round: usize,
+    broadcast: Option<Vec<u8>>,
+    download: Vec<u8>,
+}
+
+/// What the validator checks the uploads of the open phase against.
+#[derive(Default)]
+struct Expected {
+    net_round: u64,
+    phase: Option<Phase>,
+    round: usize,
+    /// Per device, the DPM its step started from (methods with a proxy).
+    references: BTreeMap<usize, Vec<NamedTensor>>,
+    max_norm: Option<f64>,
+}
+
+/// The devices of a run, in their own processes.
+pub(crate) struct Remote {
+    rt: tokio::runtime::Runtime,
+    state: Arc<ServerState>,
+    server: Option<NetServer>,
+    settings: DeployConfig,
+    config_text: String,
+    run_dir: PathBuf,
+    dir: PathBuf,
+    devices: usize,
+    /// Per device, its setup: the first DPM (`setup/`) and its public questions.
+    setups: Vec<Payload>,
+    /// Devices that have uploaded once: they hold their setup.
+    ready: BTreeSet<usize>,
+    pending: BTreeMap<usize, Pending>,
+    /// Devices dropped from this round's step.
+    dropped: BTreeSet<usize>,
+    /// This round's scores, per device.
+    evals: BTreeMap<usize, (Option<Scores>, Option<Scores>)>,
+    /// This round's traffic on the network, per device.
+    wire: BTreeMap<usize, WireRecord>,
+    expected: Arc<Mutex<Expected>>,
+}
+
+fn lock(e: &Mutex<Expected>) -> std::sync::MutexGuard<'_, Expected> {
+    e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Remote {
+    /// Starts serving the devices of `experiment`. `config_path` is the config file of a
+    /// fresh run (the devices receive its text); a resumed run reads what it saved.
+    pub(crate) fn start(
+        experiment: &Experiment,
+        options: &ServeOptions,
+        config_path: Option<&Path>,
+    ) -> anyhow::Result<Remote> {
+        let config = &experiment.config;
+        let settings = config.deploy.clone().unwrap_or_default();
+        let dir = experiment.run_dir.join("deploy");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let saved = dir.join("config.toml");
+        let config_text = match config_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                std::fs::write(&saved, &text)
+                    .with_context(|| format!("writing {}", saved.display()))?;
+                text
+            }
+            None => std::fs::read_to_string(&saved).with_context(|| {
+                format!(
+                    "reading {} (a run folder started by `serve` has it)",
+                    saved.display()
+                )
+            })?,
+        };
+        let mut setups = Vec::new();
+        for dev in &experiment.devices {
+            let path = dir.join(format!("setup-{}.safetensors", dev.index));
+            let payload = match config_path {
+                Some(_) => {
+                    let mut p = Payload::default();
+                    if let Some(proxy) = &dev.dpm {
+                        let first = proxy.shared.export_params(ParamSelection::All)?;
+                        put_message(&mut p, "setup", &encode_params(&first));
+                    }
+                    p.blobs.push((
+                        "setup-public".into(),
+                        serde_json::to_vec(&dev.public_records)?,
+                    ));
+                    std::fs::write(&path, p.encode())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    p
+                }
+                None => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Payload::decode(&bytes, &path.display().to_string())
+                        .map_err(anyhow::Error::msg)?
+                }
+            };
+            setups.push(payload);
+        }
+        let ready: BTreeSet<usize> = match std::fs::read(dir.join("ready.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("reading deploy/ready.json")?,
+            Err(_) => BTreeSet::new(),
+        };
+        let mut pending = BTreeMap::new();
+        for i in 0..experiment.devices.len() {
+            let path = dir.join(format!("pending-{i}.safetensors"));
+            if let Ok(bytes) = std::fs::read(&path) {
+                let p = Payload::decode(&bytes, &path.display().to_string())
+                    .map_err(anyhow::Error::msg)?;
+                let round: usize = serde_json::from_str(&p.meta)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let download = take_message(&p, "pending").unwrap_or_default();
+                let broadcast = p.blob("pending-broadcast").map(<[u8]>::to_vec);
+                pending.insert(
+                    i,
+                    Pending {
+                        round,
+                        broadcast,
+                        download,
+                    },
+                );
+            }
+        }
+        let expected = Arc::new(Mutex::new(Expected::default()));
+        let validator: Validator = {
+            let expected = expected.clone();
+            Arc::new(move |device, round, bytes| validate(&lock(&expected), device, round, bytes))
+        };
+        let state = ServerState::with_validator(
+            StateConfig {
+                heartbeat_interval: Duration::from_secs_f64(settings.heartbeat_seconds),
+                missed_heartbeats: settings.missed_heartbeats,
+                poll_interval: Duration::from_millis(200),
+                max_upload_bytes: (settings.max_upload_mib * 1024.0 * 1024.0) as u64,
+            },
+            validator,
+        )?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cotune-serve")
+            .enable_all()
+            .build()
+            .context("starting the network runtime")?;
+        let n = experiment.devices.len();
+        let tls = DevCerts::in_dir(&options.certs, n).server_tls()?;
+        let server = rt.block_on(NetServer::start(
+            ServerConfig::new(options.listen, tls),
+            state.clone(),
+        ))?;
+        let addr = server.local_addr();
+        if let Some(file) = &options.address_file {
+            std::fs::write(file, addr.to_string())
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        progress!(
+            "serving {n} devices on {addr} (certificates from {}); start them with \
+             `cargo xtask device --server https://<this host>:{} --device <i> --certs <dir>`",
+            options.certs.display(),
+            addr.port()
+        );
+        Ok(Remote {
+            rt,
+            state,
+            server: Some(server),
+            settings,
+            config_text,
+            run_dir: experiment.run_dir.clone(),
+            dir,
+            devices: n,
+            setups,
+            ready,
+            pending,
+            dropped: BTreeSet::new(),
+            evals: BTreeMap::new(),
+            wire: BTreeMap::new(),
+            expected,
+        })
+    }
+
+    /// Round 0: every device sets up and scores its models.
+    pub(crate) fn evaluate_zero(&mut self, _config: &ExperimentConfig) -> anyhow::Result<()> {
+        self.new_round();
+        let everyone: Vec<usize> = (0..self.devices).collect();
+        let downloads = vec![None; self.devices];
+        let losses = vec![DeviceLosses::default(); self.devices];
+        self.receive_phase(0, &everyone, &everyone, None, &downloads, &losses, true)?;
+        Ok(())
+    }
+
+    fn new_round(&mut self) {
+        self.wire.clear();
+        self.evals.clear();
+        self.dropped.clear();
+    }
+
+    /// The step of `round` on its participants' devices: what each accepted device uploaded,
+    /// as [`crate::runner::device_work`] returns it in one process.
+    pub(crate) fn steps(
+        &mut self,
+        round: &Round<'_>,
+        config: &ExperimentConfig,
+        server: &crate::roles::Server,
+        method: &dyn FederatedMethod,
+        received: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
+        self.new_round();
+        let r = round.number;
+        let mut references = BTreeMap::new();
+        if method.uses_dpm() {
+            let one_slot = method.aggregation(&config.train).one_slot();
+            let mut by_slot: BTreeMap<usize, Vec<NamedTensor>> = BTreeMap::new();
+            for &i in round.participants {
+                let slot = if one_slot { 0 } else { i };
+                let reference = match by_slot.get(&slot) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = server.dpms[slot].export_params(ParamSelection::All)?;
+                        by_slot.insert(slot, r.clone());
+                        r
+                    }
+                };
+                references.insert(i, reference);
+            }
+        }
+        *lock(&self.expected) = Expected {
+            net_round: net_round(r, Phase::Step),
+            phase: Some(Phase::Step),
+            round: r,
+            references,
+            max_norm: self.settings.max_update_norm,
+        };
+        let mut tasks = BTreeMap::new();
+        for &i in round.participants {
+            let task = self.task(
+                r,
+                Phase::Step,
+                i,
+                round.participants,
+                received,
+                None,
+                DeviceLosses::default(),
+                false,
+            );
+            tasks.insert(i, task);
+        }
+        let deadline = self.settings.deadline_seconds;
+        let reports = self.run_phase(r, Phase::Step, tasks, deadline)?;
+        let mut out = Vec::new();
+        for (i, p) in reports {
+            let meta: ReportMeta = serde_json::from_str(&p.meta)?;
+            self.ready.insert(i);
+            self.pending.remove(&i);
+            let prepared = meta.prepared.map(|(norm, clipped, attacked)| Prepared {
+                norm,
+                clipped,
+                attacked,
+            });
+            let step = DeviceStep {
+                losses: meta.losses,
+                upload: take_message(&p, "upload"),
+            };
+            out.push((i, (step, meta.examples, prepared)));
+        }
+        let uploaded: BTreeSet<usize> = out.iter().map(|(i, _)| *i).collect();
+        self.dropped = round
+            .participants
+            .iter()
+            .copied()
+            .filter(|i| !uploaded.contains(i))
+            .collect();
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// The downloads of `round` and every connected device's evaluation: the losses of each
+    /// device that took part, after the method's receive.
+    pub(crate) fn receive(
+        &mut self,
+        round: &Round<'_>,
+        _config: &ExperimentConfig,
+        method: &dyn FederatedMethod,
+        received: Option<&[u8]>,
+        downloads: Vec<Option<Vec<u8>>>,
+        losses: &[DeviceLosses],
+    ) -> anyhow::Result<Vec<(usize, DeviceLosses)>> {
+        let connected: BTreeSet<usize> = self
+            .state
+            .connected_devices()
+            .into_iter()
+            .map(|d| d as usize)
+            .collect();
+        let targets: Vec<usize> = (0..self.devices)
+            .filter(|i| !self.dropped.contains(i) && connected.contains(i))
+            .collect();
+        self.receive_phase(
+            round.number,
+            &targets,
+            round.participants,
+            received,
+            &downloads,
+            losses,
+            method.trains_slms(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive_phase(
+        &mut self,
+        r: usize,
+        targets: &[usize],
+        participants: &[usize],
+        received: Option<&[u8]>,
+        downloads: &[Option<Vec<u8>>],
+        losses: &[DeviceLosses],
+        with_slms: bool,
+    ) -> anyhow::Result<Vec<(usize, DeviceLosses)>> {
+        *lock(&self.expected) = Expected {
+            net_round: net_round(r, Phase::Receive),
+            phase: Some(Phase::Receive),
+            round: r,
+            references: BTreeMap::new(),
+            max_norm: None,
+        };
+        let mut tasks = BTreeMap::new();
+        for &i in targets {
+            let task = self.task(
+                r,
+                Phase::Receive,
+                i,
+                participants,
+                received,
+                downloads[i].as_deref(),
+                losses[i].clone(),
+                with_slms || r == 0,
+            );
+            tasks.insert(i, task);
+        }
+        let deadline = match r {
+            0 => self.settings.setup_deadline_seconds,
+            _ => self.settings.deadline_seconds,
+        };
+        let reports = match tasks.is_empty() {
+            true => {
+                progress!("  round {r}: no device is connected to download and evaluate");
+                BTreeMap::new()
+            }
+            false => self.run_phase(r, Phase::Receive, tasks, deadline)?,
+        };
+        let dir = self.run_dir.join(format!("predictions/round-{r}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut out = Vec::new();
+        for (i, p) in &reports {
+            let meta: ReportMeta = serde_json::from_str(&p.meta)?;
+            self.evals.insert(*i, (meta.slm, meta.dpm));
+            for (name, bytes) in &p.blobs {
+                if let Some(file) = name.strip_prefix("pred/") {
+                    let path = dir.join(file);
+                    std::fs::write(&path, bytes)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+            self.ready.insert(*i);
+            self.pending.remove(i);
+            out.push((*i, meta.losses));
+        }
+        for (i, download) in downloads.iter().enumerate() {
+            if let (Some(download), false) = (download, reports.contains_key(&i)) {
+                self.pending.insert(
+                    i,
+                    Pending {
+                        round: r,
+                        broadcast: received.map(<[u8]>::to_vec),
+                        download: download.clone(),
+                    },
+                );
+            }
+        }
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// Device `i`'s task and download for a phase.
+    #[allow(clippy::too_many_arguments)]
+    fn task(
+        &self,
+        round: usize,
+        phase: Phase,
+        i: usize,
+        participants: &[usize],
+        broadcast: Option<&[u8]>,
+        download: Option<&[u8]>,
+        losses: DeviceLosses,
+        with_slms: bool,
+    ) -> (TaskMeta, Payload) {
+        let mut p = Payload::default();
+        let setup = !self.ready.contains(&i);
+        if setup {
+            p.params.extend(self.setups[i].params.iter().cloned());
+            p.blobs.extend(self.setups[i].blobs.iter().cloned());
+        }
+        let pending = self.pending.get(&i).map(|pd| {
+            put_message(&mut p, "pending", &pd.download);
+            if let Some(b) = &pd.broadcast {
+                p.blobs.push(("pending-broadcast".into(), b.clone()));
+            }
+            pd.round
+        });
+        if let Some(b) = broadcast {
+            p.blobs.push(("broadcast".into(), b.to_vec()));
+        }
+        if let Some(d) = download {
+            put_message(&mut p, "download", d);
+        }
+        let meta = TaskMeta {
+            config: self.config_text.clone(),
+            phase,
+            round,
+            participants: participants.to_vec(),
+            setup,
+            pending,
+            download: download.is_some(),
+            broadcast: broadcast.is_some(),
+            losses,
+            with_slms,
+        };
+        (meta, p)
+    }
+
+    /// Opens one phase, shows every device's state while it runs, and returns the accepted
+    /// uploads; a phase that fails stops the run with its reason.
+    fn run_phase(
+        &mut self,
+        r: usize,
+        phase: Phase,
+        tasks: BTreeMap<usize, (TaskMeta, Payload)>,
+        deadline: f64,
+    ) -> anyhow::Result<BTreeMap<usize, Payload>> {
+        let net = net_round(r, phase);
+        let participants = tasks.len();
+        let spec = RoundSpec {
+            round: net,
+            tasks: tasks
+                .into_iter()
+                .map(|(i, (meta, payload))| {
+                    let task = DeviceTask {
+                        task: Bytes::from(serde_json::to_vec(&meta).unwrap_or_default()),
+                        download: Bytes::from(payload.encode()),
+                    };
+                    (i as u32, task)
+                })
+                .collect(),
+            deadline: Duration::from_secs_f64(deadline),
+            min_devices: self.settings.min_devices.min(participants),
+        };
+        self.state.open_round(spec)?;
+        let state = self.state.clone();
+        let what = format!("round {r} {}", phase.name());
+        let report = self.rt.block_on(async {
+            let mut last = String::new();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(1), state.wait_round(net)).await {
+                    Ok(report) => break report,
+                    Err(_) => {
+                        if let Some(report) = state.report(net) {
+                            let line = device_states(&report);
+                            if line != last {
+                                progress!("  {what}: {line}");
+                                last = line;
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+        progress!(
+            "  {what}: {} [{}]",
+            report.progress_line(),
+            device_states(&report)
+        );
+        for (&d, dr) in &report.devices {
+            let w = self.wire.entry(d as usize).or_default();
+            w.bytes_down += dr.sent_wire_bytes;
+            w.bytes_up += dr.received_wire_bytes;
+            w.largest_message = w.largest_message.max(dr.largest_message_bytes);
+            w.seconds += dr.wall.as_secs_f64();
+            for reason in &dr.refusals {
+                progress!("  {what}: refused an upload of device {d}: {reason}");
+                w.refusals.push(format!("{}: {reason}", phase.name()));
+            }
+            if let Some(reason) = &dr.dropped {
+                progress!("  {what}: dropped device {d}: {reason}");
+                w.dropped.push(format!("{}: {reason}", phase.name()));
+            }
+        }
+        if let RoundOutcome::Failed { reason } = &report.outcome {
+            anyhow::bail!(
+                "{what} failed: {reason} (deploy.min_devices = {}); the state after the last \
+                 completed round is saved: start the server again with --resume {} once the \
+                 devices are up",
+                self.settings.min_devices,
+                self.run_dir.display()
+            );
+        }
+        let mut uploads = BTreeMap::new();
+        for (d, bytes) in report.into_uploads()? {
+            let p = Payload::decode(&bytes, &format!("the upload of device {d}"))
+                .map_err(anyhow::Error::msg)?;
+            uploads.insert(d as usize, p);
+        }
+        Ok(uploads)
+    }
+
+    /// Writes which devices hold their setup and the downloads they missed.
+    fn persist(&self) -> anyhow::Result<()> {
+        let ready = self.dir.join("ready.json");
+        std::fs::write(&ready, serde_json::to_vec(&self.ready)?)
+            .with_context(|| format!("writing {}", ready.display()))?;
+        for i in 0..self.devices {
+            let path = self.dir.join(format!("pending-{i}.safetensors"));
+            match self.pending.get(&i) {
+                Some(pd) => {
+                    let mut p = Payload {
+                        meta: pd.round.to_string(),
+                        ..Payload::default()
+                    };
+                    put_message(&mut p, "pending", &pd.download);
+                    if let Some(b) = &pd.broadcast {
+                        p.blobs.push(("pending-broadcast".into(), b.clone()));
+                    }
+                    std::fs::write(&path, p.encode())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Device `i`'s scores this round (`None` where it did not report).
+    pub(crate) fn scores(&self, i: usize) -> (Option<Scores>, Option<Scores>) {
+        self.evals.get(&i).copied().unwrap_or((None, None))
+    }
+
+    /// Device `i`'s traffic on the network this round.
+    pub(crate) fn wire(&self, i: usize) -> WireRecord {
+        self.wire.get(&i).cloned().unwrap_or_default()
+    }
+
+    /// Tells every device the run has finished and stops serving.
+    pub(crate) fn finish(mut self) {
+        self.state.finish();
+        let state = self.state.clone();
+        let server = self.server.take();
+        self.rt.block_on(async move {
+            // Devices poll every 200 ms between phases: give them time to hear it.
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < until && !state.connected_devices().is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if let Some(server) = server {
+                let _ = server.shutdown(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+/// `device 0 uploaded, device 1 training` for the progress line.
+fn device_states(report: &cotune_net::RoundReport) -> String {
+    report
+        .devices
+        .iter()
+        .map(|(d, r)| format!("device {d} {}", r.state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The server's check of an upload before it is accepted.
+fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), String> {
+    let p = Payload::decode(bytes, "the upload")?;
+    let meta: ReportMeta =
+        serde_json::from_str(&p.meta).map_err(|err| format!("the upload's metadata: {err}"))?;
+    let phase = e.phase.map_or("none", Phase::name);
+    if net != e.net_round
+        || meta.device != device as usize
+        || meta.round != e.round
+        || Some(meta.phase) != e.phase
+    {
+        return Err(format!(
+            "the upload says device {} round {} {}, the server expects device {device} round {} {phase}",
+            meta.device,
+            meta.round,
+            meta.phase.name(),
+            e.round
+        ));
+    }
+    for s in [meta.slm, meta.dpm].into_iter().flatten() {
+        if !(s.em.is_finite() && s.rouge_l.is_finite()) {
+            return Err(format!("non-finite scores {s:?}"));
+        }
+    }
+    for (name, _) in &p.blobs {
+        if let Some(file) = name.strip_prefix("pred/") {
+            let plain = !file.is_empty()
+                && !file.starts_with('.')
+                && file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !plain {
+                return Err(format!(
+                    "prediction file name {file:?} is not a plain file name"
+                ));
+            }
+        }
+    }
+    if let (Phase::Step, Some(reference)) = (meta.phase, e.references.get(&(device as usize))) {
+        let Some(message) = take_message(&p, "upload") else {
+            return Err("the step's upload holds no DPM parameters".to_string());
+        };
+        let set = decode_params(&message).map_err(|err| err.to_string())?;
+        check_like(&set, reference)?;
+        if let Some((name, k, v)) = first_non_finite(&set) {
+            return Err(format!("non-finite value {v} at {name}[{k}]"));
+        }
+        if let Some(max) = e.max_norm {
+            let norm = update_norm(&set, reference);
+            if norm.is_nan() || norm > max {
+                return Err(format!(
+                    "update norm {norm:.4} is above deploy.max_update_norm = {max}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(
+        phase: Phase,
+        round: usize,
+        device: usize,
+        params: Option<Vec<NamedTensor>>,
+    ) -> Vec<u8> {
+        let meta = ReportMeta {
+            phase,
+            round,
+            device,
+            losses: DeviceLosses::default(),
+            examples: 3,
+            prepared: None,
+            slm: None,
+            dpm: None,
+            seconds: 0.0,
+        };
+        let mut p = Payload {
+            meta: serde_json::to_string(&meta).unwrap(),
+            ..Payload::default()
+        };
+        if let Some(params) = params {
+            put_message(&mut p, "upload", &encode_params(&params));
+        }
+        p.encode()
+    }
+
+    fn expected() -> Expected {
+        let reference = vec![NamedTensor::new("w", vec![2], vec![0.0, 0.0])];
+        Expected {
+            net_round: 4,
+            phase: Some(Phase::Step),
+            round: 2,
+            references: [(1, reference)].into_iter().collect(),
+            max_norm: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn the_validator_accepts_a_good_upload_and_names_what_is_wrong_with_a_bad_one() {
+        let e = expected();
+        let good = vec![NamedTensor::new("w", vec![2], vec![0.5, 0.5])];
+        assert_eq!(
+            validate(&e, 1, 4, &report(Phase::Step, 2, 1, Some(good.clone()))),
+            Ok(())
+        );
+        let nan = vec![NamedTensor::new("w", vec![2], vec![f32::NAN, 0.0])];
+        let err = validate(&e, 1, 4, &report(Phase::Step, 2, 1, Some(nan))).unwrap_err();
+        assert!(err.contains("non-finite value NaN at w[0]"), "{err}");
+        let shape = vec![NamedTensor::new("w", vec![3], vec![0.0; 3])];
+        let err = validate(&e, 1, 4, &report(Phase::Step, 2, 1, Some(shape))).unwrap_err();
+        assert!(err.contains('w'), "{err}");
+        let big = vec![NamedTensor::new("w", vec![2], vec![3.0, 4.0])];
+        let err = validate(&e, 1, 4, &report(Phase::Step, 2, 1, Some(big))).unwrap_err();
+        assert!(
+            err.contains("update norm 5.0000 is above deploy.max_update_norm = 1"),
+            "{err}"
+        );
+        let err = validate(&e, 1, 4, &report(Phase::Step, 1, 1, Some(good.clone()))).unwrap_err();
+        assert!(
+            err.contains("round 1 step, the server expects device 1 round 2 step"),
+            "{err}"
+        );
+        let err = validate(&e, 1, 4, &report(Phase::Step, 2, 1, None)).unwrap_err();
+        assert!(err.contains("holds no DPM parameters"), "{err}");
+        let err = validate(&e, 1, 4, b"not a payload").unwrap_err();
+        assert!(err.starts_with("the upload:"), "{err}");
+    }
+}
