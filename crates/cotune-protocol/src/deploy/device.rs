@@ -368,7 +368,10 @@ fn handle(
             report.losses = step.losses;
             report.examples = examples;
             report.prepared = prepared.map(|p| (p.norm, p.clipped, p.attacked));
-            if let Some(upload) = step.upload {
+            if let Some(mut upload) = step.upload {
+                if let Some(kind) = test_fault(meta.round) {
+                    upload = apply_fault(&kind, upload)?;
+                }
                 put_message(&mut out, "upload", &upload);
             }
         }
@@ -403,4 +406,42 @@ fn handle(
     out.meta = serde_json::to_string(&report)?;
     let _ = &l.plugins;
     Ok(out.encode())
+}
+
+/// A test hook: `COTUNE_DEVICE_FAULT=<kind>:<round>` makes this process's first step upload of
+/// that round bad (`nan`, `shape`, `norm`) or stalls the step for two minutes (`stall`), so
+/// the tests can show what the server does with it. Used once per process.
+fn test_fault(round: usize) -> Option<String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static USED: AtomicBool = AtomicBool::new(false);
+    let spec = std::env::var("COTUNE_DEVICE_FAULT").ok()?;
+    let (kind, at) = spec.split_once(':')?;
+    if at.parse::<usize>().ok()? != round || USED.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    progress!("test fault {kind} in round {round}");
+    Some(kind.to_string())
+}
+
+fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let mut params = crate::message::decode_params(&upload)?;
+    let Some(first) = params.first_mut() else {
+        return Ok(upload);
+    };
+    match kind {
+        "nan" => first.data[0] = f32::NAN,
+        "norm" => first.data.iter_mut().for_each(|v| *v += 1e4),
+        "shape" => {
+            let mut data = first.data.to_vec();
+            data.pop();
+            *first = cotune_host::NamedTensor::new(
+                first.name.to_string(),
+                vec![data.len() as u64],
+                data,
+            );
+        }
+        "stall" => std::thread::sleep(Duration::from_secs(120)),
+        other => anyhow::bail!("unknown test fault {other:?}"),
+    }
+    Ok(crate::message::encode_params(&params))
 }

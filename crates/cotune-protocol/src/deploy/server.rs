@@ -518,31 +518,43 @@ impl Remote {
                 }
             }
         })?;
+        let line = report.progress_line();
+        // The transport numbers phases; the line names the round and phase instead.
+        let line = line
+            .split_once(": ")
+            .map_or(line.as_str(), |(_, rest)| rest);
         progress!(
-            "  {what}: {} [{}]",
-            report.progress_line(),
+            "  {what} {}: {line} [{}]",
+            match &report.outcome {
+                RoundOutcome::Completed => "completed",
+                RoundOutcome::Failed { .. } => "failed",
+                RoundOutcome::Open => "open",
+            },
             device_states(&report)
         );
+        // The transport's reasons name its round numbers; these name the round and phase.
+        let words = |reason: &str| reason.replace(&format!("round {net}"), &what);
         for (&d, dr) in &report.devices {
             let w = self.wire.entry(d as usize).or_default();
             w.bytes_down += dr.sent_wire_bytes;
             w.bytes_up += dr.received_wire_bytes;
             w.largest_message = w.largest_message.max(dr.largest_message_bytes);
             w.seconds += dr.wall.as_secs_f64();
-            for reason in &dr.refusals {
+            for reason in dr.refusals.iter().map(|r| words(r)) {
                 progress!("  {what}: refused an upload of device {d}: {reason}");
                 w.refusals.push(format!("{}: {reason}", phase.name()));
             }
-            if let Some(reason) = &dr.dropped {
+            if let Some(reason) = dr.dropped.as_deref().map(words) {
                 progress!("  {what}: dropped device {d}: {reason}");
                 w.dropped.push(format!("{}: {reason}", phase.name()));
             }
         }
         if let RoundOutcome::Failed { reason } = &report.outcome {
             anyhow::bail!(
-                "{what} failed: {reason} (deploy.min_devices = {}); the state after the last \
+                "{what} failed: {} (deploy.min_devices = {}); the state after the last \
                  completed round is saved: start the server again with --resume {} once the \
                  devices are up",
+                words(reason),
                 self.settings.min_devices,
                 self.run_dir.display()
             );

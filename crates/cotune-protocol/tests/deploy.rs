@@ -1,0 +1,453 @@
+//! A deployment on loopback: the server and its devices as separate processes of
+//! `cotune-run serve` / `cotune-run device`, talking gRPC over mutual TLS on 127.0.0.1. Every
+//! wait is bounded; every process is killed when its test ends.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{metrics, options, root, smoke_text};
+use cotune_protocol::{run_with, RoundRecord};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cotune-run");
+
+/// Device processes started, for their log names.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
+        let file = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().unwrap(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself, for at most `secs`.
+    fn wait(&mut self, secs: u64) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{} still running after {secs} s; its log:\n{}",
+                self.log.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until `ready` answers something, for at most `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "waited {secs} s for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The smoke config with `rounds` rounds, two more devices when `four`, and `deploy` as its
+/// `[deploy]` table.
+fn config(dir: &Path, name: &str, rounds: usize, four: bool, deploy: &str) -> PathBuf {
+    let mut text = smoke_text().replace("rounds = 2", &format!("rounds = {rounds}"));
+    text = text.replace("[data]", &format!("[deploy]\n{deploy}\n\n[data]"));
+    if four {
+        text.push_str(
+            r#"
+[[devices]]
+domain = "acronyms"
+slm = { plugin = "llama", config = { vocab_size = 512, max_position_embeddings = 64, hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2, num_key_value_heads = 1 } }
+
+[[devices]]
+domain = "iso_codes"
+slm = { plugin = "gpt2", config = { vocab_size = 512, n_positions = 64, n_embd = 16, n_layer = 1, n_head = 2 } }
+"#,
+        );
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Records without wall times and network figures: what must be the same in one process.
+fn comparable(records: &[RoundRecord]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("seconds");
+            o.remove("alignment_seconds");
+            for d in o["devices"].as_array_mut().unwrap() {
+                d.as_object_mut().unwrap().remove("wire");
+            }
+            v
+        })
+        .collect()
+}
+
+fn certs(dir: &Path, devices: usize) -> PathBuf {
+    let out = dir.join("certs");
+    cotune_net::make_dev_certs(&out, devices).unwrap();
+    out
+}
+
+/// Starts `cotune-run serve` on a free loopback port; returns it and its address.
+fn serve(dir: &Path, args: &[&str], log: &str) -> (Proc, String) {
+    let address = dir.join(format!("{log}.address"));
+    let _ = std::fs::remove_file(&address);
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--address-file", address.to_str().unwrap()]);
+    let server = Proc::spawn(&all, &dir.join(format!("{log}.log")), &[]);
+    let addr = wait_for(600, "the server to listen", || {
+        std::fs::read_to_string(&address)
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    (server, addr)
+}
+
+fn device(dir: &Path, addr: &str, i: usize, certs: &Path, env: &[(&str, &str)]) -> Proc {
+    let server = format!("https://{addr}");
+    let index = i.to_string();
+    let own = dir.join(format!("device-{i}"));
+    Proc::spawn(
+        &[
+            "device",
+            "--server",
+            &server,
+            "--device",
+            &index,
+            "--certs",
+            certs.to_str().unwrap(),
+            "--dir",
+            own.to_str().unwrap(),
+        ],
+        &dir.join(format!(
+            "device-{i}-{}.log",
+            STARTED.fetch_add(1, Ordering::SeqCst)
+        )),
+        env,
+    )
+}
+
+fn only_run(runs: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.resolved.toml").is_file())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+#[test]
+fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_certificates_are_refused(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = config(
+        dir,
+        "four",
+        2,
+        true,
+        "heartbeat_seconds = 0.5\nmax_update_norm = 1000.0",
+    );
+    let cache = dir.join("cache");
+    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+
+    let certs = certs(dir, 4);
+    let runs = dir.join("runs");
+    let (mut server, addr) = serve(
+        dir,
+        &[
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        "server",
+    );
+    // Devices 1-3 each send one bad upload first: NaN, an oversize update, a wrong shape.
+    let faults = [None, Some("nan:1"), Some("norm:2"), Some("shape:1")];
+    let mut devices: Vec<Proc> = faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let env: Vec<(&str, &str)> = f.iter().map(|f| ("COTUNE_DEVICE_FAULT", *f)).collect();
+            device(dir, &addr, i, &certs, &env)
+        })
+        .collect();
+    wait_for(600, "device 0 to connect", || {
+        devices[0].log().contains("connected").then_some(())
+    });
+    // A second process with device 0's certificate, and a device whose certificate another
+    // CA signed, are refused and stop by themselves.
+    let mut twin = Proc::spawn(
+        &[
+            "device",
+            "--server",
+            &format!("https://{addr}"),
+            "--device",
+            "0",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--dir",
+            dir.join("twin").to_str().unwrap(),
+        ],
+        &dir.join("twin.log"),
+        &[],
+    );
+    let stranger_certs = dir.join("stranger");
+    cotune_net::make_dev_certs(&stranger_certs, 1).unwrap();
+    let mut stranger = Proc::spawn(
+        &[
+            "device",
+            "--server",
+            &format!("https://{addr}"),
+            "--device",
+            "0",
+            "--certs",
+            stranger_certs.to_str().unwrap(),
+            "--dir",
+            dir.join("stranger-dir").to_str().unwrap(),
+        ],
+        &dir.join("stranger.log"),
+        &[],
+    );
+    assert!(!twin.wait(120).success());
+    assert!(
+        twin.log().contains("already connected") || twin.log().contains("refused the connection"),
+        "{}",
+        twin.log()
+    );
+    assert!(!stranger.wait(120).success());
+    assert!(stranger.log().contains("TLS"), "{}", stranger.log());
+
+    assert!(server.wait(600).success(), "{}", server.log());
+    for d in &mut devices {
+        assert!(d.wait(60).success(), "{}", d.log());
+    }
+    let run = only_run(&runs);
+    let (one, deployed) = (metrics(&alone), metrics(&run));
+    assert_eq!(deployed.len(), 3);
+    assert_eq!(comparable(&one), comparable(&deployed));
+    // The predictions are the same files too.
+    for r in 0..=2 {
+        for name in ["geography-slm", "chemistry-dpm", "acronyms-slm", "llm"] {
+            let file = format!("predictions/round-{r}/{name}.jsonl");
+            assert_eq!(
+                std::fs::read_to_string(alone.join(&file)).unwrap(),
+                std::fs::read_to_string(run.join(&file)).unwrap(),
+                "{file}"
+            );
+        }
+    }
+    // Every device's traffic is recorded per round; no message is above gRPC's 4 MiB.
+    for r in &deployed {
+        for d in &r.devices {
+            let w = d.wire.as_ref().expect("a deployed run records the wire");
+            assert!(w.bytes_down > 0 && w.bytes_up > 0, "{w:?}");
+            assert!(w.largest_message <= 4 << 20, "{w:?}");
+        }
+    }
+    let refusals = |round: usize, device: usize| {
+        deployed[round].devices[device]
+            .wire
+            .clone()
+            .unwrap()
+            .refusals
+    };
+    assert!(refusals(1, 0).is_empty());
+    assert!(
+        refusals(1, 1)[0].contains("non-finite value NaN"),
+        "{:?}",
+        refusals(1, 1)
+    );
+    assert!(
+        refusals(2, 2)[0].contains("above deploy.max_update_norm"),
+        "{:?}",
+        refusals(2, 2)
+    );
+    assert!(refusals(1, 3)[0].contains("shape"), "{:?}", refusals(1, 3));
+    assert!(server.log().contains("refused an upload of device 1"));
+}
+
+#[test]
+fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = config(
+        dir,
+        "stall",
+        4,
+        false,
+        "deadline_seconds = 8.0\nheartbeat_seconds = 0.5\nmissed_heartbeats = 4",
+    );
+    let certs = certs(dir, 2);
+    let runs = dir.join("runs");
+    let (mut server, addr) = serve(
+        dir,
+        &[
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ],
+        "server",
+    );
+    let mut first = device(dir, &addr, 0, &certs, &[]);
+    let stalled = device(dir, &addr, 1, &certs, &[("COTUNE_DEVICE_FAULT", "stall:1")]);
+    // Device 1 stalls in round 1's step, still sending heartbeats: the step closes at its
+    // deadline with device 0 alone.
+    wait_for(600, "device 1 to be dropped at the deadline", || {
+        server.log().contains("dropped device 1").then_some(())
+    });
+    assert!(
+        server
+            .log()
+            .contains("dropped device 1: missed the deadline of round 1 step"),
+        "{}",
+        server.log()
+    );
+    drop(stalled);
+    // Its session lapses after four missed heartbeats; the same device starts again from its
+    // own folder.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut again = device(dir, &addr, 1, &certs, &[]);
+    assert!(server.wait(600).success(), "{}", server.log());
+    assert!(first.wait(60).success());
+    assert!(again.wait(60).success(), "{}", again.log());
+    assert!(
+        again.log().contains("resumed from its state"),
+        "{}",
+        again.log()
+    );
+    assert!(
+        again.log().contains("applied the download of round"),
+        "{}",
+        again.log()
+    );
+    let records = metrics(&only_run(&runs));
+    assert_eq!(records.len(), 5);
+    let d1 = |r: usize| records[r].devices[1].clone();
+    assert!(d1(1).wire.unwrap().dropped[0].starts_with("step:"));
+    assert_eq!(d1(1).bytes_up, 0, "its upload never counted");
+    assert!(d1(1).slm.is_none(), "not evaluated in the round it missed");
+    assert!(records[1].devices[0].slm.is_some());
+    // It rejoins at the first round after its restart (the rounds in between close without
+    // it) and takes part in every round from then on.
+    let back = (2..=4)
+        .find(|&r| d1(r).bytes_up > 0)
+        .expect("device 1 rejoined");
+    for r in back..=4 {
+        assert!(d1(r).slm.is_some() && d1(r).bytes_up > 0, "round {r}");
+        assert!(d1(r).wire.unwrap().dropped.is_empty(), "round {r}");
+    }
+}
+
+#[test]
+fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = config(dir, "restart", 3, false, "heartbeat_seconds = 0.5");
+    let cache = dir.join("cache");
+    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+    let certs = certs(dir, 2);
+    let runs = dir.join("runs");
+    let args = |listen: &str| -> Vec<String> {
+        [
+            config.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--certs",
+            certs.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first_args = args("127.0.0.1:0");
+    let (server, addr) = serve(
+        dir,
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "server",
+    );
+    let mut devices: Vec<Proc> = (0..2).map(|i| device(dir, &addr, i, &certs, &[])).collect();
+    let run = wait_for(600, "round 1's checkpoint", || {
+        let run = std::fs::read_dir(&runs).ok()?.next()?.ok()?.path();
+        let state = std::fs::read_to_string(run.join("state/state.json")).ok()?;
+        state.contains("\"completed\": 1").then_some(run)
+    });
+    drop(server);
+    // The same address, resuming the run folder: the devices reconnect by themselves.
+    let mut again_args = args(&addr);
+    again_args.extend(["--resume".to_string(), run.to_str().unwrap().to_string()]);
+    let (mut server, _) = serve(
+        dir,
+        &again_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "server-again",
+    );
+    assert!(server.wait(600).success(), "{}", server.log());
+    assert!(
+        server.log().contains("resuming after round"),
+        "{}",
+        server.log()
+    );
+    for d in &mut devices {
+        assert!(d.wait(60).success(), "{}", d.log());
+    }
+    assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
+}
