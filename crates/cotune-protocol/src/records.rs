@@ -109,6 +109,10 @@ pub struct WireRecord {
     pub largest_message: u64,
     /// From each task's pull to its accepted upload (or the drop), summed over the phases.
     pub seconds: f64,
+    /// Of `seconds`, the time the device itself reported working (setup, training,
+    /// evaluation, saving); the rest is the network path (download, upload, waits).
+    #[serde(default)]
+    pub device_seconds: f64,
     /// Every refused upload, with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<String>,

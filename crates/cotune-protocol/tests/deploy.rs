@@ -451,3 +451,200 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     }
     assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
 }
+
+#[test]
+fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rounds = 12;
+    let config = config(
+        dir,
+        "soak",
+        rounds,
+        true,
+        "deadline_seconds = 3.0\nsetup_deadline_seconds = 20.0\nheartbeat_seconds = 0.3\nmissed_heartbeats = 3",
+    );
+    let certs = certs(dir, 4);
+    let runs = dir.join("runs");
+    let (mut server, addr) = serve(
+        dir,
+        &[
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ],
+        "server",
+    );
+    // Device 0 stays; device 3 joins late; devices 1-3 are killed and started again at random
+    // (a fixed seed), each time after their session has lapsed; after ten such events every
+    // device is started again and stays.
+    let mut devices: Vec<Option<Proc>> = (0..3)
+        .map(|i| Some(device(dir, &addr, i, &certs, &[])))
+        .chain([None])
+        .collect();
+    // The chaos starts with the rounds (round 0, the devices' setup, closes at its deadline
+    // without device 3, which sets up when it first joins).
+    wait_for(600, "round 1", || {
+        server.log().contains("round 1/").then_some(())
+    });
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (start, mut events) = (Instant::now(), 0);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the soak ran for 5 minutes; the server's log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+        if events >= 10 {
+            for (i, d) in devices.iter_mut().enumerate() {
+                if d.is_none() {
+                    std::thread::sleep(Duration::from_millis(1200));
+                    *d = Some(device(dir, &addr, i, &certs, &[]));
+                }
+            }
+            continue;
+        }
+        let i = rng.usize(1..4);
+        match devices[i].take() {
+            Some(running) => drop(running),
+            None => {
+                // A killed device's session lapses after 0.9 s; a second process before that
+                // would be refused as a twin.
+                std::thread::sleep(Duration::from_millis(1200));
+                devices[i] = Some(device(dir, &addr, i, &certs, &[]));
+            }
+        }
+        events += 1;
+    }
+    assert!(server.wait(1).success(), "{}", server.log());
+    let run = only_run(&runs);
+    let records = metrics(&run);
+    // Every round completed, in order, and its state was saved.
+    assert_eq!(
+        records.iter().map(|r| r.round).collect::<Vec<_>>(),
+        (0..=rounds).collect::<Vec<_>>()
+    );
+    let state = std::fs::read_to_string(run.join("state/state.json")).unwrap();
+    assert!(
+        state.contains(&format!("\"completed\": {rounds}")),
+        "{state}"
+    );
+    for r in &records[1..] {
+        // Device 0 never left: it took part in and was scored in every round.
+        assert!(
+            r.devices[0].bytes_up > 0 && r.devices[0].slm.is_some(),
+            "{r:?}"
+        );
+        for d in &r.devices {
+            let w = d.wire.as_ref().unwrap();
+            // An accepted upload was counted; a scored device uploaded its evaluation.
+            if d.slm.is_some() {
+                assert!(w.bytes_up > 0, "{d:?}");
+            }
+            for reason in &w.dropped {
+                assert!(
+                    reason.starts_with("step:") || reason.starts_with("receive:"),
+                    "{reason}"
+                );
+            }
+        }
+    }
+    // The devices still running finish by themselves.
+    for d in devices.iter_mut().flatten() {
+        assert!(d.wait(60).success(), "{}", d.log());
+    }
+    // The soak did what it says: devices were dropped, and came back to be scored again.
+    let drops: usize = records
+        .iter()
+        .flat_map(|r| &r.devices)
+        .map(|d| d.wire.as_ref().unwrap().dropped.len())
+        .sum();
+    let scored: Vec<usize> = (1..4)
+        .map(|i| {
+            records[1..]
+                .iter()
+                .filter(|r| r.devices[i].slm.is_some())
+                .count()
+        })
+        .collect();
+    eprintln!(
+        "soak: {events} kills and starts, {drops} drops; rounds scored per device 1-3: {scored:?}"
+    );
+    assert!(events > 0 && drops > 0);
+    // Back for good, every device took part in the last round from its own saved state.
+    let last = &records[rounds];
+    assert!(
+        last.devices
+            .iter()
+            .all(|d| d.slm.is_some() && d.bytes_up > 0),
+        "{last:?}; the logs:\n{}",
+        logs(dir)
+    );
+}
+
+#[test]
+fn bad_deploy_settings_are_refused_with_their_key_and_value() {
+    let with =
+        |table: &str| smoke_text().replace("[data]", &format!("[deploy]\n{table}\n\n[data]"));
+    for (table, expect) in [
+        (
+            "min_devices = 0",
+            &["deploy.min_devices", "between 1 and the 2 devices, got 0"][..],
+        ),
+        ("min_devices = 3", &["deploy.min_devices", "got 3"]),
+        (
+            "deadline_seconds = -1.0",
+            &["deploy.deadline_seconds", "got -1"],
+        ),
+        (
+            "setup_deadline_seconds = nan",
+            &["deploy.setup_deadline_seconds", "got NaN"],
+        ),
+        (
+            "heartbeat_seconds = 0.001",
+            &["deploy.heartbeat_seconds", "at least 0.01"],
+        ),
+        (
+            "missed_heartbeats = 0",
+            &["deploy.missed_heartbeats", "got 0"],
+        ),
+        (
+            "max_update_norm = 0.0",
+            &["deploy.max_update_norm", "got 0"],
+        ),
+        (
+            "max_upload_mib = inf",
+            &["deploy.max_upload_mib", "got inf"],
+        ),
+        ("deadline = 3.0", &["unknown field `deadline`"]),
+    ] {
+        common::check_error(&with(table), expect);
+    }
+}
+
+/// Every log file in `dir`, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            format!(
+                "== {}\n{}",
+                f.display(),
+                std::fs::read_to_string(f).unwrap_or_default()
+            )
+        })
+        .collect()
+}

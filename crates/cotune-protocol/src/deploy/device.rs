@@ -128,14 +128,19 @@ impl Local {
         let setup = Payload::decode(&bytes, &setup_file.display().to_string())
             .map_err(anyhow::Error::msg)?;
         let mut local = Local::build(options, &text, &setup)?;
-        if let Some(k) = checkpoints(&options.dir)?.last().copied() {
-            local.restore(options, k)?;
-            progress!(
-                "device {}: resumed from its state after round {} {}",
-                options.device,
-                k.0,
-                ["setup", "step", "evaluation"][k.1 as usize]
-            );
+        match checkpoints(&options.dir)?.last().copied() {
+            Some(k) => {
+                local.restore(options, k)?;
+                progress!(
+                    "device {}: resumed from its state after round {} {}",
+                    options.device,
+                    k.0,
+                    ["setup", "step", "evaluation"][k.1 as usize]
+                );
+            }
+            // Stopped between writing its setup and its first state: the models just built
+            // are that state.
+            None => local.save(options, (0, 0))?,
         }
         Ok(Some(local))
     }
@@ -145,7 +150,7 @@ impl Local {
     fn build(options: &DeviceOptions, text: &str, setup: &Payload) -> anyhow::Result<Local> {
         let i = options.device;
         let path = options.dir.join("config.toml");
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(&path, text.as_bytes())?;
         let mut config = ExperimentConfig::load(&path)?;
         config.resolve_paths(&options.root);
         config.cache_dir = options.dir.join("cache");
@@ -186,13 +191,22 @@ impl Local {
         })
     }
 
+    /// Saves the models as state `k`: written into a fresh folder, then renamed into place,
+    /// so a process stopped at any moment leaves either the old state or the new one.
     fn save(&mut self, options: &DeviceOptions, k: Key) -> anyhow::Result<()> {
         let dir = state_dir(&options.dir, k);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let steps = self.device.save(&dir)?;
-        let file = dir.join("steps.json");
+        let tmp = options.dir.join(format!("state/tmp-{:06}-{}", k.0, k.1));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let steps = self.device.save(&tmp)?;
+        let file = tmp.join("steps.json");
         std::fs::write(&file, serde_json::to_vec(&steps)?)
             .with_context(|| format!("writing {}", file.display()))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving {} into place", tmp.display()))?;
         self.at = Some(k);
         // Two states back are enough to repeat any phase; older ones go.
         let all = checkpoints(&options.dir)?;
@@ -230,6 +244,14 @@ impl Local {
             ),
         }
     }
+}
+
+/// Writes `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn state_dir(dir: &Path, k: Key) -> PathBuf {
@@ -318,9 +340,7 @@ fn handle(
                 .cloned(),
         );
         let mut l = Local::build(options, &meta.config, &setup)?;
-        let file = options.dir.join("setup.safetensors");
-        std::fs::write(&file, setup.encode())
-            .with_context(|| format!("writing {}", file.display()))?;
+        write_atomic(&options.dir.join("setup.safetensors"), &setup.encode())?;
         l.save(options, (0, 0))?;
         *local = Some(l);
     }

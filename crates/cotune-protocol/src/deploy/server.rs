@@ -294,6 +294,7 @@ impl Remote {
         let mut out = Vec::new();
         for (i, p) in reports {
             let meta: ReportMeta = serde_json::from_str(&p.meta)?;
+            self.wire.entry(i).or_default().device_seconds += meta.seconds;
             self.ready.insert(i);
             self.pending.remove(&i);
             let prepared = meta.prepared.map(|(norm, clipped, attacked)| Prepared {
@@ -397,6 +398,7 @@ impl Remote {
         let mut out = Vec::new();
         for (i, p) in &reports {
             let meta: ReportMeta = serde_json::from_str(&p.meta)?;
+            self.wire.entry(*i).or_default().device_seconds += meta.seconds;
             self.evals.insert(*i, (meta.slm, meta.dpm));
             for (name, bytes) in &p.blobs {
                 if let Some(file) = name.strip_prefix("pred/") {
