@@ -627,6 +627,10 @@ pub struct DeployConfig {
     pub max_update_norm: Option<f64>,
     /// Largest upload the server accepts, in MiB.
     pub max_upload_mib: f64,
+    /// Whether devices send their prediction files (their test questions, answers and
+    /// references) with their scores, so the server's run folder holds them as a run in one
+    /// process does; `false` keeps them on the devices.
+    pub send_predictions: bool,
 }
 
 impl Default for DeployConfig {
@@ -639,6 +643,7 @@ impl Default for DeployConfig {
             missed_heartbeats: 3,
             max_update_norm: None,
             max_upload_mib: 512.0,
+            send_predictions: true,
         }
     }
 }

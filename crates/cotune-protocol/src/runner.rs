@@ -114,7 +114,13 @@ pub(crate) fn run_inner(
         None => None,
     };
     let fresh_dir = options.resume.is_none().then(|| run_dir.clone());
-    let serving = serve.map(|s| (s, options.config.as_path()));
+    // The config the devices are sent: the file given, or for a resumed run (even one stopped
+    // before its first round) the copy its deployment saved.
+    let sent_config = match &options.resume {
+        Some(dir) => dir.join("deploy/config.toml"),
+        None => options.config.clone(),
+    };
+    let serving = serve.map(|s| (s, sent_config.as_path()));
     let started_run = start(config, &options.root, run_dir, plugins, resumable, serving);
     let (experiment, records) = match started_run {
         Ok(started) => started,

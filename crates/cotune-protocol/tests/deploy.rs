@@ -17,6 +17,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_cotune-run");
 /// Device processes started, for their log names.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
+/// The tests that start processes run one at a time: each has a machine's cores to itself, so
+/// heartbeats are not starved by the other tests' training.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A child process killed when dropped.
 struct Proc {
     child: Child,
@@ -183,15 +190,10 @@ fn only_run(runs: &Path) -> PathBuf {
 #[test]
 fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_certificates_are_refused(
 ) {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = config(
-        dir,
-        "four",
-        2,
-        true,
-        "heartbeat_seconds = 0.5\nmax_update_norm = 1000.0",
-    );
+    let config = config(dir, "four", 2, true, "max_update_norm = 1000.0");
     let cache = dir.join("cache");
     let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
 
@@ -319,6 +321,7 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
 
 #[test]
 fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let config = config(
@@ -326,7 +329,7 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
         "stall",
         4,
         false,
-        "deadline_seconds = 8.0\nheartbeat_seconds = 0.5\nmissed_heartbeats = 4",
+        "deadline_seconds = 8.0\nheartbeat_seconds = 1.0\nmissed_heartbeats = 3\nsend_predictions = false",
     );
     let certs = certs(dir, 2);
     let runs = dir.join("runs");
@@ -360,9 +363,9 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
         server.log()
     );
     drop(stalled);
-    // Its session lapses after four missed heartbeats; the same device starts again from its
+    // Its session lapses after three missed heartbeats (3 s); the same device starts again from its
     // own folder.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     let mut again = device(dir, &addr, 1, &certs, &[]);
     assert!(server.wait(600).success(), "{}", server.log());
     assert!(first.wait(60).success());
@@ -377,8 +380,15 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
         "{}",
         again.log()
     );
-    let records = metrics(&only_run(&runs));
+    let run = only_run(&runs);
+    let records = metrics(&run);
     assert_eq!(records.len(), 5);
+    // send_predictions = false: the devices kept their prediction files.
+    assert!(run.join("predictions/round-1/llm.jsonl").is_file());
+    assert!(!run.join("predictions/round-1/geography-slm.jsonl").exists());
+    assert!(dir
+        .join("device-0/predictions/round-1/geography-slm.jsonl")
+        .is_file());
     let d1 = |r: usize| records[r].devices[1].clone();
     assert!(d1(1).wire.unwrap().dropped[0].starts_with("step:"));
     assert_eq!(d1(1).bytes_up, 0, "its upload never counted");
@@ -397,9 +407,10 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
 
 #[test]
 fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_run() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = config(dir, "restart", 3, false, "heartbeat_seconds = 0.5");
+    let config = config(dir, "restart", 3, false, "");
     let cache = dir.join("cache");
     let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
     let certs = certs(dir, 2);
@@ -450,19 +461,36 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
         assert!(d.wait(60).success(), "{}", d.log());
     }
     assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
+    // A new run finds device 0's folder holding this one's state: refused by name.
+    let (_server, addr) = serve(
+        dir,
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "server-new-run",
+    );
+    let mut stale = device(dir, &addr, 0, &certs, &[]);
+    assert!(!stale.wait(120).success());
+    let name = run.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        stale.log().contains(&format!(
+            "holds the state of run {name} and the server runs"
+        )),
+        "{}",
+        stale.log()
+    );
 }
 
 #[test]
 fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothing() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let rounds = 12;
+    let rounds = 16;
     let config = config(
         dir,
         "soak",
         rounds,
         true,
-        "deadline_seconds = 3.0\nsetup_deadline_seconds = 20.0\nheartbeat_seconds = 0.3\nmissed_heartbeats = 3",
+        "deadline_seconds = 3.0\nsetup_deadline_seconds = 20.0\nheartbeat_seconds = 0.5\nmissed_heartbeats = 4",
     );
     let certs = certs(dir, 4);
     let runs = dir.join("runs");
@@ -482,7 +510,7 @@ fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothi
         "server",
     );
     // Device 0 stays; device 3 joins late; devices 1-3 are killed and started again at random
-    // (a fixed seed), each time after their session has lapsed; after ten such events every
+    // (a fixed seed), each time after their session has lapsed; after eight such events every
     // device is started again and stays.
     let mut devices: Vec<Option<Proc>> = (0..3)
         .map(|i| Some(device(dir, &addr, i, &certs, &[])))
@@ -502,10 +530,10 @@ fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothi
             server.log()
         );
         std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
-        if events >= 10 {
+        if events >= 8 {
             for (i, d) in devices.iter_mut().enumerate() {
                 if d.is_none() {
-                    std::thread::sleep(Duration::from_millis(1200));
+                    std::thread::sleep(Duration::from_millis(3000));
                     *d = Some(device(dir, &addr, i, &certs, &[]));
                 }
             }
@@ -515,9 +543,9 @@ fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothi
         match devices[i].take() {
             Some(running) => drop(running),
             None => {
-                // A killed device's session lapses after 0.9 s; a second process before that
+                // A killed device's session lapses after 2 s; a second process before that
                 // would be refused as a twin.
-                std::thread::sleep(Duration::from_millis(1200));
+                std::thread::sleep(Duration::from_millis(3000));
                 devices[i] = Some(device(dir, &addr, i, &certs, &[]));
             }
         }
@@ -647,4 +675,68 @@ fn logs(dir: &Path) -> String {
             )
         })
         .collect()
+}
+
+#[test]
+fn bad_command_lines_are_refused_with_the_flag_and_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let smoke = root().join("configs/smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    let missing = tmp.path().join("no-certs");
+    let missing = missing.to_str().unwrap();
+    for (args, expect) in [
+        (
+            vec!["serve", smoke, "--certs", missing],
+            "serve needs --listen ADDR",
+        ),
+        (
+            vec![
+                "serve",
+                smoke,
+                "--listen",
+                "localhost:x",
+                "--certs",
+                missing,
+            ],
+            "--listen \"localhost:x\" is not an address",
+        ),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0"],
+            "serve needs a config",
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "one",
+            ],
+            "--device \"one\" is not a device index",
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "0",
+                "--certs",
+                missing,
+                "--dir",
+                missing,
+            ],
+            "no-certs/ca.pem",
+        ),
+        (vec!["device", "--bogus"], "unknown option \"--bogus\""),
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
 }

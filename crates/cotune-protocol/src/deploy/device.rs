@@ -104,6 +104,7 @@ fn key(round: usize, phase: Phase) -> Key {
 
 /// A device's models and data, built from the config and its setup.
 struct Local {
+    run: String,
     config_text: String,
     config: ExperimentConfig,
     plugins: Plugins,
@@ -118,16 +119,19 @@ impl Local {
     fn resume(options: &DeviceOptions) -> anyhow::Result<Option<Local>> {
         let config_file = options.dir.join("config.toml");
         let setup_file = options.dir.join("setup.safetensors");
-        if !(config_file.is_file() && setup_file.is_file()) {
+        let run_file = options.dir.join("run.txt");
+        if !(config_file.is_file() && setup_file.is_file() && run_file.is_file()) {
             return Ok(None);
         }
+        let run = std::fs::read_to_string(&run_file)
+            .with_context(|| format!("reading {}", run_file.display()))?;
         let text = std::fs::read_to_string(&config_file)
             .with_context(|| format!("reading {}", config_file.display()))?;
         let bytes = std::fs::read(&setup_file)
             .with_context(|| format!("reading {}", setup_file.display()))?;
         let setup = Payload::decode(&bytes, &setup_file.display().to_string())
             .map_err(anyhow::Error::msg)?;
-        let mut local = Local::build(options, &text, &setup)?;
+        let mut local = Local::build(options, &run, &text, &setup)?;
         match checkpoints(&options.dir)?.last().copied() {
             Some(k) => {
                 local.restore(options, k)?;
@@ -147,7 +151,12 @@ impl Local {
 
     /// Builds the device from the config text and its setup (the first DPM, the public
     /// questions of its transfer set).
-    fn build(options: &DeviceOptions, text: &str, setup: &Payload) -> anyhow::Result<Local> {
+    fn build(
+        options: &DeviceOptions,
+        run: &str,
+        text: &str,
+        setup: &Payload,
+    ) -> anyhow::Result<Local> {
         let i = options.device;
         let path = options.dir.join("config.toml");
         write_atomic(&path, text.as_bytes())?;
@@ -182,6 +191,7 @@ impl Local {
             crate::methods::proxies::give_public_transfer(&mut device, public, &template)?;
         }
         Ok(Local {
+            run: run.to_string(),
             config_text: text.to_string(),
             config,
             plugins,
@@ -310,11 +320,18 @@ fn handle(
     let started = Instant::now();
     let i = options.device;
     if let Some(l) = local.as_ref() {
-        if l.config_text != meta.config {
+        if l.run != meta.run || l.config_text != meta.config {
             anyhow::bail!(
-                "{} holds the state of another run (its config.toml differs from the server's \
-                 config); give this device an empty --dir",
-                options.dir.display()
+                "{} holds the state of run {} and the server runs {}{}; give this device an \
+                 empty --dir",
+                options.dir.display(),
+                l.run,
+                meta.run,
+                if l.run == meta.run {
+                    " with another config"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -339,8 +356,9 @@ fn handle(
                 .filter(|(n, _)| n == "setup-public")
                 .cloned(),
         );
-        let mut l = Local::build(options, &meta.config, &setup)?;
+        let mut l = Local::build(options, &meta.run, &meta.config, &setup)?;
         write_atomic(&options.dir.join("setup.safetensors"), &setup.encode())?;
+        write_atomic(&options.dir.join("run.txt"), meta.run.as_bytes())?;
         l.save(options, (0, 0))?;
         *local = Some(l);
     }
@@ -414,7 +432,7 @@ fn handle(
                 &options.dir,
             )?;
             (report.slm, report.dpm) = (slm, dpm);
-            for (name, path) in files {
+            for (name, path) in files.into_iter().filter(|_| meta.send_predictions) {
                 let bytes =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 out.blobs.push((format!("pred/{name}"), bytes));

@@ -88,6 +88,8 @@ pub(crate) fn net_round(round: usize, phase: Phase) -> u64 {
 /// What a task says (the PullTask reply's bytes, JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskMeta {
+    /// The run's name (its folder's on the server): a device's folder holds one run.
+    pub run: String,
     /// The experiment config, as the server was started with it.
     pub config: String,
     pub phase: Phase,
@@ -106,6 +108,8 @@ pub(crate) struct TaskMeta {
     pub losses: DeviceLosses,
     /// Receive: score the SLM too (the proxy is always scored).
     pub with_slms: bool,
+    /// Receive: send the prediction files with the scores.
+    pub send_predictions: bool,
 }
 
 /// What a device uploads with its message (the payload's metadata, JSON).

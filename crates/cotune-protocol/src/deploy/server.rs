@@ -460,6 +460,11 @@ impl Remote {
             put_message(&mut p, "download", d);
         }
         let meta = TaskMeta {
+            run: self
+                .run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
             config: self.config_text.clone(),
             phase,
             round,
@@ -470,6 +475,7 @@ impl Remote {
             broadcast: broadcast.is_some(),
             losses,
             with_slms,
+            send_predictions: self.settings.send_predictions,
         };
         (meta, p)
     }
@@ -611,14 +617,11 @@ impl Remote {
     /// Tells every device the run has finished and stops serving.
     pub(crate) fn finish(mut self) {
         self.state.finish();
-        let state = self.state.clone();
         let server = self.server.take();
         self.rt.block_on(async move {
-            // Devices poll every 200 ms between phases: give them time to hear it.
-            let until = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tokio::time::Instant::now() < until && !state.connected_devices().is_empty() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            // Devices ask every 200 ms between phases (the poll interval): two seconds let each
+            // hear it. A device away now learns it when it gives up reconnecting.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             if let Some(server) = server {
                 let _ = server.shutdown(Duration::from_secs(1)).await;
             }
