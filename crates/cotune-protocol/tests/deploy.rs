@@ -137,12 +137,29 @@ fn certs(dir: &Path, devices: usize) -> PathBuf {
     out
 }
 
-/// Starts `cotune-run serve` on a free loopback port; returns it and its address.
-fn serve(dir: &Path, args: &[&str], log: &str) -> (Proc, String) {
+/// The arguments of `cotune-run serve` for `config` on `listen`.
+fn serve_args(config: &Path, listen: &str, certs: &Path, runs: &Path, cache: &Path) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    vec![
+        path(config),
+        "--listen".into(),
+        listen.into(),
+        "--certs".into(),
+        path(certs),
+        "--runs-dir".into(),
+        path(runs),
+        "--cache-dir".into(),
+        path(cache),
+    ]
+}
+
+/// Starts `cotune-run serve` (on a free loopback port unless `args` say otherwise); returns it
+/// and its address.
+fn serve(dir: &Path, args: &[String], log: &str) -> (Proc, String) {
     let address = dir.join(format!("{log}.address"));
     let _ = std::fs::remove_file(&address);
-    let mut all = vec!["serve"];
-    all.extend_from_slice(args);
+    let mut all: Vec<&str> = vec!["serve"];
+    all.extend(args.iter().map(String::as_str));
     all.extend_from_slice(&["--address-file", address.to_str().unwrap()]);
     let server = Proc::spawn(&all, &dir.join(format!("{log}.log")), &[]);
     let addr = wait_for(600, "the server to listen", || {
@@ -153,10 +170,22 @@ fn serve(dir: &Path, args: &[&str], log: &str) -> (Proc, String) {
     (server, addr)
 }
 
+/// Device `i` with its folder in `dir`.
 fn device(dir: &Path, addr: &str, i: usize, certs: &Path, env: &[(&str, &str)]) -> Proc {
+    device_at(dir, addr, i, certs, &dir.join(format!("device-{i}")), env)
+}
+
+/// Device `i` with the certificates in `certs` and its folder `own`; its log goes to `dir`.
+fn device_at(
+    dir: &Path,
+    addr: &str,
+    i: usize,
+    certs: &Path,
+    own: &Path,
+    env: &[(&str, &str)],
+) -> Proc {
     let server = format!("https://{addr}");
     let index = i.to_string();
-    let own = dir.join(format!("device-{i}"));
     Proc::spawn(
         &[
             "device",
@@ -201,17 +230,7 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     let runs = dir.join("runs");
     let (mut server, addr) = serve(
         dir,
-        &[
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--certs",
-            certs.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
+        &serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache),
         "server",
     );
     // Devices 1-3 each send one bad upload first: NaN, an oversize update, a wrong shape.
@@ -229,38 +248,10 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     });
     // A second process with device 0's certificate, and a device whose certificate another
     // CA signed, are refused and stop by themselves.
-    let mut twin = Proc::spawn(
-        &[
-            "device",
-            "--server",
-            &format!("https://{addr}"),
-            "--device",
-            "0",
-            "--certs",
-            certs.to_str().unwrap(),
-            "--dir",
-            dir.join("twin").to_str().unwrap(),
-        ],
-        &dir.join("twin.log"),
-        &[],
-    );
+    let mut twin = device_at(dir, &addr, 0, &certs, &dir.join("twin"), &[]);
     let stranger_certs = dir.join("stranger");
     cotune_net::make_dev_certs(&stranger_certs, 1).unwrap();
-    let mut stranger = Proc::spawn(
-        &[
-            "device",
-            "--server",
-            &format!("https://{addr}"),
-            "--device",
-            "0",
-            "--certs",
-            stranger_certs.to_str().unwrap(),
-            "--dir",
-            dir.join("stranger-dir").to_str().unwrap(),
-        ],
-        &dir.join("stranger.log"),
-        &[],
-    );
+    let mut stranger = device_at(dir, &addr, 0, &stranger_certs, &dir.join("stranger"), &[]);
     assert!(!twin.wait(120).success());
     assert!(
         twin.log().contains("already connected") || twin.log().contains("refused the connection"),
@@ -335,17 +326,7 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
     let runs = dir.join("runs");
     let (mut server, addr) = serve(
         dir,
-        &[
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--certs",
-            certs.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-        ],
+        &serve_args(&config, "127.0.0.1:0", &certs, &runs, &dir.join("cache")),
         "server",
     );
     let mut first = device(dir, &addr, 0, &certs, &[]);
@@ -415,27 +396,8 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
     let certs = certs(dir, 2);
     let runs = dir.join("runs");
-    let args = |listen: &str| -> Vec<String> {
-        [
-            config.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--certs",
-            certs.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let first_args = args("127.0.0.1:0");
-    let (server, addr) = serve(
-        dir,
-        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "server",
-    );
+    let first_args = serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache);
+    let (server, addr) = serve(dir, &first_args, "server");
     let mut devices: Vec<Proc> = (0..2).map(|i| device(dir, &addr, i, &certs, &[])).collect();
     let run = wait_for(600, "round 1's checkpoint", || {
         let run = std::fs::read_dir(&runs).ok()?.next()?.ok()?.path();
@@ -444,13 +406,9 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     });
     drop(server);
     // The same address, resuming the run folder: the devices reconnect by themselves.
-    let mut again_args = args(&addr);
+    let mut again_args = serve_args(&config, &addr, &certs, &runs, &cache);
     again_args.extend(["--resume".to_string(), run.to_str().unwrap().to_string()]);
-    let (mut server, _) = serve(
-        dir,
-        &again_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "server-again",
-    );
+    let (mut server, _) = serve(dir, &again_args, "server-again");
     assert!(server.wait(600).success(), "{}", server.log());
     assert!(
         server.log().contains("resuming after round"),
@@ -462,11 +420,7 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     }
     assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
     // A new run finds device 0's folder holding this one's state: refused by name.
-    let (_server, addr) = serve(
-        dir,
-        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "server-new-run",
-    );
+    let (_server, addr) = serve(dir, &first_args, "server-new-run");
     let mut stale = device(dir, &addr, 0, &certs, &[]);
     assert!(!stale.wait(120).success());
     let name = run.file_name().unwrap().to_string_lossy().to_string();
@@ -496,17 +450,7 @@ fn a_soak_of_short_rounds_with_devices_leaving_and_joining_at_random_loses_nothi
     let runs = dir.join("runs");
     let (mut server, addr) = serve(
         dir,
-        &[
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--certs",
-            certs.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-        ],
+        &serve_args(&config, "127.0.0.1:0", &certs, &runs, &dir.join("cache")),
         "server",
     );
     // Device 0 stays; device 3 joins late; devices 1-3 are killed and started again at random
