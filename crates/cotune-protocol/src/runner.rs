@@ -186,7 +186,7 @@ fn start(
             if let Some((options, config_path)) = serve {
                 let mut remote =
                     crate::deploy::Remote::start(&experiment, options, Some(config_path))?;
-                remote.evaluate_zero(&experiment.config)?;
+                remote.evaluate_zero()?;
                 experiment.remote = Some(remote);
             }
             let mut record = experiment.evaluate_round(0, RoundOutcome::default(), true)?;
@@ -239,11 +239,6 @@ fn run_rounds(
 }
 
 impl Experiment {
-    /// Whether this run's DPM uploads are prepared and recorded one by one.
-    fn guards_uploads(&self, method: &dyn FederatedMethod) -> bool {
-        guards_uploads(&self.config, method)
-    }
-
     /// The privacy spent after round `number` (`participants` devices take part each round),
     /// by the accountant; `None` without `[privacy]`.
     fn privacy_spent(&self, number: usize, participants: usize) -> Option<PrivacySpent> {
@@ -269,16 +264,11 @@ impl Experiment {
         })
     }
 
-    /// The devices taking part in round `round`.
-    fn participants(&self, round: usize) -> Vec<usize> {
-        participants(&self.config, round)
-    }
-
     /// One round of the method: broadcast, device steps, server step, downloads. Every
     /// message is counted in its device's traffic.
     fn run_round(&mut self, number: usize) -> anyhow::Result<RoundOutcome> {
         let method: &dyn FederatedMethod = Method::of(&self.config)?.implementation();
-        let participants = self.participants(number);
+        let participants = participants(&self.config, number);
         let n = self.devices.len();
         let mut traffic: Vec<Traffic> = (0..n)
             .map(|i| Traffic {
@@ -318,10 +308,10 @@ impl Experiment {
         let received = broadcast.as_deref();
 
         progress::phase("devices", participants.len());
-        let guarded = self.guards_uploads(method);
+        let guarded = guards_uploads(&self.config, method);
         let config = &self.config;
         let steps = match self.remote.as_mut() {
-            Some(remote) => remote.steps(&round, config, &self.server, method, received)?,
+            Some(remote) => remote.steps(&round, &self.server, method, received)?,
             None => for_devices(&mut self.devices, &participants, threads, |dev| {
                 device_work(method, &round, dev, received, guarded, config)
             })?,
@@ -374,7 +364,7 @@ impl Experiment {
         let receivers: Vec<usize> = (0..n).filter(|&i| downloads[i].is_some()).collect();
         progress::phase("devices: downloads", receivers.len());
         let received_losses = match self.remote.as_mut() {
-            Some(remote) => remote.receive(&round, config, method, received, downloads, &losses)?,
+            Some(remote) => remote.receive(&round, method, received, downloads, &losses)?,
             None => for_devices(&mut self.devices, &receivers, threads, |dev| {
                 let mut l = losses[dev.index].clone();
                 let download = downloads[dev.index].as_deref().unwrap_or_default();

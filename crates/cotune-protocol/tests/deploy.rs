@@ -114,6 +114,13 @@ slm = { plugin = "gpt2", config = { vocab_size = 512, n_positions = 64, n_embd =
     path
 }
 
+/// Replaces `from` (which must be there) with `to` in the file `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
 /// Records without wall times and network figures: what must be the same in one process.
 fn comparable(records: &[RoundRecord]) -> Vec<serde_json::Value> {
     records
@@ -223,6 +230,12 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let config = config(dir, "four", 2, true, "max_update_norm = 1000.0");
+    // Public transfer questions chosen by similarity: they reach each device in its setup.
+    edit(
+        &config,
+        "transfer = \"local\"",
+        "transfer = \"public\"\ntransfer_select = \"similar\"",
+    );
     let cache = dir.join("cache");
     let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
 
@@ -392,6 +405,8 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let config = config(dir, "restart", 3, false, "");
+    // FedMKT: a broadcast, and uploads and downloads that are knowledge, not parameters.
+    edit(&config, "method = \"co-plms\"", "method = \"fedmkt\"");
     let cache = dir.join("cache");
     let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
     let certs = certs(dir, 2);

@@ -107,7 +107,8 @@ struct Local {
     run: String,
     config_text: String,
     config: ExperimentConfig,
-    plugins: Plugins,
+    /// The loaded plugin libraries: held while their models live, never read.
+    _plugins: Plugins,
     codecs: Codecs,
     device: Device,
     /// The saved state the models in memory equal, if any.
@@ -188,13 +189,13 @@ impl Local {
         };
         if !public.is_empty() {
             let template = config.data.prompt_template.clone();
-            crate::methods::proxies::give_public_transfer(&mut device, public, &template)?;
+            crate::methods::proxies::give_public_transfer(&mut device, public, &template);
         }
         Ok(Local {
             run: run.to_string(),
             config_text: text.to_string(),
             config,
-            plugins,
+            _plugins: plugins,
             codecs,
             device,
             at: None,
@@ -442,7 +443,6 @@ fn handle(
     l.save(options, target)?;
     report.seconds = started.elapsed().as_secs_f64();
     out.meta = serde_json::to_string(&report)?;
-    let _ = &l.plugins;
     Ok(out.encode())
 }
 
@@ -462,6 +462,10 @@ fn test_fault(round: usize) -> Option<String> {
 }
 
 fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if kind == "stall" {
+        std::thread::sleep(Duration::from_secs(120));
+        return Ok(upload);
+    }
     let mut params = crate::message::decode_params(&upload)?;
     let Some(first) = params.first_mut() else {
         return Ok(upload);
@@ -478,7 +482,6 @@ fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
                 data,
             );
         }
-        "stall" => std::thread::sleep(Duration::from_secs(120)),
         other => anyhow::bail!("unknown test fault {other:?}"),
     }
     Ok(crate::message::encode_params(&params))

@@ -16,7 +16,7 @@ use cotune_net::{
 };
 
 use super::{net_round, put_message, take_message, Payload, Phase, ReportMeta, TaskMeta};
-use crate::config::{DeployConfig, ExperimentConfig};
+use crate::config::DeployConfig;
 use crate::message::{decode_params, encode_params};
 use crate::methods::{DeviceStep, FederatedMethod, Round};
 use crate::records::{DeviceLosses, Scores, WireRecord};
@@ -224,7 +224,7 @@ impl Remote {
     }
 
     /// Round 0: every device sets up and scores its models.
-    pub(crate) fn evaluate_zero(&mut self, _config: &ExperimentConfig) -> anyhow::Result<()> {
+    pub(crate) fn evaluate_zero(&mut self) -> anyhow::Result<()> {
         self.new_round();
         let everyone: Vec<usize> = (0..self.devices).collect();
         let downloads = vec![None; self.devices];
@@ -244,7 +244,6 @@ impl Remote {
     pub(crate) fn steps(
         &mut self,
         round: &Round<'_>,
-        config: &ExperimentConfig,
         server: &crate::roles::Server,
         method: &dyn FederatedMethod,
         received: Option<&[u8]>,
@@ -253,7 +252,7 @@ impl Remote {
         let r = round.number;
         let mut references = BTreeMap::new();
         if method.uses_dpm() {
-            let one_slot = method.aggregation(&config.train).one_slot();
+            let one_slot = method.aggregation(round.settings).one_slot();
             let mut by_slot: BTreeMap<usize, Vec<NamedTensor>> = BTreeMap::new();
             for &i in round.participants {
                 let slot = if one_slot { 0 } else { i };
@@ -324,7 +323,6 @@ impl Remote {
     pub(crate) fn receive(
         &mut self,
         round: &Round<'_>,
-        _config: &ExperimentConfig,
         method: &dyn FederatedMethod,
         received: Option<&[u8]>,
         downloads: Vec<Option<Vec<u8>>>,

@@ -146,17 +146,12 @@ pub(crate) fn make_proxy(
 }
 
 /// Gives `device` the public records of its transfer set, in its SLM's and its proxy's tokens.
-pub(crate) fn give_public_transfer(
-    device: &mut Device,
-    records: Vec<QaRecord>,
-    template: &str,
-) -> anyhow::Result<()> {
+pub(crate) fn give_public_transfer(device: &mut Device, records: Vec<QaRecord>, template: &str) {
     device.public_transfer = device.slm_codec.encode(&records, template);
     if let Some(proxy) = device.dpm.as_mut() {
         proxy.public_transfer = proxy.codec.encode(&records, template);
     }
     device.public_records = records;
-    Ok(())
 }
 
 /// Gives every device `size` questions of the public corpus for the `public` transfer set,
@@ -196,7 +191,7 @@ pub(crate) fn send_public_transfer(
         };
         let records: Vec<QaRecord> = chosen.iter().map(|&k| public[k].clone()).collect();
         device.proxy()?;
-        give_public_transfer(device, records, template)?;
+        give_public_transfer(device, records, template);
     }
     Ok(())
 }
