@@ -318,7 +318,7 @@ fn serve(args: &[String]) -> Result<()> {
     let certs = PathBuf::from(certs.context("serve needs --certs DIR (see `cargo xtask certs`)")?);
     let root = build_plugins_and_enter_root()?;
     let start = Instant::now();
-    let folder = cotune_protocol::deploy::serve(&cotune_protocol::deploy::ServeOptions {
+    let folder = cotune_deploy::serve(&cotune_deploy::ServeOptions {
         run: cotune_protocol::RunOptions {
             config: config.map(PathBuf::from).unwrap_or_default(),
             resume: resume.map(PathBuf::from),
@@ -329,6 +329,7 @@ fn serve(args: &[String]) -> Result<()> {
         listen,
         certs,
         address_file: address_file.map(PathBuf::from),
+        data: None,
     })?;
     println!(
         "run finished in {:.1}s: {}",
@@ -357,12 +358,13 @@ fn device(args: &[String]) -> Result<()> {
     let dir = dir
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(format!("runs/device-{device}")));
-    cotune_protocol::deploy::run_device(&cotune_protocol::deploy::DeviceOptions {
+    cotune_deploy::run_device(&cotune_deploy::DeviceOptions {
         server,
         device,
         certs,
         dir,
         root,
+        data: None,
     })
 }
 

@@ -51,6 +51,15 @@ pub struct DataConfig {
     pub valid_size: usize,
     /// Held-out test records per device; never seen in any training set.
     pub test_size: usize,
+    /// Test records per domain the server holds to score the LLM, drawn from what is left of
+    /// the domain after the devices' records and outside the public corpus, so that no
+    /// device's question reaches the server. Unset: `test_size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_test_size: Option<usize>,
+    /// Validation records per domain the server holds to score the LLM when settings are
+    /// chosen (`eval_split = "valid"`), drawn like `llm_test_size`. Unset: `valid_size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_valid_size: Option<usize>,
     /// Validation records taken from the public corpus, for early stopping on the server.
     pub public_valid_size: usize,
     /// Seed of every random choice in splitting and partitioning.
@@ -115,6 +124,8 @@ impl Default for DataConfig {
             max_prompt_tokens: 64,
             max_answer_tokens: 24,
             tokenizer: None,
+            llm_test_size: None,
+            llm_valid_size: None,
         }
     }
 }
@@ -224,6 +235,16 @@ impl DataConfig {
             }
         }
         Ok(())
+    }
+
+    /// Test records per domain the server scores the LLM on.
+    pub fn llm_test_size(&self) -> usize {
+        self.llm_test_size.unwrap_or(self.test_size)
+    }
+
+    /// Validation records per domain the server scores the LLM on.
+    pub fn llm_valid_size(&self) -> usize {
+        self.llm_valid_size.unwrap_or(self.valid_size)
     }
 
     /// The domains, each once, in order of first appearance.

@@ -57,16 +57,22 @@ impl Benchmark {
         };
         filter("public/train".into(), &mut self.public_train);
         filter("public/valid".into(), &mut self.public_valid);
+        filter("server/llm-valid".into(), &mut self.llm_valid);
         for device in &mut self.devices {
             filter(format!("{}/train", device.name), &mut device.train);
             filter(format!("{}/valid", device.name), &mut device.valid);
         }
-        for device in &self.devices {
+        let tests = std::iter::once(("server/llm-test".to_string(), &self.llm_test)).chain(
+            self.devices
+                .iter()
+                .map(|d| (format!("{}/test", d.name), &d.test)),
+        );
+        for (split, test) in tests {
             rows.push(LengthRow {
-                split: format!("{}/test", device.name),
-                kept: device.test.len(),
+                split,
+                kept: test.len(),
                 dropped: 0,
-                over_limit_kept: device.test.iter().filter(|record| !fits(record)).count(),
+                over_limit_kept: test.iter().filter(|record| !fits(record)).count(),
             });
         }
         LengthSummary {

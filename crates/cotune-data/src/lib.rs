@@ -29,7 +29,8 @@ pub use length::{LengthRow, LengthSummary};
 pub use record::{answer_text, format_prompt, load_jsonl, normalize_question, QaRecord};
 pub use rng::SeededRng;
 pub use split::{
-    Benchmark, DeviceData, DeviceSummary, DomainShare, DomainSummary, PublicSummary, SplitSummary,
+    device_names, Benchmark, DeviceData, DeviceSummary, DomainShare, DomainSummary, PublicSummary,
+    SplitSummary,
 };
 pub use tokenizer::{Tokenizer, BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS};
 

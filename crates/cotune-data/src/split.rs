@@ -19,6 +19,12 @@ pub struct Benchmark {
     pub public_valid: Vec<QaRecord>,
     /// One entry per edge device, in configuration order.
     pub devices: Vec<DeviceData>,
+    /// Validation records the server scores the LLM on, per domain (`llm_valid_size` each):
+    /// held by no device and outside the public corpus.
+    pub llm_valid: Vec<QaRecord>,
+    /// Test records the server scores the LLM on, per domain (`llm_test_size` each): held by
+    /// no device and outside the public corpus.
+    pub llm_test: Vec<QaRecord>,
 }
 
 /// The private data of one edge device.
@@ -169,7 +175,10 @@ impl Benchmark {
     ///    shares about 100 questions with chemistry). The kept records plus the domains' public
     ///    shares are shuffled (stream `public`); the first `public_valid_size` are the public
     ///    validation split, the rest the public training split.
-    /// 6. [`Benchmark::check_invariants`] runs on the result.
+    /// 6. The server's LLM evaluation sets are drawn from what each domain has left
+    ///    (`llm_valid_size`, then `llm_test_size` per domain, skipping questions the public
+    ///    corpus holds), so the server can score its LLM without any device's question.
+    /// 7. [`Benchmark::check_invariants`] runs on the result.
     pub fn build(config: &DataConfig, root: &Path) -> Result<(Benchmark, SplitSummary), DataError> {
         config.validate()?;
         let (pools, mut domain_rows) = load_domains(config, root)?;
@@ -186,6 +195,9 @@ impl Benchmark {
 
         let (mut devices, mut device_rows) = empty_devices(&names);
         let mut public_shares = Vec::new();
+        // What each domain has left after its devices: the server's LLM evaluation sets come
+        // from here, once the public corpus is known.
+        let mut leftovers: Vec<(String, Vec<QaRecord>)> = Vec::new();
 
         for (d, pool) in pools.into_iter().enumerate() {
             let test_need: usize = test_wanted.iter().map(|w| w[d]).sum();
@@ -237,6 +249,7 @@ impl Benchmark {
             row.public = public_count;
             row.train = taken.iter().map(|t| t.0).sum();
             row.unused = records.len();
+            leftovers.push((row.domain.clone(), records.collect()));
             for (i, (train, valid, test)) in taken.into_iter().enumerate() {
                 if train + valid + test > 0 {
                     devices[i].domains.push(row.domain.clone());
@@ -262,10 +275,22 @@ impl Benchmark {
 
         let (public_train, public_valid, public_row) =
             build_public(config, root, &devices, public_shares)?;
+        let (llm_valid, llm_test) =
+            llm_evaluation_sets(config, leftovers, &public_train, &public_valid)?;
+        for row in &mut domain_rows {
+            let held = llm_valid
+                .iter()
+                .chain(&llm_test)
+                .filter(|r| r.domain == row.domain)
+                .count();
+            row.unused -= held;
+        }
         let benchmark = Benchmark {
             public_train,
             public_valid,
             devices,
+            llm_valid,
+            llm_test,
         };
         benchmark.check_invariants()?;
         let summary = SplitSummary {
@@ -303,6 +328,8 @@ impl Benchmark {
         let mut parties: Vec<(String, &[QaRecord])> = vec![
             ("public/train".into(), &self.public_train),
             ("public/valid".into(), &self.public_valid),
+            ("server/llm-valid".into(), &self.llm_valid),
+            ("server/llm-test".into(), &self.llm_test),
         ];
         for device in &self.devices {
             parties.push((format!("{}/train", device.name), &device.train));
@@ -324,6 +351,52 @@ impl Benchmark {
             .flat_map(|record| [format_prompt(template, record), answer_text(record)])
             .collect()
     }
+}
+
+/// The server's LLM evaluation sets: per domain, in order, the first `llm_valid_size` and then
+/// `llm_test_size` of the domain's records left after its devices whose normalised question is
+/// not in the public corpus (the public file may hold a domain's question). An error names the
+/// key when a domain has too few left.
+fn llm_evaluation_sets(
+    config: &DataConfig,
+    leftovers: Vec<(String, Vec<QaRecord>)>,
+    public_train: &[QaRecord],
+    public_valid: &[QaRecord],
+) -> Result<(Vec<QaRecord>, Vec<QaRecord>), DataError> {
+    let public: HashSet<String> = public_train
+        .iter()
+        .chain(public_valid)
+        .map(|r| normalize_question(&r.question))
+        .collect();
+    let (want_valid, want_test) = (config.llm_valid_size(), config.llm_test_size());
+    let (mut valid, mut test) = (Vec::new(), Vec::new());
+    for (domain, records) in leftovers {
+        let mut clean = records
+            .into_iter()
+            .filter(|r| !public.contains(&normalize_question(&r.question)));
+        let before = valid.len();
+        valid.extend(clean.by_ref().take(want_valid));
+        let got_valid = valid.len() - before;
+        let before = test.len();
+        test.extend(clean.by_ref().take(want_test));
+        let got_test = test.len() - before;
+        if got_valid < want_valid || got_test < want_test {
+            let (key, value) = if got_valid < want_valid {
+                ("llm_valid_size", want_valid)
+            } else {
+                ("llm_test_size", want_test)
+            };
+            return Err(DataError::config(
+                key,
+                value,
+                format!(
+                    "domain {domain} has {} questions left after its devices and the public                      corpus, fewer than the {want_valid} validation + {want_test} test records                      the server scores the LLM on; lower the device sizes or `public_share`, or                      set `llm_valid_size` / `llm_test_size`",
+                    got_valid + got_test
+                ),
+            ));
+        }
+    }
+    Ok((valid, test))
 }
 
 /// Step 1 of [`Benchmark::build`]: read, deduplicate and shuffle every device domain.
@@ -493,6 +566,12 @@ impl SplitSummary {
 }
 
 /// The devices' names and their domain mixtures: one device per domain, or Dirichlet draws.
+/// The devices' names under `config`, as [`Benchmark::build`] gives them, without reading any
+/// data: a party that holds no device's data (the server) names the devices with them.
+pub fn device_names(config: &DataConfig) -> Vec<String> {
+    device_mixtures(config, config.unique_domains().len()).0
+}
+
 fn device_mixtures(config: &DataConfig, domains: usize) -> (Vec<String>, Vec<Vec<f64>>) {
     match config.partition {
         Partition::OneDomain => {

@@ -1,8 +1,9 @@
-//! Checkpoints and resuming. After every round each role writes its models to
-//! `<run>/state/`, then `state.json` (schedule counters, the first download's bytes, the last
-//! completed round) is written last and atomically: its presence means the round's models are
-//! whole. Resuming builds the experiment bare ([`crate::setup`]), then [`Experiment::restore`]
-//! reads everything back.
+//! Checkpoints and resuming. After every round the server writes its models to
+//! `<run>/state/` and the fleet what the run holds of its devices (in one process their
+//! models; deployed devices keep their own state), then `state.json` (schedule counters, the
+//! first download's bytes, the last completed round) is written last and atomically: its
+//! presence means the round's models are whole. Resuming builds the experiment bare
+//! ([`crate::setup`], [`crate::fleet`]), then [`Experiment::restore`] reads everything back.
 
 use std::path::Path;
 
@@ -20,7 +21,8 @@ pub(crate) struct Checkpoint {
     pub completed: usize,
     /// The server's counters.
     pub server: ServerSteps,
-    /// Each device's counters.
+    /// Each device's counters (none for devices that keep their own state).
+    #[serde(default)]
     pub devices: Vec<DeviceSteps>,
     /// Bytes each device received before round 1.
     pub initial_down: Vec<u64>,
@@ -62,15 +64,11 @@ pub(crate) fn read(run_dir: &Path) -> anyhow::Result<Option<Resumable>> {
 
 impl Experiment {
     /// Writes every model and then `state.json` for round `round`.
-    pub(crate) fn save_checkpoint(&self, round: usize) -> anyhow::Result<()> {
+    pub(crate) fn save_checkpoint(&mut self, round: usize) -> anyhow::Result<()> {
         let dir = self.run_dir.join("state");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let server = self.server.save(&dir)?;
-        let devices = self
-            .devices
-            .iter()
-            .map(|d| d.save(&dir))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let devices = self.fleet.save(&dir)?;
         let checkpoint = Checkpoint {
             completed: round,
             server,
@@ -86,18 +84,8 @@ impl Experiment {
     /// Reads back every model and counter of `checkpoint`.
     pub(crate) fn restore(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
         let dir = self.run_dir.join("state");
-        if checkpoint.devices.len() != self.devices.len() {
-            anyhow::bail!(
-                "{} has {} devices, the config {}",
-                dir.join("state.json").display(),
-                checkpoint.devices.len(),
-                self.devices.len()
-            );
-        }
         self.server.restore(&dir, &checkpoint.server)?;
-        for (device, steps) in self.devices.iter_mut().zip(&checkpoint.devices) {
-            device.restore(&dir, *steps)?;
-        }
+        self.fleet.restore(&dir, &checkpoint.devices)?;
         self.initial_down = checkpoint.initial_down.clone();
         Ok(())
     }

@@ -27,13 +27,14 @@ pub mod accountant;
 mod checkpoint;
 pub mod compare;
 pub mod config;
-pub mod deploy;
 pub mod emulator;
 mod evaluation;
 pub mod fedmkt;
+pub mod fleet;
 pub mod message;
 pub mod methods;
 mod parallel;
+pub mod parties;
 pub mod plot;
 mod progress;
 mod recipes;
@@ -41,6 +42,7 @@ pub mod records;
 mod results;
 pub mod roles;
 mod runner;
+pub mod runtime;
 pub mod seed;
 mod setup;
 pub mod similarity;
@@ -51,9 +53,13 @@ mod validation;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, ExperimentConfig, MethodName, TransferSet};
+pub use fleet::{DeviceReport, Fleet, FleetStart, LocalFleet};
 pub use methods::{FederatedMethod, Method};
+pub use parties::{write_parties, DeviceData, ServerData};
 pub use records::{DeviceRecord, LlmRecord, RoundRecord, Scores};
-pub use runner::{check_config, run_with, RunOptions};
+pub use runner::{check_config, participants, run_with, run_with_fleet, FleetMaker, RunOptions};
+pub use runtime::{DeviceRuntime, WorkDone};
+pub use validation::CheckScope;
 
 /// Runs `config_path` (relative paths from the current directory) or resumes `resume`.
 ///

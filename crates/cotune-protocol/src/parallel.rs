@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::progress;
-use crate::roles::Device;
+use crate::runtime::DeviceRuntime;
 
 /// Worker threads for `configured` (0: one per available core).
 pub(crate) fn worker_threads(configured: usize) -> usize {
@@ -16,20 +16,15 @@ pub(crate) fn worker_threads(configured: usize) -> usize {
     }
 }
 
-/// Runs `f` on every device in `chosen` (indices, ascending), `threads` at a time, and returns
+/// Runs `f` on every device of `picked` (in device order), `threads` at a time, and returns
 /// the results in device order; each finished device ticks the progress phase.
 pub(crate) fn for_devices<T: Send>(
-    devices: &mut [Device],
-    chosen: &[usize],
+    picked: Vec<&mut DeviceRuntime>,
     threads: usize,
-    f: impl Fn(&mut Device) -> anyhow::Result<T> + Sync,
+    f: impl Fn(&mut DeviceRuntime) -> anyhow::Result<T> + Sync,
 ) -> anyhow::Result<Vec<(usize, T)>> {
-    let picked: Vec<&mut Device> = devices
-        .iter_mut()
-        .filter(|d| chosen.contains(&d.index))
-        .collect();
     parallel_map(picked, threads, |dev| {
-        let (i, who) = (dev.index, dev.name.clone());
+        let (i, who) = (dev.device.index, dev.device.name.clone());
         let r = f(dev).with_context(|| format!("device {i} ({who})"))?;
         progress::tick();
         Ok((i, r))

@@ -1,23 +1,29 @@
 //! The experiment runner: the run folder, setup or restore, round 0's evaluation, then every
 //! round of the method (broadcast, device steps, server step, downloads; see
 //! [`crate::methods`]) with its evaluation, record and checkpoint, and the summary files. The
-//! runner knows no method by name.
+//! runner knows no method by name, and drives the devices through a [`Fleet`] without knowing
+//! where they are: [`run_with`] keeps them in this process, [`run_with_fleet`] takes any other
+//! fleet (a deployment's).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 
+use std::sync::Arc;
+
 use crate::checkpoint;
-use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyMode};
+use crate::config::{ExperimentConfig, Plugins, PrivacyMode};
+use crate::fleet::{Fleet, FleetStart, LocalFleet};
 use crate::methods::{FederatedMethod, Method, Round, Upload};
-use crate::parallel::{for_devices, worker_threads};
+use crate::parties::{prepare_parties, ServerData};
 use crate::progress;
 use crate::records::{
     DeviceLosses, PrivacySpent, RoundOutcome, RoundRecord, Scores, Traffic, UploadsRecord,
 };
 use crate::results::write_results;
-use crate::setup::{setup, Experiment};
+use crate::runtime::guards_uploads;
+use crate::setup::{build_server, Experiment, ServerSide};
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -67,17 +73,44 @@ pub(crate) fn utc_stamp() -> String {
     )
 }
 
-/// Runs (or resumes) an experiment and returns its run folder.
+/// Runs (or resumes) an experiment with every device in this process and returns its run
+/// folder.
 pub fn run_with(options: &RunOptions) -> anyhow::Result<PathBuf> {
-    run_inner(options, None)
+    run_inner(options, &Parties::InProcess)
 }
 
-/// [`run_with`], with the devices in their own processes when `serve` is given
-/// (`crate::deploy`).
-pub(crate) fn run_inner(
+/// Makes the fleet of a run whose devices are elsewhere (a deployment's).
+pub type FleetMaker<'a> = dyn Fn(&FleetStart<'_>) -> anyhow::Result<Box<dyn Fleet>> + 'a;
+
+/// [`run_with`] with the devices in the fleet `make` builds: the server reads only its own
+/// share of the data, from `server_data` (a folder `cargo xtask split` wrote) or, without it,
+/// from the data files (the benchmark is split and everything but the server's share dropped).
+pub fn run_with_fleet(
     options: &RunOptions,
-    serve: Option<&crate::deploy::ServeOptions>,
+    server_data: Option<&Path>,
+    make: &FleetMaker<'_>,
 ) -> anyhow::Result<PathBuf> {
+    run_inner(
+        options,
+        &Parties::Remote {
+            server_data: server_data.map(Path::to_path_buf),
+            make,
+        },
+    )
+}
+
+/// Where the devices are, and where the server's data comes from.
+enum Parties<'a> {
+    /// Every party in this process: the benchmark is split here.
+    InProcess,
+    /// The devices elsewhere.
+    Remote {
+        server_data: Option<PathBuf>,
+        make: &'a FleetMaker<'a>,
+    },
+}
+
+fn run_inner(options: &RunOptions, parties: &Parties<'_>) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let config_path = match &options.resume {
         Some(dir) if !dir.join("config.resolved.toml").is_file() => anyhow::bail!(
@@ -95,7 +128,14 @@ pub(crate) fn run_inner(
     if let Some(dir) = &options.cache_dir {
         config.cache_dir = dir.clone();
     }
-    let plugins = config.check(&config_path, &options.root)?;
+    let scope = match parties {
+        Parties::Remote {
+            server_data: Some(_),
+            ..
+        } => crate::validation::CheckScope::Server,
+        _ => crate::validation::CheckScope::Everything,
+    };
+    let plugins = config.check_as(&config_path, &options.root, scope)?;
     let run_dir = match &options.resume {
         Some(dir) => dir.clone(),
         None => new_run_dir(&config, &options.root)?,
@@ -114,14 +154,15 @@ pub(crate) fn run_inner(
         None => None,
     };
     let fresh_dir = options.resume.is_none().then(|| run_dir.clone());
-    // The config the devices are sent: the file given, or for a resumed run (even one stopped
-    // before its first round) the copy its deployment saved.
-    let sent_config = match &options.resume {
-        Some(dir) => dir.join("deploy/config.toml"),
-        None => options.config.clone(),
-    };
-    let serving = serve.map(|s| (s, sent_config.as_path()));
-    let started_run = start(config, &options.root, run_dir, plugins, resumable, serving);
+    let started_run = start(
+        config,
+        &options.root,
+        run_dir,
+        plugins,
+        resumable,
+        parties,
+        &options.config,
+    );
     let (experiment, records) = match started_run {
         Ok(started) => started,
         Err(err) => {
@@ -168,28 +209,97 @@ fn start(
     run_dir: PathBuf,
     plugins: Plugins,
     resumable: Option<checkpoint::Resumable>,
-    serve: Option<(&crate::deploy::ServeOptions, &Path)>,
+    parties: &Parties<'_>,
+    config_file: &Path,
 ) -> anyhow::Result<(Experiment, Vec<RoundRecord>)> {
     let t = Instant::now();
+    let fresh = resumable.is_none();
+    let cache_dir = root.join(&config.cache_dir);
+    let (config, plugins) = (Arc::new(config), Arc::new(plugins));
+    let fleet_start = FleetStart {
+        config: &config,
+        plugins: &plugins,
+        run_dir: &run_dir,
+        fresh,
+        config_file,
+    };
+    // The server and the devices set up side by side: their pre-trainings are independent.
+    let (side, fleet): (ServerSide, Box<dyn Fleet>) = match parties {
+        Parties::InProcess => {
+            let (server_data, devices) = prepare_parties(&config, root, &run_dir)?;
+            std::thread::scope(|s| {
+                let fleet = s.spawn(|| LocalFleet::build(&fleet_start, devices, &cache_dir));
+                let side = build_server(&config, &plugins, server_data, &cache_dir, fresh);
+                let fleet = fleet
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("setting up the devices panicked"))?;
+                Ok::<_, anyhow::Error>((side?, Box::new(fleet?) as Box<dyn Fleet>))
+            })?
+        }
+        Parties::Remote { server_data, make } => {
+            let data = match server_data {
+                Some(dir) => ServerData::read(dir, &config)?,
+                None => ServerData::from_files(&config, root, &run_dir)?,
+            };
+            if server_data.is_some() {
+                crate::parties::save_tokenizers(&data.codecs, &run_dir, &config)?;
+            }
+            let side = build_server(&config, &plugins, data, &cache_dir, fresh)?;
+            (side, make(&fleet_start)?)
+        }
+    };
+    let ServerSide {
+        server,
+        codecs,
+        llm_eval,
+        device_names,
+        messages,
+    } = side;
+    let initial_down = messages
+        .iter()
+        .map(|m| m.iter().map(|b| b.len() as u64).sum())
+        .collect();
+    let mut fleet = fleet;
+    fleet.setup(messages)?;
+    let mut experiment = Experiment {
+        slm_labels: fleet.slm_labels(),
+        config,
+        run_dir,
+        codecs,
+        server,
+        fleet,
+        initial_down,
+        llm_eval,
+        device_names,
+    };
+    progress!("setup done in {:.1}s", t.elapsed().as_secs_f64());
     match resumable {
         Some(r) => {
-            let mut experiment = setup(config, root, run_dir, plugins, false)?;
             experiment.restore(&r.checkpoint)?;
-            if let Some((options, _)) = serve {
-                experiment.remote = Some(crate::deploy::Remote::start(&experiment, options, None)?);
-            }
             progress!("resuming after round {}", r.checkpoint.completed);
             Ok((experiment, r.records))
         }
         None => {
-            let mut experiment = setup(config, root, run_dir, plugins, true)?;
-            if let Some((options, config_path)) = serve {
-                let mut remote =
-                    crate::deploy::Remote::start(&experiment, options, Some(config_path))?;
-                remote.evaluate_zero()?;
-                experiment.remote = Some(remote);
-            }
-            let mut record = experiment.evaluate_round(0, RoundOutcome::default(), true)?;
+            let everyone: Vec<usize> = (0..experiment.device_names.len()).collect();
+            let reports = {
+                let (config, codecs) = (experiment.config.clone(), experiment.codecs.clone());
+                let round = Round::of(&config, &codecs, 0, &everyone);
+                let losses = vec![DeviceLosses::default(); everyone.len()];
+                let downloads = vec![None; everyone.len()];
+                experiment
+                    .fleet
+                    .receive(&round, None, downloads, losses, true)?
+            };
+            let traffic = vec![Traffic::default(); everyone.len()];
+            let outcome = RoundOutcome {
+                devices: reports
+                    .iter()
+                    .map(|r| r.losses.clone())
+                    .zip(traffic)
+                    .collect(),
+                ..RoundOutcome::default()
+            };
+            let mut record = experiment.evaluate_round(0, outcome, reports, true)?;
             record.seconds = t.elapsed().as_secs_f64();
             progress!(
                 "before co-tuning (round 0, % on each device's {} split):",
@@ -218,8 +328,8 @@ fn run_rounds(
     for round in first..=experiment.config.rounds {
         let t = Instant::now();
         let aligned = cotune_distill::alignment_seconds();
-        let outcome = experiment.run_round(round)?;
-        let mut record = experiment.evaluate_round(round, outcome, trains_llm)?;
+        let (outcome, reports) = experiment.run_round(round)?;
+        let mut record = experiment.evaluate_round(round, outcome, reports, trains_llm)?;
         record.seconds = t.elapsed().as_secs_f64();
         record.alignment_seconds = aligns.then(|| cotune_distill::alignment_seconds() - aligned);
         experiment.finish_round(&mut records, record)?;
@@ -232,9 +342,7 @@ fn run_rounds(
         experiment.server.llm.label(),
         &records,
     )?;
-    if let Some(remote) = experiment.remote.take() {
-        remote.finish();
-    }
+    experiment.fleet.finish();
     Ok(experiment.run_dir)
 }
 
@@ -244,7 +352,7 @@ impl Experiment {
     fn privacy_spent(&self, number: usize, participants: usize) -> Option<PrivacySpent> {
         let p = self.config.privacy.as_ref()?;
         let q = match p.mode {
-            PrivacyMode::Central => participants as f64 / self.devices.len().max(1) as f64,
+            PrivacyMode::Central => participants as f64 / self.device_names.len().max(1) as f64,
             PrivacyMode::Local => 1.0,
         };
         let epsilon = |rounds: u64| {
@@ -264,12 +372,15 @@ impl Experiment {
         })
     }
 
-    /// One round of the method: broadcast, device steps, server step, downloads. Every
-    /// message is counted in its device's traffic.
-    fn run_round(&mut self, number: usize) -> anyhow::Result<RoundOutcome> {
+    /// One round of the method: broadcast, device steps, server step, downloads with the
+    /// devices' evaluation. Every message is counted in its device's traffic.
+    fn run_round(
+        &mut self,
+        number: usize,
+    ) -> anyhow::Result<(RoundOutcome, Vec<crate::fleet::DeviceReport>)> {
         let method: &dyn FederatedMethod = Method::of(&self.config)?.implementation();
         let participants = participants(&self.config, number);
-        let n = self.devices.len();
+        let n = self.device_names.len();
         let mut traffic: Vec<Traffic> = (0..n)
             .map(|i| Traffic {
                 participated: participants.contains(&i),
@@ -287,17 +398,9 @@ impl Experiment {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let round = Round {
-            number,
-            seed: self.config.seed,
-            settings: &self.config.train,
-            data: &self.config.data,
-            codecs: &self.codecs,
-            participants: &participants,
-            devices: n,
-            privacy: self.config.privacy.as_ref(),
-        };
-        let threads = worker_threads(self.config.threads);
+        let config = self.config.clone();
+        let codecs = self.codecs.clone();
+        let round = Round::of(&config, &codecs, number, &participants);
 
         let broadcast = method.broadcast(&round, &self.server)?;
         if let Some(message) = &broadcast {
@@ -308,14 +411,8 @@ impl Experiment {
         let received = broadcast.as_deref();
 
         progress::phase("devices", participants.len());
-        let guarded = guards_uploads(&self.config, method);
-        let config = &self.config;
-        let steps = match self.remote.as_mut() {
-            Some(remote) => remote.steps(&round, &self.server, method, received)?,
-            None => for_devices(&mut self.devices, &participants, threads, |dev| {
-                device_work(method, &round, dev, received, guarded, config)
-            })?,
-        };
+        let guarded = guards_uploads(&config, method);
+        let steps = self.fleet.step(&round, &self.server, received)?;
         let mut uploads = Vec::new();
         let mut record = UploadsRecord::default();
         for (i, (step, examples, prepared)) in steps {
@@ -342,7 +439,7 @@ impl Experiment {
         progress::phase("server", 1);
         let server = method.server_step(&round, &mut self.server, uploads)?;
         record.privacy = self.privacy_spent(number, participants.len());
-        if let Some(p) = &self.config.privacy {
+        if let Some(p) = &config.privacy {
             if let Some(spent) = &record.privacy {
                 let eps = |e: Option<f64>| e.map_or("infinite".to_string(), |e| format!("{e:.3}"));
                 progress!(
@@ -361,27 +458,24 @@ impl Experiment {
             traffic[i].down += message.len() as u64;
             downloads[i] = Some(message);
         }
-        let receivers: Vec<usize> = (0..n).filter(|&i| downloads[i].is_some()).collect();
-        progress::phase("devices: downloads", receivers.len());
-        let received_losses = match self.remote.as_mut() {
-            Some(remote) => remote.receive(&round, method, received, downloads, &losses)?,
-            None => for_devices(&mut self.devices, &receivers, threads, |dev| {
-                let mut l = losses[dev.index].clone();
-                let download = downloads[dev.index].as_deref().unwrap_or_default();
-                method.device_receive(&round, dev, received, download, &mut l)?;
-                Ok(l)
-            })?,
-        };
-        for (i, l) in received_losses {
-            losses[i] = l;
-        }
+        let with_slms = method.trains_slms();
+        let reports = self
+            .fleet
+            .receive(&round, received, downloads, losses, with_slms)?;
         record.server = server.checks;
         let uploads = (guarded || !record.server.refused.is_empty()).then_some(record);
-        Ok(RoundOutcome {
-            devices: losses.into_iter().zip(traffic).collect(),
-            server: server.losses,
-            uploads,
-        })
+        Ok((
+            RoundOutcome {
+                devices: reports
+                    .iter()
+                    .map(|r| r.losses.clone())
+                    .zip(traffic)
+                    .collect(),
+                server: server.losses,
+                uploads,
+            },
+            reports,
+        ))
     }
 
     /// Logs the round's scores and appends its record to `metrics.jsonl` (rewritten whole, so
@@ -434,23 +528,9 @@ impl Experiment {
     }
 }
 
-/// Whether the DPM uploads of a run of `config` are prepared and recorded one by one: with
-/// privacy, an attack, a robust rule or a screen (a plain run's uploads go up as they are).
-pub(crate) fn guards_uploads(config: &ExperimentConfig, method: &dyn FederatedMethod) -> bool {
-    let t = &config.train;
-    method.uses_dpm()
-        && (config.privacy.is_some()
-            || config.attack.is_some()
-            || !matches!(
-                method.aggregation(t),
-                Aggregation::Fedavg | Aggregation::PerDevice
-            )
-            || t.screen_ratio > 0.0)
-}
-
 /// The devices taking part in round `round` of `config`: all, or a seeded draw of
 /// `devices_per_round` of them.
-pub(crate) fn participants(config: &ExperimentConfig, round: usize) -> Vec<usize> {
+pub fn participants(config: &ExperimentConfig, round: usize) -> Vec<usize> {
     let n = config.devices.len();
     let k = config.devices_per_round();
     let mut idx: Vec<usize> = (0..n).collect();
@@ -461,70 +541,4 @@ pub(crate) fn participants(config: &ExperimentConfig, round: usize) -> Vec<usize
         idx.sort_unstable();
     }
     idx
-}
-
-/// What a device's step gives the server's side: the step, the device's local example count
-/// and what preparing the upload measured.
-pub(crate) type WorkDone = (
-    crate::methods::DeviceStep,
-    usize,
-    Option<crate::uploads::Prepared>,
-);
-
-/// A device's step in a round, in one process or in its own (`crate::deploy`): the method's
-/// step, then the upload prepared as `[privacy]` and `[attack]` say when `guarded`. Returns the
-/// step, the device's local example count and what preparing the upload measured.
-pub(crate) fn device_work(
-    method: &dyn FederatedMethod,
-    round: &Round<'_>,
-    dev: &mut crate::roles::Device,
-    received: Option<&[u8]>,
-    guarded: bool,
-    config: &ExperimentConfig,
-) -> anyhow::Result<WorkDone> {
-    let (privacy, attack) = (config.privacy.as_ref(), config.attack.as_ref());
-    // The shared part the round starts from: updates are measured against it.
-    let reference = match guarded {
-        true => Some(
-            dev.proxy()?
-                .adapted
-                .export_params(cotune_host::ParamSelection::Shared)?,
-        ),
-        false => None,
-    };
-    let mut step = method.device_step(round, dev, received)?;
-    let prepared = match (&reference, step.upload.as_mut()) {
-        (Some(reference), Some(bytes)) => Some(
-            crate::uploads::prepare_upload(
-                bytes,
-                reference,
-                privacy,
-                attack,
-                dev.index,
-                round.device_seed(dev.index),
-            )
-            .map_err(|e| anyhow::anyhow!("device {}'s upload: {e}", dev.name))?,
-        ),
-        _ => None,
-    };
-    progress!(
-        "  device {} ({}): {}",
-        dev.name,
-        dev.slm.label(),
-        losses_line(&step.losses)
-    );
-    Ok((step, dev.train.len(), prepared))
-}
-
-/// A device's losses for the log: the cross-entropy of each phase that ran.
-fn losses_line(l: &DeviceLosses) -> String {
-    let parts: Vec<String> = [("slm", l.slm), ("dpm", l.dpm), ("dst", l.dst)]
-        .iter()
-        .filter_map(|(who, r)| r.map(|r| format!("{who} CE {:.3}", r.cross_entropy)))
-        .collect();
-    if parts.is_empty() {
-        "no local training".into()
-    } else {
-        parts.join(", ")
-    }
 }

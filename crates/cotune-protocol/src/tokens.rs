@@ -166,12 +166,12 @@ pub struct Codecs {
 }
 
 impl Codecs {
-    /// Every model's tokenizer: trained ones on `texts` (the training texts the shared one
-    /// was trained on), files read.
+    /// Every model's tokenizer: files read; a trained one of `n` tokens from `trained(n)`
+    /// (trained on the texts the shared one was trained on, or read from where it was saved).
     pub(crate) fn resolve(
         config: &ExperimentConfig,
         shared: Tokenizer,
-        texts: &dyn Fn() -> Vec<String>,
+        trained: &dyn Fn(usize) -> anyhow::Result<Tokenizer>,
     ) -> anyhow::Result<Codecs> {
         let (max_prompt, max_answer) =
             (config.data.max_prompt_tokens, config.data.max_answer_tokens);
@@ -189,8 +189,9 @@ impl Codecs {
                 return Ok(c.clone());
             }
             let tokenizer = match &source {
-                Source::Trained(n) => Tokenizer::train(texts(), *n)
-                    .with_context(|| format!("training the tokenizer of {who}"))?,
+                Source::Trained(n) => {
+                    trained(*n).with_context(|| format!("the trained tokenizer of {who}"))?
+                }
                 other => other.load(who)?.expect("a file source loads a tokenizer"),
             };
             let codec = Codec {

@@ -15,20 +15,45 @@ use crate::config::{
 use crate::methods::Method;
 use crate::recipes::recipe;
 
+/// Who checks a config, and so what the check may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckScope {
+    /// A run in one process: every data file and every model.
+    Everything,
+    /// A deployed server with its own data folder: no data file, no device's model.
+    Server,
+    /// A deployed device with its own data folder: no data file.
+    Device,
+}
+
 impl ExperimentConfig {
     /// Checks everything that can be checked before training: values, the domain files (data
     /// relative to `root`), the plugins, and that FedAvg has one DPM architecture. Returns the
     /// loaded plugins.
     pub fn check(&self, path: &Path, root: &Path) -> Result<Plugins, ConfigError> {
+        self.check_as(path, root, CheckScope::Everything)
+    }
+
+    /// [`check`](Self::check) as one party runs it: a party that holds its share of the data
+    /// in a folder of its own (`cargo xtask split`) opens no data file, and the server builds
+    /// no device's model.
+    pub fn check_as(
+        &self,
+        path: &Path,
+        root: &Path,
+        scope: CheckScope,
+    ) -> Result<Plugins, ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
             reason,
         };
         self.check_values().map_err(|(k, r)| invalid(k, r))?;
-        self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
+        if scope == CheckScope::Everything {
+            self.check_files(root).map_err(|(k, r)| invalid(k, r))?;
+        }
         let plugins = self.find_plugins().map_err(|(k, r)| invalid(k, r))?;
-        self.check_models(&plugins)
+        self.check_models(&plugins, scope != CheckScope::Server)
             .map_err(|(k, r)| invalid(k, r))?;
         self.check_tokenizers(root)
             .map_err(|(k, r)| invalid(k, r))?;
@@ -277,7 +302,7 @@ impl ExperimentConfig {
     /// Every model (the LLM, each DPM with its adapters, each SLM) is built once, bare, so its
     /// plugin validates its config keys and values before any data is split or model trained;
     /// each must also hold a prompt and its answer in its context.
-    fn check_models(&self, plugins: &Plugins) -> Result<(), (String, String)> {
+    fn check_models(&self, plugins: &Plugins, slms: bool) -> Result<(), (String, String)> {
         let (p, a) = (self.data.max_prompt_tokens, self.data.max_answer_tokens);
         let check = |key: String, plugin: &Plugin, entry: &ModelEntry, text: String| {
             let arch = architecture_of(entry, plugin);
@@ -343,12 +368,14 @@ impl ExperimentConfig {
                 &dpm.model(),
                 dpm.adapted_config_text(),
             )?;
-            check(
-                format!("devices[{i}].slm.config"),
-                &plugins.slms[i],
-                &d.slm,
-                d.slm.config_text(),
-            )?;
+            if slms {
+                check(
+                    format!("devices[{i}].slm.config"),
+                    &plugins.slms[i],
+                    &d.slm,
+                    d.slm.config_text(),
+                )?;
+            }
         }
         Ok(())
     }

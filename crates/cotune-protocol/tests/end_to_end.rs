@@ -395,6 +395,23 @@ fn general_slms_a_cut_proxy_and_gated_saml_run_end_to_end() {
     assert_eq!(pretrained, 2, "the LLM and one general SLM");
 }
 
+/// Names `config`, `runs` and `cache` folders (one a line) for [`run_in_a_child_process`].
+const CHILD_RUN: &str = "COTUNE_TEST_CHILD_RUN";
+
+/// Not a test of its own: the process `a_killed_run_resumes_to_the_same_metrics` starts and
+/// kills. Without its variable it has nothing to run.
+#[test]
+fn run_in_a_child_process() {
+    let Ok(spec) = std::env::var(CHILD_RUN) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.lines().collect();
+    let [config, runs, cache] = parts[..] else {
+        panic!("{CHILD_RUN} names a config, a runs folder and a cache folder, got {spec:?}");
+    };
+    run_with(&options(config.into(), Path::new(runs), Path::new(cache))).unwrap();
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let tmp = tempfile::tempdir().unwrap();
@@ -402,14 +419,20 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     let config = variant(tmp.path(), "killed", "co-plms", 3, "");
     // The uninterrupted run (it also fills the pre-training cache).
     let full = run_with(&options(config.clone(), &runs, &cache)).unwrap();
-    // The same run in another process, killed as soon as round 1's checkpoint is complete.
+    // The same run in another process (this test binary running `run_in_a_child_process`),
+    // killed as soon as round 1's checkpoint is complete.
     let killed_runs = tmp.path().join("killed-runs");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cotune-run"))
-        .arg(&config)
-        .arg("--runs-dir")
-        .arg(&killed_runs)
-        .arg("--cache-dir")
-        .arg(&cache)
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "run_in_a_child_process", "--nocapture"])
+        .env(
+            CHILD_RUN,
+            format!(
+                "{}\n{}\n{}",
+                config.display(),
+                killed_runs.display(),
+                cache.display()
+            ),
+        )
         .current_dir(root())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

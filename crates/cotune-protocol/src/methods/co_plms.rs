@@ -10,7 +10,9 @@
 use cotune_distill::{Gate, GateSignal};
 use cotune_host::Example;
 
-use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
+use super::{
+    proxies, DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup, ServerStep, Upload,
+};
 use crate::config::{Aggregation, TransferSet};
 use crate::records::{DeviceLosses, PairLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
@@ -67,13 +69,52 @@ impl FederatedMethod for CoPlms {
         true
     }
 
-    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+    /// The first DPM for every device and, for the `public` transfer set, its public
+    /// questions.
+    fn server_setup(&self, setup: &mut ServerSetup<'_>) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
         let train = &setup.config.train;
-        proxies::attach(setup, self.aggregation(train))?;
-        if self.saml && train.transfer == TransferSet::Public {
-            proxies::send_public_transfer(setup, train.transfer_size, train.transfer_select)?;
+        let first = proxies::attach(setup, self.aggregation(train))?;
+        let mut messages = vec![vec![first]; setup.devices];
+        if self.public_transfer(setup.config) {
+            let public = proxies::public_transfer_messages(
+                setup,
+                train.transfer_size,
+                train.transfer_select,
+            )?;
+            for (m, p) in messages.iter_mut().zip(public) {
+                m.push(p);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// A proxy holding the first DPM; the transfer set's public questions.
+    fn device_setup(
+        &self,
+        setup: &DeviceSetup<'_>,
+        device: &mut Device,
+        received: &[Vec<u8>],
+    ) -> anyhow::Result<()> {
+        let Some(first) = received.first() else {
+            anyhow::bail!("co-plms sends every device its first DPM; none was received");
+        };
+        proxies::attach_proxy(setup, device, first)?;
+        if self.public_transfer(setup.config) {
+            let Some(public) = received.get(1) else {
+                anyhow::bail!("the public transfer set was not received");
+            };
+            proxies::receive_public_transfer(setup, device, public)?;
         }
         Ok(())
+    }
+
+    fn upload_reference(
+        &self,
+        round: &Round<'_>,
+        server: &Server,
+        device: usize,
+    ) -> anyhow::Result<Option<Vec<cotune_host::NamedTensor>>> {
+        proxies::reference(self, round, server, device)
     }
 
     fn device_step(
@@ -187,6 +228,13 @@ impl FederatedMethod for CoPlms {
                 })
             }
         }
+    }
+}
+
+impl CoPlms {
+    /// Whether devices receive public questions for their transfer set.
+    fn public_transfer(&self, config: &crate::config::ExperimentConfig) -> bool {
+        self.saml && config.train.transfer == TransferSet::Public
     }
 }
 

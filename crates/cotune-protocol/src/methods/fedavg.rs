@@ -2,7 +2,9 @@
 //! DPMs (weighted by local examples) and sends the average back. No mutual learning, and the
 //! LLM does not change.
 
-use super::{proxies, DeviceStep, FederatedMethod, Round, ServerStep, Setup, Upload};
+use super::{
+    proxies, DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup, ServerStep, Upload,
+};
 use crate::config::{Aggregation, RoundSettings};
 use crate::records::DeviceLosses;
 use crate::roles::{Device, Server};
@@ -32,8 +34,30 @@ impl FederatedMethod for Fedavg {
         }
     }
 
-    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
-        proxies::attach(setup, self.aggregation(&setup.config.train))
+    fn server_setup(&self, setup: &mut ServerSetup<'_>) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
+        let first = proxies::attach(setup, self.aggregation(&setup.config.train))?;
+        Ok(vec![vec![first]; setup.devices])
+    }
+
+    fn device_setup(
+        &self,
+        setup: &DeviceSetup<'_>,
+        device: &mut Device,
+        received: &[Vec<u8>],
+    ) -> anyhow::Result<()> {
+        let Some(first) = received.first() else {
+            anyhow::bail!("fedavg sends every device its first DPM; none was received");
+        };
+        proxies::attach_proxy(setup, device, first)
+    }
+
+    fn upload_reference(
+        &self,
+        round: &Round<'_>,
+        server: &Server,
+        device: usize,
+    ) -> anyhow::Result<Option<Vec<cotune_host::NamedTensor>>> {
+        proxies::reference(self, round, server, device)
     }
 
     fn device_step(

@@ -13,12 +13,16 @@
 //!    parallel.
 //!
 //! The roles only exchange bytes: every message is counted in the round's [`Traffic`]
-//! (crate::records::Traffic). [`setup`](FederatedMethod::setup) runs once, after the LLM and
-//! the SLMs exist, for what a method adds (distilled proxies, the public transfer set).
+//! (crate::records::Traffic). Before round 1 a method sets itself up on both sides:
+//! [`server_setup`](FederatedMethod::server_setup) once on the server, after the LLM exists
+//! (the first DPM), returning what each device receives then; and
+//! [`device_setup`](FederatedMethod::device_setup) on every device with what it received
+//! (its proxy, its transfer questions), after its SLM exists. Both fleets, the devices of one
+//! process and the device processes of a deployment, call the same two functions.
 //!
 //! Adding a method is one new file with a type implementing [`FederatedMethod`], a `mod` line
 //! and one entry in [`REGISTRY`]; `method = "<its name>"` then selects it in a config and a
-//! comparison.
+//! comparison, in one process and deployed alike.
 
 mod centralized;
 mod co_plms;
@@ -30,7 +34,7 @@ mod standalone;
 use std::fmt;
 
 use cotune_data::{DataConfig, QaRecord};
-use cotune_host::Example;
+use cotune_host::{Example, NamedTensor};
 
 use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyConfig, RoundSettings};
 use crate::records::{DeviceLosses, ServerLosses, UploadChecks};
@@ -83,9 +87,34 @@ pub trait FederatedMethod: Sync {
         Ok(())
     }
 
-    /// Once, after the LLM and the SLMs are built: what the method adds to them.
-    fn setup(&self, _setup: &mut Setup<'_>) -> anyhow::Result<()> {
+    /// Once on the server, after the LLM is built: what the method adds there. Returns what
+    /// each device receives before round 1 (its messages, one list per device in device
+    /// order; every byte is counted in its first round's traffic).
+    fn server_setup(&self, setup: &mut ServerSetup<'_>) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
+        Ok(vec![Vec::new(); setup.devices])
+    }
+
+    /// Once on every device, after its SLM is built, with the messages
+    /// [`server_setup`](Self::server_setup) made for it.
+    fn device_setup(
+        &self,
+        _setup: &DeviceSetup<'_>,
+        _device: &mut Device,
+        _received: &[Vec<u8>],
+    ) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// What the server checks device `device`'s upload of this round against before accepting
+    /// it over the network (the parameters its step started from), if the upload is a
+    /// parameter set.
+    fn upload_reference(
+        &self,
+        _round: &Round<'_>,
+        _server: &Server,
+        _device: usize,
+    ) -> anyhow::Result<Option<Vec<NamedTensor>>> {
+        Ok(None)
     }
 
     /// The message the server sends every participating device before their step, if any.
@@ -143,7 +172,26 @@ pub struct Round<'a> {
     pub privacy: Option<&'a PrivacyConfig>,
 }
 
-impl Round<'_> {
+impl<'a> Round<'a> {
+    /// Round `number` of `config` with `participants` (every model's tokenizer in `codecs`).
+    pub fn of(
+        config: &'a ExperimentConfig,
+        codecs: &'a Codecs,
+        number: usize,
+        participants: &'a [usize],
+    ) -> Round<'a> {
+        Round {
+            number,
+            seed: config.seed,
+            settings: &config.train,
+            data: &config.data,
+            codecs,
+            participants,
+            devices: config.devices.len(),
+            privacy: config.privacy.as_ref(),
+        }
+    }
+
     /// The seeds of device `i` this round.
     pub fn device_seed(&self, i: usize) -> RoundSeed {
         RoundSeed::new(self.seed, self.number, Party::Device(i))
@@ -197,8 +245,8 @@ pub struct ServerStep {
     pub downloads: Vec<(usize, Vec<u8>)>,
 }
 
-/// What [`FederatedMethod::setup`] works with.
-pub struct Setup<'a> {
+/// What [`FederatedMethod::server_setup`] works with.
+pub struct ServerSetup<'a> {
     /// The checked config.
     pub config: &'a ExperimentConfig,
     /// Its plugins.
@@ -207,19 +255,25 @@ pub struct Setup<'a> {
     pub codecs: &'a Codecs,
     /// The server (its LLM built, no DPMs yet).
     pub server: &'a mut Server,
-    /// The devices (their SLMs built, no proxies yet).
-    pub devices: &'a mut [Device],
-    /// The public training records the server holds (for transfer sets).
-    pub public_records: &'a [QaRecord],
-    /// Bytes each device receives before round 1; a method adds what it sends then.
-    pub initial_down: &'a mut [u64],
+    /// How many devices the experiment has.
+    pub devices: usize,
     /// The cache of pre-trained and distilled models.
     pub cache_dir: &'a std::path::Path,
     /// What identifies the data in cache keys.
     pub data_key: &'a str,
     /// False when resuming: models are about to be restored from the run's checkpoints, so
-    /// nothing needs training or sending.
+    /// nothing needs training.
     pub fresh: bool,
+}
+
+/// What [`FederatedMethod::device_setup`] works with.
+pub struct DeviceSetup<'a> {
+    /// The checked config.
+    pub config: &'a ExperimentConfig,
+    /// Its plugins.
+    pub plugins: &'a Plugins,
+    /// Every model's tokenizer.
+    pub codecs: &'a Codecs,
 }
 
 /// A method as a config value: `method = "co-plms"` names one of [`REGISTRY`].

@@ -10,7 +10,7 @@ use cotune_data::{QaRecord, SeededRng};
 use cotune_distill::{distill, stable_hash, DistillConfig, Teacher};
 use cotune_host::{Example, Model, NamedTensor, ParamSelection};
 
-use super::{Round, Setup, Upload};
+use super::{DeviceSetup, Round, ServerSetup, Upload};
 use crate::config::{architecture_of, Aggregation, DpmInit, TransferSelect};
 use crate::message::{decode_params, weighted_average};
 use crate::recipes::{check_fits, recipe};
@@ -20,12 +20,15 @@ use crate::seed::Stream;
 use crate::tokens::bridge;
 use crate::uploads;
 
-/// Distils the first DPM from the server's LLM (or reads it from the cache), fills the
-/// server's DPM slots (one, or one per device under `aggregation`) with it, and gives every
-/// device a proxy holding it: the first download.
-pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow::Result<()> {
+/// Distils the first DPM from the server's LLM (or reads it from the cache) and fills the
+/// server's DPM slots (one, or one per device under `aggregation`) with it. Returns the first
+/// download every device receives: the DPM's parameters ([`attach_proxy`] on the device).
+pub(crate) fn attach(
+    setup: &mut ServerSetup<'_>,
+    aggregation: Aggregation,
+) -> anyhow::Result<Vec<u8>> {
     let (config, plugins) = (setup.config, setup.plugins);
-    let n = setup.devices.len();
+    let n = setup.devices;
     let entry = config.dpm_of(0);
     let arch = architecture_of(&entry.model(), &plugins.dpms[0]);
     let text = entry.model().config_text();
@@ -99,11 +102,17 @@ pub(crate) fn attach(setup: &mut Setup<'_>, aggregation: Aggregation) -> anyhow:
         setup.server.dpms.push(m);
         setup.server.dpm_steps.push(0);
     }
-    for (i, device) in setup.devices.iter_mut().enumerate() {
-        let proxy = make_proxy(config, plugins, setup.codecs, device, &message)?;
-        setup.initial_down[i] += message.len() as u64;
-        device.dpm = Some(proxy);
-    }
+    Ok(message)
+}
+
+/// The device's side of [`attach`]: a proxy holding the first DPM it received.
+pub(crate) fn attach_proxy(
+    setup: &DeviceSetup<'_>,
+    device: &mut Device,
+    first: &[u8],
+) -> anyhow::Result<()> {
+    let proxy = make_proxy(setup.config, setup.plugins, setup.codecs, device, first)?;
+    device.dpm = Some(proxy);
     Ok(())
 }
 
@@ -154,46 +163,74 @@ pub(crate) fn give_public_transfer(device: &mut Device, records: Vec<QaRecord>, 
     device.public_records = records;
 }
 
-/// Gives every device `size` questions of the public corpus for the `public` transfer set,
-/// counted in its first download: under `select = "random"` a seeded choice per device; under
-/// `"similar"` the device receives them all and keeps the `size` closest to its own
-/// (`crate::similarity`).
-pub(crate) fn send_public_transfer(
-    setup: &mut Setup<'_>,
+/// What each device receives for the `public` transfer set, one message per device: under
+/// `select = "random"` a seeded choice of `size` public questions per device; under
+/// `"similar"` every public question, of which the device keeps the `size` closest to its own
+/// ([`receive_public_transfer`]), so its questions never leave it.
+pub(crate) fn public_transfer_messages(
+    setup: &ServerSetup<'_>,
     size: usize,
     select: TransferSelect,
-) -> anyhow::Result<()> {
-    let public = setup.public_records;
-    let template = &setup.config.data.prompt_template;
-    let everything = serde_json::to_vec(public)?.len() as u64;
-    // Under "similar" each device compares the public questions with its own in its SLM's
-    // tokens: the corpus is encoded once per tokenizer.
-    let mut encoded: std::collections::HashMap<String, Vec<Example>> = Default::default();
-    for (i, device) in setup.devices.iter_mut().enumerate() {
-        let chosen: Vec<usize> = match select {
-            TransferSelect::Random => {
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let public = &setup.server.public_records;
+    match select {
+        TransferSelect::Similar => {
+            let everything = serde_json::to_vec(public)?;
+            Ok(vec![everything; setup.devices])
+        }
+        TransferSelect::Random => (0..setup.devices)
+            .map(|i| {
                 let mut idx: Vec<usize> = (0..public.len()).collect();
                 SeededRng::for_stream(setup.config.seed.wrapping_add(i as u64), "public-transfer")
                     .shuffle(&mut idx);
                 idx.truncate(size);
                 let records: Vec<QaRecord> = idx.iter().map(|&k| public[k].clone()).collect();
-                setup.initial_down[i] += serde_json::to_vec(&records)?.len() as u64;
-                idx
-            }
-            TransferSelect::Similar => {
-                setup.initial_down[i] += everything;
-                let codec = &device.slm_codec;
-                let examples = encoded
-                    .entry(codec.tokenizer.fingerprint().to_string())
-                    .or_insert_with(|| codec.encode(public, template));
-                crate::similarity::most_similar(&device.train, examples, size)
-            }
-        };
-        let records: Vec<QaRecord> = chosen.iter().map(|&k| public[k].clone()).collect();
-        device.proxy()?;
-        give_public_transfer(device, records, template);
+                Ok(serde_json::to_vec(&records)?)
+            })
+            .collect(),
     }
+}
+
+/// The device's side of [`public_transfer_messages`]: the public questions it received (under
+/// `"similar"`, the `size` closest to its own, compared in its SLM's tokens) become its
+/// transfer set, in its SLM's and its proxy's tokens.
+pub(crate) fn receive_public_transfer(
+    setup: &DeviceSetup<'_>,
+    device: &mut Device,
+    message: &[u8],
+) -> anyhow::Result<()> {
+    let template = &setup.config.data.prompt_template;
+    let received: Vec<QaRecord> =
+        serde_json::from_slice(message).context("the public questions of the transfer set")?;
+    let train = &setup.config.train;
+    let records = match train.transfer_select {
+        TransferSelect::Random => received,
+        TransferSelect::Similar => {
+            let examples = device.slm_codec.encode(&received, template);
+            crate::similarity::most_similar(&device.train, &examples, train.transfer_size)
+                .into_iter()
+                .map(|k| received[k].clone())
+                .collect()
+        }
+    };
+    device.proxy()?;
+    give_public_transfer(device, records, template);
     Ok(())
+}
+
+/// The DPM device `device`'s step started from: the server's slot for it (one slot, or its
+/// own under per-device aggregation).
+pub(crate) fn reference(
+    method: &dyn super::FederatedMethod,
+    round: &Round<'_>,
+    server: &Server,
+    device: usize,
+) -> anyhow::Result<Option<Vec<NamedTensor>>> {
+    let slot = match method.aggregation(round.settings).one_slot() {
+        true => 0,
+        false => device,
+    };
+    Ok(Some(server.dpms[slot].export_params(ParamSelection::All)?))
 }
 
 /// The device's upload: its proxy's shared part.

@@ -1,5 +1,6 @@
-//! The server's side of a deployment: the run of [`crate::runner`] with its device steps,
-//! downloads and device evaluations sent to device processes through `cotune_net`.
+//! The server's side of a deployment: [`NetFleet`], the fleet whose devices are processes of
+//! their own reached through `cotune_net`, and [`serve`], the runner of `cotune_protocol` with
+//! it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -9,20 +10,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cotune_host::{NamedTensor, ParamSelection};
+use cotune_host::NamedTensor;
 use cotune_net::{
     DevCerts, DeviceTask, NetServer, RoundOutcome, RoundSpec, ServerConfig, ServerState,
     StateConfig, Validator,
 };
 
-use super::{net_round, put_message, take_message, Payload, Phase, ReportMeta, TaskMeta};
-use crate::config::DeployConfig;
-use crate::message::{decode_params, encode_params};
-use crate::methods::{DeviceStep, FederatedMethod, Round};
-use crate::records::{DeviceLosses, Scores, WireRecord};
-use crate::runner::{RunOptions, WorkDone};
-use crate::setup::Experiment;
-use crate::uploads::{check_like, first_non_finite, update_norm, Prepared};
+use cotune_protocol::config::{architecture_of, DeployConfig};
+use cotune_protocol::message::decode_params;
+use cotune_protocol::methods::{DeviceStep, Method, Round};
+use cotune_protocol::records::{DeviceLosses, Scores, WireRecord};
+use cotune_protocol::roles::{DeviceSteps, Server};
+use cotune_protocol::uploads::{check_like, first_non_finite, update_norm, Prepared};
+use cotune_protocol::{DeviceReport, Fleet, FleetStart, RunOptions, WorkDone};
+
+use crate::payload::is_plain_file_name;
+use crate::{net_round, Part, Payload, Phase, ReportMeta, TaskMeta};
 
 /// How `cargo xtask serve` runs.
 #[derive(Debug, Clone)]
@@ -35,11 +38,16 @@ pub struct ServeOptions {
     pub certs: PathBuf,
     /// A file to write the address the server listens on into, once it does.
     pub address_file: Option<PathBuf>,
+    /// The server's own data folder (`cargo xtask split`'s `server/`); without it the server
+    /// splits the data files itself and keeps only its share.
+    pub data: Option<PathBuf>,
 }
 
 /// Runs the server side of `options.run` for device processes and returns its run folder.
 pub fn serve(options: &ServeOptions) -> anyhow::Result<PathBuf> {
-    crate::runner::run_inner(&options.run, Some(options))
+    cotune_protocol::run_with_fleet(&options.run, options.data.as_deref(), &|start| {
+        Ok(Box::new(NetFleet::start(start, options)?) as Box<dyn Fleet>)
+    })
 }
 
 /// A download a device missed (it was dropped or away), sent with its next task.
@@ -61,7 +69,7 @@ struct Expected {
 }
 
 /// The devices of a run, in their own processes.
-pub(crate) struct Remote {
+pub struct NetFleet {
     rt: tokio::runtime::Runtime,
     state: Arc<ServerState>,
     server: Option<NetServer>,
@@ -70,7 +78,13 @@ pub(crate) struct Remote {
     run_dir: PathBuf,
     dir: PathBuf,
     devices: usize,
-    /// Per device, its setup: the first DPM (`setup/`) and its public questions.
+    /// False when the run resumed: the setups were saved when it started.
+    fresh: bool,
+    /// The method of the run.
+    method: Method,
+    /// Each device's SLM as `plugin/architecture`, from the config.
+    labels: Vec<String>,
+    /// Per device, its setup: the messages of the method's server setup for it.
     setups: Vec<Payload>,
     /// Devices that have uploaded once: they hold their setup.
     ready: BTreeSet<usize>,
@@ -88,75 +102,53 @@ fn lock(e: &Mutex<Expected>) -> std::sync::MutexGuard<'_, Expected> {
     e.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Remote {
-    /// Starts serving the devices of `experiment`. `config_path` is the config file of a
-    /// fresh run (the devices receive its text); a resumed run reads what it saved.
-    pub(crate) fn start(
-        experiment: &Experiment,
-        options: &ServeOptions,
-        config_path: Option<&Path>,
-    ) -> anyhow::Result<Remote> {
-        let config = &experiment.config;
+impl NetFleet {
+    /// Starts serving the devices of the run `start` describes.
+    pub fn start(start: &FleetStart<'_>, options: &ServeOptions) -> anyhow::Result<NetFleet> {
+        let config = &**start.config;
         let settings = config.deploy.clone().unwrap_or_default();
-        let dir = experiment.run_dir.join("deploy");
+        let dir = start.run_dir.join("deploy");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let saved = dir.join("config.toml");
-        let config_text = match config_path {
-            Some(path) => {
+        // The config the devices are sent: the file given, or for a resumed run (even one
+        // stopped before its first round) the copy its deployment saved.
+        let config_text = match start.fresh && !saved.is_file() {
+            true => {
+                let path = start.config_file;
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 std::fs::write(&saved, &text)
                     .with_context(|| format!("writing {}", saved.display()))?;
                 text
             }
-            None => std::fs::read_to_string(&saved).with_context(|| {
+            false => std::fs::read_to_string(&saved).with_context(|| {
                 format!(
                     "reading {} (a run folder started by `serve` has it)",
                     saved.display()
                 )
             })?,
         };
-        let mut setups = Vec::new();
-        for dev in &experiment.devices {
-            let path = dir.join(format!("setup-{}.safetensors", dev.index));
-            let payload = match config_path {
-                Some(_) => {
-                    let mut p = Payload::default();
-                    if let Some(proxy) = &dev.dpm {
-                        let first = proxy.shared.export_params(ParamSelection::All)?;
-                        put_message(&mut p, "setup", &encode_params(&first));
-                    }
-                    p.blobs.push((
-                        "setup-public".into(),
-                        serde_json::to_vec(&dev.public_records)?,
-                    ));
-                    std::fs::write(&path, p.encode())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    p
-                }
-                None => {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    Payload::decode(&bytes, &path.display().to_string())
-                        .map_err(anyhow::Error::msg)?
-                }
-            };
-            setups.push(payload);
-        }
+        let n = config.devices.len();
+        let labels = config
+            .devices
+            .iter()
+            .zip(&start.plugins.slms)
+            .map(|(d, p)| format!("{}/{}", p.name(), architecture_of(&d.slm, p)))
+            .collect();
         let ready: BTreeSet<usize> = match std::fs::read(dir.join("ready.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).context("reading deploy/ready.json")?,
             Err(_) => BTreeSet::new(),
         };
         let mut pending = BTreeMap::new();
-        for i in 0..experiment.devices.len() {
+        for i in 0..n {
             let path = dir.join(format!("pending-{i}.safetensors"));
             if let Ok(bytes) = std::fs::read(&path) {
                 let p = Payload::decode(&bytes, &path.display().to_string())
                     .map_err(anyhow::Error::msg)?;
                 let round: usize = serde_json::from_str(&p.meta)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let download = take_message(&p, "pending").unwrap_or_default();
-                let broadcast = p.blob("pending-broadcast").map(<[u8]>::to_vec);
+                let download = p.get(&Part::Pending).unwrap_or_default().to_vec();
+                let broadcast = p.get(&Part::PendingBroadcast).map(<[u8]>::to_vec);
                 pending.insert(
                     i,
                     Pending {
@@ -187,7 +179,6 @@ impl Remote {
             .enable_all()
             .build()
             .context("starting the network runtime")?;
-        let n = experiment.devices.len();
         let tls = DevCerts::in_dir(&options.certs, n).server_tls()?;
         let server = rt.block_on(NetServer::start(
             ServerConfig::new(options.listen, tls),
@@ -204,16 +195,19 @@ impl Remote {
             options.certs.display(),
             addr.port()
         );
-        Ok(Remote {
+        Ok(NetFleet {
             rt,
             state,
             server: Some(server),
             settings,
             config_text,
-            run_dir: experiment.run_dir.clone(),
+            run_dir: start.run_dir.to_path_buf(),
             dir,
             devices: n,
-            setups,
+            fresh: start.fresh,
+            method: Method::of(config)?,
+            labels,
+            setups: Vec::new(),
             ready,
             pending,
             dropped: BTreeSet::new(),
@@ -223,16 +217,6 @@ impl Remote {
         })
     }
 
-    /// Round 0: every device sets up and scores its models.
-    pub(crate) fn evaluate_zero(&mut self) -> anyhow::Result<()> {
-        self.new_round();
-        let everyone: Vec<usize> = (0..self.devices).collect();
-        let downloads = vec![None; self.devices];
-        let losses = vec![DeviceLosses::default(); self.devices];
-        self.receive_phase(0, &everyone, &everyone, None, &downloads, &losses, true)?;
-        Ok(())
-    }
-
     fn new_round(&mut self) {
         self.wire.clear();
         self.evals.clear();
@@ -240,30 +224,19 @@ impl Remote {
     }
 
     /// The step of `round` on its participants' devices: what each accepted device uploaded,
-    /// as [`crate::runner::device_work`] returns it in one process.
-    pub(crate) fn steps(
+    /// as a device in one process returns it.
+    fn steps(
         &mut self,
         round: &Round<'_>,
-        server: &crate::roles::Server,
-        method: &dyn FederatedMethod,
+        server: &Server,
         received: Option<&[u8]>,
     ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
         self.new_round();
         let r = round.number;
+        let method = self.method.implementation();
         let mut references = BTreeMap::new();
-        if method.uses_dpm() {
-            let one_slot = method.aggregation(round.settings).one_slot();
-            let mut by_slot: BTreeMap<usize, Vec<NamedTensor>> = BTreeMap::new();
-            for &i in round.participants {
-                let slot = if one_slot { 0 } else { i };
-                let reference = match by_slot.get(&slot) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = server.dpms[slot].export_params(ParamSelection::All)?;
-                        by_slot.insert(slot, r.clone());
-                        r
-                    }
-                };
+        for &i in round.participants {
+            if let Some(reference) = method.upload_reference(round, server, i)? {
                 references.insert(i, reference);
             }
         }
@@ -303,7 +276,7 @@ impl Remote {
             });
             let step = DeviceStep {
                 losses: meta.losses,
-                upload: take_message(&p, "upload"),
+                upload: p.get(&Part::Upload).map(<[u8]>::to_vec),
             };
             out.push((i, (step, meta.examples, prepared)));
         }
@@ -318,16 +291,22 @@ impl Remote {
         Ok(out)
     }
 
-    /// The downloads of `round` and every connected device's evaluation: the losses of each
-    /// device that took part, after the method's receive.
-    pub(crate) fn receive(
+    /// The downloads of `round` and every connected device's evaluation (round 0: every
+    /// device's setup and evaluation): the losses of each device that reported, after the
+    /// method's receive.
+    fn receive_round(
         &mut self,
         round: &Round<'_>,
-        method: &dyn FederatedMethod,
         received: Option<&[u8]>,
         downloads: Vec<Option<Vec<u8>>>,
         losses: &[DeviceLosses],
+        with_slms: bool,
     ) -> anyhow::Result<Vec<(usize, DeviceLosses)>> {
+        if round.number == 0 {
+            self.new_round();
+            let everyone: Vec<usize> = (0..self.devices).collect();
+            return self.receive_phase(0, &everyone, &everyone, None, &downloads, losses, true);
+        }
         let connected: BTreeSet<usize> = self
             .state
             .connected_devices()
@@ -344,7 +323,7 @@ impl Remote {
             received,
             &downloads,
             losses,
-            method.trains_slms(),
+            with_slms,
         )
     }
 
@@ -398,8 +377,8 @@ impl Remote {
             let meta: ReportMeta = serde_json::from_str(&p.meta)?;
             self.wire.entry(*i).or_default().device_seconds += meta.seconds;
             self.evals.insert(*i, (meta.slm, meta.dpm));
-            for (name, bytes) in &p.blobs {
-                if let Some(file) = name.strip_prefix("pred/") {
+            for (part, bytes) in p.parts() {
+                if let Part::Prediction(file) = part {
                     let path = dir.join(file);
                     std::fs::write(&path, bytes)
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -441,21 +420,22 @@ impl Remote {
         let mut p = Payload::default();
         let setup = !self.ready.contains(&i);
         if setup {
-            p.params.extend(self.setups[i].params.iter().cloned());
-            p.blobs.extend(self.setups[i].blobs.iter().cloned());
+            for (part, message) in self.setups[i].parts() {
+                p.put(part.clone(), message.to_vec());
+            }
         }
         let pending = self.pending.get(&i).map(|pd| {
-            put_message(&mut p, "pending", &pd.download);
+            p.put(Part::Pending, pd.download.clone());
             if let Some(b) = &pd.broadcast {
-                p.blobs.push(("pending-broadcast".into(), b.clone()));
+                p.put(Part::PendingBroadcast, b.clone());
             }
             pd.round
         });
         if let Some(b) = broadcast {
-            p.blobs.push(("broadcast".into(), b.to_vec()));
+            p.put(Part::Broadcast, b.to_vec());
         }
         if let Some(d) = download {
-            put_message(&mut p, "download", d);
+            p.put(Part::Download, d.to_vec());
         }
         let meta = TaskMeta {
             run: self
@@ -583,13 +563,10 @@ impl Remote {
             let path = self.dir.join(format!("pending-{i}.safetensors"));
             match self.pending.get(&i) {
                 Some(pd) => {
-                    let mut p = Payload {
-                        meta: pd.round.to_string(),
-                        ..Payload::default()
-                    };
-                    put_message(&mut p, "pending", &pd.download);
+                    let mut p = Payload::new(pd.round.to_string());
+                    p.put(Part::Pending, pd.download.clone());
                     if let Some(b) = &pd.broadcast {
-                        p.blobs.push(("pending-broadcast".into(), b.clone()));
+                        p.put(Part::PendingBroadcast, b.clone());
                     }
                     std::fs::write(&path, p.encode())
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -601,19 +578,89 @@ impl Remote {
         }
         Ok(())
     }
+}
 
-    /// Device `i`'s scores this round (`None` where it did not report).
-    pub(crate) fn scores(&self, i: usize) -> (Option<Scores>, Option<Scores>) {
-        self.evals.get(&i).copied().unwrap_or((None, None))
+impl Fleet for NetFleet {
+    fn slm_labels(&self) -> Vec<String> {
+        self.labels.clone()
     }
 
-    /// Device `i`'s traffic on the network this round.
-    pub(crate) fn wire(&self, i: usize) -> WireRecord {
-        self.wire.get(&i).cloned().unwrap_or_default()
+    /// A fresh run keeps every device's setup (also on disk, for a resumed server); a resumed
+    /// run reads the setups it kept (what the server's setup makes when resuming is not
+    /// trained, and the devices set up long ago).
+    fn setup(&mut self, messages: Vec<Vec<Vec<u8>>>) -> anyhow::Result<()> {
+        self.setups.clear();
+        for (i, m) in messages.into_iter().enumerate() {
+            let path = self.dir.join(format!("setup-{i}.safetensors"));
+            let payload = match self.fresh && !path.is_file() {
+                true => {
+                    let mut p = Payload::default();
+                    for (k, message) in m.into_iter().enumerate() {
+                        p.put(Part::Setup(k), message);
+                    }
+                    std::fs::write(&path, p.encode())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    p
+                }
+                false => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Payload::decode(&bytes, &path.display().to_string())
+                        .map_err(anyhow::Error::msg)?
+                }
+            };
+            self.setups.push(payload);
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        round: &Round<'_>,
+        server: &Server,
+        broadcast: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
+        self.steps(round, server, broadcast)
+    }
+
+    fn receive(
+        &mut self,
+        round: &Round<'_>,
+        broadcast: Option<&[u8]>,
+        downloads: Vec<Option<Vec<u8>>>,
+        losses: Vec<DeviceLosses>,
+        with_slms: bool,
+    ) -> anyhow::Result<Vec<DeviceReport>> {
+        let received = self.receive_round(round, broadcast, downloads, &losses, with_slms)?;
+        let mut reports: Vec<DeviceReport> = losses
+            .into_iter()
+            .map(|losses| DeviceReport {
+                losses,
+                ..DeviceReport::default()
+            })
+            .collect();
+        reports.resize_with(self.devices, DeviceReport::default);
+        for (i, l) in received {
+            reports[i].losses = l;
+        }
+        for (i, r) in reports.iter_mut().enumerate() {
+            (r.slm, r.dpm) = self.evals.get(&i).copied().unwrap_or((None, None));
+            r.wire = Some(self.wire.get(&i).cloned().unwrap_or_default());
+        }
+        Ok(reports)
+    }
+
+    /// The devices keep their own state; the server's side of it is written after every phase.
+    fn save(&mut self, _dir: &Path) -> anyhow::Result<Vec<DeviceSteps>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _dir: &Path, _steps: &[DeviceSteps]) -> anyhow::Result<()> {
+        Ok(())
     }
 
     /// Tells every device the run has finished and stops serving.
-    pub(crate) fn finish(mut self) {
+    fn finish(&mut self) {
         self.state.finish();
         let server = self.server.take();
         self.rt.block_on(async move {
@@ -661,25 +708,24 @@ fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), Str
             return Err(format!("non-finite scores {s:?}"));
         }
     }
-    for (name, _) in &p.blobs {
-        if let Some(file) = name.strip_prefix("pred/") {
-            let plain = !file.is_empty()
-                && !file.starts_with('.')
-                && file
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !plain {
-                return Err(format!(
-                    "prediction file name {file:?} is not a plain file name"
-                ));
-            }
+    for (part, _) in p.parts() {
+        let allowed = match part {
+            Part::Upload => meta.phase == Phase::Step,
+            Part::Prediction(file) => meta.phase == Phase::Receive && is_plain_file_name(file),
+            _ => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "a device's {} upload may not hold {part:?}",
+                meta.phase.name()
+            ));
         }
     }
     if let (Phase::Step, Some(reference)) = (meta.phase, e.references.get(&(device as usize))) {
-        let Some(message) = take_message(&p, "upload") else {
+        let Some(message) = p.get(&Part::Upload) else {
             return Err("the step's upload holds no DPM parameters".to_string());
         };
-        let set = decode_params(&message).map_err(|err| err.to_string())?;
+        let set = decode_params(message).map_err(|err| err.to_string())?;
         check_like(&set, reference)?;
         if let Some((name, k, v)) = first_non_finite(&set) {
             return Err(format!("non-finite value {v} at {name}[{k}]"));
@@ -699,6 +745,7 @@ fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cotune_protocol::message::encode_params;
 
     fn report(
         phase: Phase,
@@ -717,12 +764,9 @@ mod tests {
             dpm: None,
             seconds: 0.0,
         };
-        let mut p = Payload {
-            meta: serde_json::to_string(&meta).unwrap(),
-            ..Payload::default()
-        };
+        let mut p = Payload::new(serde_json::to_string(&meta).unwrap());
         if let Some(params) = params {
-            put_message(&mut p, "upload", &encode_params(&params));
+            p.put(Part::Upload, encode_params(&params));
         }
         p.encode()
     }

@@ -1,19 +1,21 @@
 //! A run whose devices live in their own processes, on their own machines, reached over gRPC
 //! with mutual TLS (`cotune_net`): `cargo xtask serve` runs the server side of a config,
-//! `cargo xtask device` one device. `docs/deployment.md` is the how-to.
+//! `cargo xtask device` one device; `cargo xtask split` gives each party its own data folder.
+//! `docs/deployment.md` is the how-to.
 //!
 //! # Who holds what
 //!
-//! The server process does everything a run in one process does on the server's side (the
-//! LLM, the DPM slots, the public corpus, aggregation, server-side mutual learning, the LLM's
-//! evaluation, the run folder with `metrics.jsonl`, results, plots and `state/`); a device
-//! process holds its SLM, its proxy's adapters and optimiser counters, its training split and
-//! its test split, in a folder of its own (`--dir`, default `runs/device-<i>`), and never
-//! opens a port. The benchmark's split is a function of the config and the data files, so a
-//! device derives its own split from its copy of the data; its private examples never travel.
-//! The server builds the same initial devices as a run in one process to make their first
-//! downloads (the first DPM, the public questions of the transfer set) and never trains or
-//! evaluates them.
+//! The server process runs the runner of `cotune_protocol` with this crate's [`NetFleet`] as its
+//! fleet: the LLM, the DPM slots, the public corpus, aggregation, server-side mutual learning,
+//! the LLM's evaluation on the server's own evaluation records, the run folder with
+//! `metrics.jsonl`, results, plots and `state/`. It never opens a device's data file, never
+//! builds, saves or holds a device's model, and never sees a device's questions: with
+//! `--data DIR/server` (`cargo xtask split`) it reads only its own folder. A device process holds
+//! one `cotune_protocol::DeviceRuntime`, the same as a run in one process holds per device: its
+//! SLM, what its method keeps on it (a proxy and its adapters), its training and test records
+//! (from `--data DIR/device-<i>`), and their state in a folder of its own (`--dir`), and never
+//! opens a port. The method's device setup runs on the device with what the server's setup
+//! sent it (the first DPM; every public question, of which it keeps those closest to its own).
 //!
 //! # A round on the wire
 //!
@@ -31,10 +33,10 @@
 //!    holds the device's message from the server's step; the device applies it, evaluates its
 //!    models on its test split, saves its state and uploads the scores and prediction files.
 //!
-//! The first task a device gets carries the config and its setup (the first DPM, its public
-//! questions); the device builds its SLM (pre-training it when the config says so) and its
-//! proxy from them, and keeps both in its folder. Every payload is a safetensors file
-//! ([`Payload`]).
+//! The first task a device gets carries the config and the messages of the method's server
+//! setup for it; the device builds its SLM (pre-training it when the config says so), runs the
+//! method's device setup with them, and keeps everything in its folder. Every payload is a
+//! safetensors file of typed parts ([`Payload`], [`Part`]).
 //!
 //! # Failures
 //!
@@ -47,19 +49,21 @@
 //! device, or a server that restarted from its last completed round and repeats a phase,
 //! computes the same numbers again.
 
+/// A progress line on standard error.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
+}
+
 mod device;
 mod payload;
 mod server;
 
 pub use device::{run_device, DeviceOptions};
-pub use payload::Payload;
-pub(crate) use server::Remote;
-pub use server::{serve, ServeOptions};
+pub use payload::{Part, Payload};
+pub use server::{serve, NetFleet, ServeOptions};
 
+use cotune_protocol::records::{DeviceLosses, Scores};
 use serde::{Deserialize, Serialize};
-
-use crate::message::{decode_params, encode_params};
-use crate::records::{DeviceLosses, Scores};
 
 /// The two phases of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,13 +100,14 @@ pub(crate) struct TaskMeta {
     pub round: usize,
     /// The round's participants.
     pub participants: Vec<usize>,
-    /// The download holds the device's setup (`setup/` parameters, `setup-public` blob).
+    /// The download holds the device's setup ([`Part::Setup`]).
     pub setup: bool,
-    /// The round of a missed download the download holds (`pending/`, `pending-broadcast`).
+    /// The round of a missed download the download holds ([`Part::Pending`],
+    /// [`Part::PendingBroadcast`]).
     pub pending: Option<usize>,
-    /// The download holds the server's message for this device (`download/`).
+    /// The download holds the server's message for this device ([`Part::Download`]).
     pub download: bool,
-    /// The download holds the round's broadcast (`broadcast`).
+    /// The download holds the round's broadcast ([`Part::Broadcast`]).
     pub broadcast: bool,
     /// Receive: the device's losses from its step, which the method's receive may add to.
     pub losses: DeviceLosses,
@@ -129,62 +134,9 @@ pub(crate) struct ReportMeta {
     pub seconds: f64,
 }
 
-/// Puts a method's message into `payload` as group `group`: as `F32` parameters when it is a
-/// parameter set (a DPM's shared part), else as one blob.
-pub(crate) fn put_message(payload: &mut Payload, group: &str, bytes: &[u8]) {
-    match decode_params(bytes) {
-        Ok(params) if !params.is_empty() => {
-            for mut p in params {
-                p.name = format!("{group}/{}", p.name).into();
-                payload.params.push(p);
-            }
-        }
-        _ => payload.blobs.push((group.to_string(), bytes.to_vec())),
-    }
-}
-
-/// The message [`put_message`] put as group `group`, byte for byte.
-pub(crate) fn take_message(payload: &Payload, group: &str) -> Option<Vec<u8>> {
-    if let Some(blob) = payload.blob(group) {
-        return Some(blob.to_vec());
-    }
-    let prefix = format!("{group}/");
-    let params: Vec<cotune_host::NamedTensor> = payload
-        .params
-        .iter()
-        .filter_map(|p| {
-            p.name
-                .strip_prefix(prefix.as_str())
-                .map(|name| cotune_host::NamedTensor::new(name, p.shape.to_vec(), p.data.to_vec()))
-        })
-        .collect();
-    (!params.is_empty()).then(|| encode_params(&params))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cotune_host::NamedTensor;
-
-    #[test]
-    fn a_message_goes_through_a_payload_byte_for_byte() {
-        let params = vec![
-            NamedTensor::new("h.0.w", vec![2, 2], vec![1.0, 2.0, 3.0, -4.5]),
-            NamedTensor::new("wte", vec![3], vec![0.5, 0.25, 0.0]),
-        ];
-        let message = encode_params(&params);
-        let mut p = Payload::default();
-        put_message(&mut p, "download", &message);
-        put_message(&mut p, "broadcast", b"fedmkt knowledge");
-        let back = Payload::decode(&p.encode(), "test").unwrap();
-        assert_eq!(take_message(&back, "download").unwrap(), message);
-        assert_eq!(
-            take_message(&back, "broadcast").unwrap(),
-            b"fedmkt knowledge"
-        );
-        assert_eq!(take_message(&back, "pending"), None);
-        assert_eq!(back.params[0].name.as_str(), "download/h.0.w");
-    }
 
     #[test]
     fn phases_have_their_own_transport_rounds() {

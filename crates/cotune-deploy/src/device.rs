@@ -1,20 +1,20 @@
 //! One device of a deployment, in its own process: it dials the server, pulls its tasks, and
-//! keeps its data, its models and their state in its own folder.
+//! keeps its data, its models and their state in its own folder. Its work is a
+//! `cotune_protocol::DeviceRuntime`, the same as each device's in a run in one process.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use bytes::Bytes;
-use cotune_data::QaRecord;
 use cotune_net::{ClientConfig, DevCerts, DeviceClient, NetError, Pull};
+use cotune_protocol::records::DeviceLosses;
+use cotune_protocol::roles::DeviceSteps;
+use cotune_protocol::{CheckScope, DeviceData, DeviceRuntime, ExperimentConfig};
 
-use super::{put_message, take_message, Payload, Phase, ReportMeta, TaskMeta};
-use crate::config::{ExperimentConfig, Plugins};
-use crate::methods::{Method, Round};
-use crate::records::DeviceLosses;
-use crate::roles::{Device, DeviceSteps};
-use crate::tokens::Codecs;
+use crate::{Part, Payload, Phase, ReportMeta, TaskMeta};
 
 /// How `cargo xtask device` runs.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct DeviceOptions {
     pub dir: PathBuf,
     /// The folder relative paths of the config (data, plugins) are taken from.
     pub root: PathBuf,
+    /// The device's own data folder (`cargo xtask split`'s `device-<i>/`); without it the
+    /// device splits the data files itself and keeps only its share.
+    pub data: Option<PathBuf>,
 }
 
 /// Runs one device until the server says the run has finished.
@@ -106,11 +109,7 @@ fn key(round: usize, phase: Phase) -> Key {
 struct Local {
     run: String,
     config_text: String,
-    config: ExperimentConfig,
-    /// The loaded plugin libraries: held while their models live, never read.
-    _plugins: Plugins,
-    codecs: Codecs,
-    device: Device,
+    runtime: DeviceRuntime,
     /// The saved state the models in memory equal, if any.
     at: Option<Key>,
 }
@@ -150,8 +149,8 @@ impl Local {
         Ok(Some(local))
     }
 
-    /// Builds the device from the config text and its setup (the first DPM, the public
-    /// questions of its transfer set).
+    /// Builds the device from the config text, its own data and its setup (the messages of the
+    /// method's server setup for it).
     fn build(
         options: &DeviceOptions,
         run: &str,
@@ -164,7 +163,11 @@ impl Local {
         let mut config = ExperimentConfig::load(&path)?;
         config.resolve_paths(&options.root);
         config.cache_dir = options.dir.join("cache");
-        let plugins = config.check(&path, &options.root)?;
+        let scope = match options.data {
+            Some(_) => CheckScope::Device,
+            None => CheckScope::Everything,
+        };
+        let plugins = config.check_as(&path, &options.root, scope)?;
         if i >= config.devices.len() {
             anyhow::bail!(
                 "--device {i}: the server's config has {} devices",
@@ -176,28 +179,18 @@ impl Local {
             config.devices[i].domain,
             config.devices[i].slm.plugin
         );
-        let (codecs, mut device) =
-            crate::setup::device_side(&config, &options.root, &options.dir, &plugins, i)?;
-        if let Some(first) = take_message(setup, "setup") {
-            let proxy =
-                crate::methods::proxies::make_proxy(&config, &plugins, &codecs, &device, &first)?;
-            device.dpm = Some(proxy);
-        }
-        let public: Vec<QaRecord> = match setup.blob("setup-public") {
-            Some(bytes) => serde_json::from_slice(bytes).context("the public questions sent")?,
-            None => Vec::new(),
+        let data = match &options.data {
+            Some(dir) => DeviceData::read(dir, &config, i)?,
+            None => DeviceData::from_files(&config, &options.root, &options.dir, i)?,
         };
-        if !public.is_empty() {
-            let template = config.data.prompt_template.clone();
-            crate::methods::proxies::give_public_transfer(&mut device, public, &template);
-        }
+        let cache = config.cache_dir.clone();
+        let mut runtime =
+            DeviceRuntime::build(Arc::new(config), Arc::new(plugins), data, &cache, true)?;
+        runtime.setup(&setup.setup_messages())?;
         Ok(Local {
             run: run.to_string(),
             config_text: text.to_string(),
-            config,
-            _plugins: plugins,
-            codecs,
-            device,
+            runtime,
             at: None,
         })
     }
@@ -209,7 +202,7 @@ impl Local {
         let tmp = options.dir.join(format!("state/tmp-{:06}-{}", k.0, k.1));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let steps = self.device.save(&tmp)?;
+        let steps = self.runtime.save(&tmp)?;
         let file = tmp.join("steps.json");
         std::fs::write(&file, serde_json::to_vec(&steps)?)
             .with_context(|| format!("writing {}", file.display()))?;
@@ -234,7 +227,7 @@ impl Local {
             &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
         )
         .with_context(|| format!("reading {}", file.display()))?;
-        self.device.restore(&dir, steps)?;
+        self.runtime.restore(&dir, steps)?;
         self.at = Some(k);
         Ok(())
     }
@@ -292,24 +285,6 @@ fn checkpoints(dir: &Path) -> anyhow::Result<Vec<Key>> {
     Ok(keys)
 }
 
-fn round_of<'a>(
-    config: &'a ExperimentConfig,
-    codecs: &'a Codecs,
-    number: usize,
-    participants: &'a [usize],
-) -> Round<'a> {
-    Round {
-        number,
-        seed: config.seed,
-        settings: &config.train,
-        data: &config.data,
-        codecs,
-        participants,
-        devices: config.devices.len(),
-        privacy: config.privacy.as_ref(),
-    }
-}
-
 /// One task: set up if needed, go back to the state before the phase, apply a missed
 /// download, run the phase, save, and return the upload.
 fn handle(
@@ -345,18 +320,11 @@ fn handle(
             );
         }
         let mut setup = Payload::default();
-        for p in &payload.params {
-            if p.name.starts_with("setup/") {
-                setup.params.push(p.clone());
+        for (part, message) in payload.parts() {
+            if let Part::Setup(_) = part {
+                setup.put(part.clone(), message.to_vec());
             }
         }
-        setup.blobs.extend(
-            payload
-                .blobs
-                .iter()
-                .filter(|(n, _)| n == "setup-public")
-                .cloned(),
-        );
         let mut l = Local::build(options, &meta.run, &meta.config, &setup)?;
         write_atomic(&options.dir.join("setup.safetensors"), &setup.encode())?;
         write_atomic(&options.dir.join("run.txt"), meta.run.as_bytes())?;
@@ -368,25 +336,32 @@ fn handle(
     };
     let target = key(meta.round, meta.phase);
     l.go_back_before(options, target)?;
-    let method = Method::of(&l.config)?.implementation();
+    let rt = &mut l.runtime;
     if let Some(missed) = meta.pending {
-        let message = take_message(payload, "pending")
-            .context("the task names a missed download but holds none")?;
-        let participants = crate::runner::participants(&l.config, missed);
-        let round = round_of(&l.config, &l.codecs, missed, &participants);
+        let message = payload
+            .get(&Part::Pending)
+            .context("the task names a missed download but holds none")?
+            .to_vec();
+        let participants = cotune_protocol::participants(rt.config(), missed);
         let mut losses = DeviceLosses::default();
-        let broadcast = payload.blob("pending-broadcast");
-        method.device_receive(&round, &mut l.device, broadcast, &message, &mut losses)?;
+        let broadcast = payload.get(&Part::PendingBroadcast).map(<[u8]>::to_vec);
+        let config = rt.shared_config();
+        let codecs = rt.codecs().clone();
+        let round = cotune_protocol::methods::Round::of(&config, &codecs, missed, &participants);
+        rt.receive(&round, broadcast.as_deref(), &message, &mut losses)?;
         progress!("device {i}: applied the download of round {missed} it missed");
     }
-    let round = round_of(&l.config, &l.codecs, meta.round, &meta.participants);
-    let broadcast = payload.blob("broadcast");
+    let config = rt.shared_config();
+    let codecs = rt.codecs().clone();
+    let round =
+        cotune_protocol::methods::Round::of(&config, &codecs, meta.round, &meta.participants);
+    let broadcast = payload.get(&Part::Broadcast);
     let mut report = ReportMeta {
         phase: meta.phase,
         round: meta.round,
         device: i,
         losses: meta.losses.clone(),
-        examples: l.device.train.len(),
+        examples: rt.device.train.len(),
         prepared: None,
         slm: None,
         dpm: None,
@@ -395,15 +370,7 @@ fn handle(
     let mut out = Payload::default();
     match meta.phase {
         Phase::Step => {
-            let guarded = crate::runner::guards_uploads(&l.config, method);
-            let (step, examples, prepared) = crate::runner::device_work(
-                method,
-                &round,
-                &mut l.device,
-                broadcast,
-                guarded,
-                &l.config,
-            )?;
+            let (step, examples, prepared) = rt.step(&round, broadcast)?;
             report.losses = step.losses;
             report.examples = examples;
             report.prepared = prepared.map(|p| (p.norm, p.clipped, p.attacked));
@@ -411,32 +378,19 @@ fn handle(
                 if let Some(kind) = test_fault(meta.round) {
                     upload = apply_fault(&kind, upload)?;
                 }
-                put_message(&mut out, "upload", &upload);
+                out.put(Part::Upload, upload);
             }
         }
         Phase::Receive => {
-            if let Some(download) = take_message(payload, "download") {
-                method.device_receive(
-                    &round,
-                    &mut l.device,
-                    broadcast,
-                    &download,
-                    &mut report.losses,
-                )?;
+            if let Some(download) = payload.get(&Part::Download) {
+                rt.receive(&round, broadcast, download, &mut report.losses)?;
             }
-            let (slm, dpm, files) = crate::evaluation::evaluate_device(
-                &l.config,
-                &l.codecs.shared,
-                &l.device,
-                meta.round,
-                meta.with_slms,
-                &options.dir,
-            )?;
+            let (slm, dpm, files) = rt.evaluate(meta.round, meta.with_slms, &options.dir)?;
             (report.slm, report.dpm) = (slm, dpm);
             for (name, path) in files.into_iter().filter(|_| meta.send_predictions) {
                 let bytes =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                out.blobs.push((format!("pred/{name}"), bytes));
+                out.put(Part::Prediction(name), bytes);
             }
         }
     }
@@ -466,7 +420,7 @@ fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
         std::thread::sleep(Duration::from_secs(120));
         return Ok(upload);
     }
-    let mut params = crate::message::decode_params(&upload)?;
+    let mut params = cotune_protocol::message::decode_params(&upload)?;
     let Some(first) = params.first_mut() else {
         return Ok(upload);
     };
@@ -484,5 +438,5 @@ fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
         }
         other => anyhow::bail!("unknown test fault {other:?}"),
     }
-    Ok(crate::message::encode_params(&params))
+    Ok(cotune_protocol::message::encode_params(&params))
 }

@@ -2,6 +2,8 @@
 //! `cotune-run serve` / `cotune-run device`, talking gRPC over mutual TLS on 127.0.0.1. Every
 //! wait is bounded; every process is killed when its test ends.
 
+// The protocol's end-to-end tests share these helpers.
+#[path = "../../cotune-protocol/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -321,6 +323,137 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     );
     assert!(refusals(1, 3)[0].contains("shape"), "{:?}", refusals(1, 3));
     assert!(server.log().contains("refused an upload of device 1"));
+}
+
+/// Every file under `dir` (recursively), as text where it is text.
+fn texts_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_party_reads_only_its_own_folder_and_the_numbers_are_those_of_one_process() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = config(dir, "parties", 2, false, "send_predictions = false");
+    // The devices choose their public transfer questions by similarity to their own, on the
+    // device; the second SLM is pre-trained on the public corpus, which its folder holds.
+    edit(
+        &config,
+        "transfer = \"local\"",
+        "transfer = \"public\"\ntransfer_select = \"similar\"",
+    );
+    let cache = dir.join("cache");
+    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+
+    // `split` writes each party's folder; every process reads only its own.
+    let parts = dir.join("parts");
+    let out = Command::new(BIN)
+        .args([
+            "split",
+            config.to_str().unwrap(),
+            "--out",
+            parts.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for party in ["server", "device-0", "device-1"] {
+        assert!(parts.join(party).join("party.json").is_file(), "{party}");
+    }
+    // The data files the config names are out of reach: the parties read their folders.
+    let hidden = dir.join("no-data");
+    std::fs::create_dir_all(&hidden).unwrap();
+    edit(
+        &config,
+        "[data]",
+        &format!("[data]\ndir = {:?}", hidden.display().to_string()),
+    );
+
+    let certs = certs(dir, 2);
+    let runs = dir.join("runs");
+    let mut args = serve_args(
+        &config,
+        "127.0.0.1:0",
+        &certs,
+        &runs,
+        &dir.join("server-cache"),
+    );
+    args.extend(["--data".into(), parts.join("server").display().to_string()]);
+    let (mut server, addr) = serve(dir, &args, "server");
+    let mut devices: Vec<Proc> = (0..2)
+        .map(|i| {
+            let own = dir.join(format!("device-{i}"));
+            let server_url = format!("https://{addr}");
+            Proc::spawn(
+                &[
+                    "device",
+                    "--server",
+                    &server_url,
+                    "--device",
+                    &i.to_string(),
+                    "--certs",
+                    certs.to_str().unwrap(),
+                    "--dir",
+                    own.to_str().unwrap(),
+                    "--data",
+                    parts.join(format!("device-{i}")).to_str().unwrap(),
+                ],
+                &dir.join(format!("device-{i}.log")),
+                &[],
+            )
+        })
+        .collect();
+    assert!(server.wait(600).success(), "{}", server.log());
+    for d in &mut devices {
+        assert!(d.wait(60).success(), "{}", d.log());
+    }
+    let run = only_run(&runs);
+    assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
+
+    // No device's question is anywhere in the server's data folder or its run folder.
+    let mut questions = Vec::new();
+    for i in 0..2 {
+        for split in ["train", "valid", "test"] {
+            let file = parts.join(format!("device-{i}/{split}.jsonl"));
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                questions.push(r["question"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(questions.len() > 100, "{}", questions.len());
+    let server_files = [texts_under(&parts.join("server")), texts_under(&run)].concat();
+    assert!(server_files.len() > 10);
+    for (path, text) in &server_files {
+        for q in &questions {
+            // As a record holds it (JSON), wherever a record could travel.
+            let field = format!("\"question\":{}", serde_json::to_string(q).unwrap());
+            assert!(
+                !text.contains(&field),
+                "{} holds the device question {q:?}",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]

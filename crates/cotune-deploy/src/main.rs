@@ -18,8 +18,9 @@ use anyhow::{bail, Context};
 use cotune_protocol::{run_with, RunOptions};
 
 const USAGE: &str = "usage: cotune-run <config.toml> [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>]
-       cotune-run serve <config.toml> --listen ADDR --certs DIR [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>] [--address-file FILE]
-       cotune-run device --server https://HOST:PORT --device I --certs DIR --dir D";
+       cotune-run serve <config.toml> --listen ADDR --certs DIR [--resume <run folder>] [--runs-dir <dir>] [--cache-dir <dir>] [--address-file FILE] [--data DIR]
+       cotune-run device --server https://HOST:PORT --device I --certs DIR --dir D [--data DIR]
+       cotune-run split <config.toml> --out DIR";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -31,13 +32,14 @@ fn main() {
 fn real_main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     let mode = match args.peek().map(String::as_str) {
-        Some("serve") | Some("device") => args.next(),
+        Some("serve") | Some("device") | Some("split") => args.next(),
         _ => None,
     };
     let mut config = None;
     let (mut resume, mut runs_dir, mut cache_dir) = (None, None, None);
     let (mut listen, mut certs, mut address_file) = (None, None, None);
     let (mut server, mut device, mut dir) = (None, None, None);
+    let (mut data, mut out) = (None, None);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -50,6 +52,8 @@ fn real_main() -> anyhow::Result<()> {
             "--server" => server = Some(value("--server")?),
             "--device" => device = Some(value("--device")?),
             "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
+            "--data" => data = Some(PathBuf::from(value("--data")?)),
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -64,20 +68,31 @@ fn real_main() -> anyhow::Result<()> {
             let device: usize = index
                 .parse()
                 .with_context(|| format!("--device {index:?} is not a device index"))?;
-            return cotune_protocol::deploy::run_device(&cotune_protocol::deploy::DeviceOptions {
+            return cotune_deploy::run_device(&cotune_deploy::DeviceOptions {
                 server: server.context("device needs --server https://HOST:PORT")?,
                 device,
                 certs: certs.context("device needs --certs DIR")?,
                 dir: dir.context("device needs --dir D")?,
                 root: std::env::current_dir()?,
+                data,
             });
+        }
+        Some("split") => {
+            let config = config.context("split needs a config")?;
+            let out = out.context("split needs --out DIR")?;
+            let root = std::env::current_dir()?;
+            let checked = cotune_protocol::check_config(&config, &root)?;
+            for dir in cotune_protocol::write_parties(&checked, &root, &out)? {
+                println!("{}", dir.display());
+            }
+            return Ok(());
         }
         Some(_) => {
             if config.is_none() && resume.is_none() {
                 bail!("serve needs a config (or --resume <run folder>)\n{USAGE}");
             }
             let listen = listen.context("serve needs --listen ADDR")?;
-            let dir = cotune_protocol::deploy::serve(&cotune_protocol::deploy::ServeOptions {
+            let dir = cotune_deploy::serve(&cotune_deploy::ServeOptions {
                 run: RunOptions {
                     config: config.unwrap_or_default(),
                     resume,
@@ -90,6 +105,7 @@ fn real_main() -> anyhow::Result<()> {
                     .with_context(|| format!("--listen {listen:?} is not an address"))?,
                 certs: certs.context("serve needs --certs DIR")?,
                 address_file,
+                data,
             })?;
             println!("{}", dir.display());
             return Ok(());
