@@ -72,6 +72,9 @@ pub struct DomainSummary {
     pub public: usize,
     /// Records in device training sets.
     pub train: usize,
+    /// Records the server scores the LLM on (validation and test).
+    #[serde(default)]
+    pub llm: usize,
     /// Distinct records nobody received.
     pub unused: usize,
 }
@@ -284,6 +287,7 @@ impl Benchmark {
                 .filter(|r| r.domain == row.domain)
                 .count();
             row.unused -= held;
+            row.llm = held;
         }
         let benchmark = Benchmark {
             public_train,
@@ -419,6 +423,7 @@ fn load_domains(
             valid: 0,
             public: 0,
             train: 0,
+            llm: 0,
             unused: 0,
         };
         let mut records = Vec::with_capacity(file_records.len());
@@ -508,13 +513,13 @@ impl SplitSummary {
         // Writing to a String cannot fail, hence the ignored results.
         let _ = writeln!(
             out,
-            "| domain | file rows | duplicates | cross-domain | test | valid | public | train | unused |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| domain | file rows | duplicates | cross-domain | test | valid | public | train | LLM eval | unused |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in &self.domains {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.domain,
                 r.file_rows,
                 r.duplicates_removed,
@@ -523,6 +528,7 @@ impl SplitSummary {
                 r.valid,
                 r.public,
                 r.train,
+                r.llm,
                 r.unused
             );
         }

@@ -97,9 +97,11 @@ fn default_split_sizes_and_invariants() {
         assert!(device.train.iter().all(|r| r.domain == device.name));
         let distinct = row.file_rows - row.duplicates_removed - row.cross_domain_removed;
         assert_eq!(
-            row.test + row.valid + row.public + row.train + row.unused,
+            row.test + row.valid + row.public + row.train + row.llm + row.unused,
             distinct
         );
+        // The server's LLM evaluation records: validation and test, per domain.
+        assert_eq!(row.llm, 100 + 200);
         // Half of what is left after test and validation goes public (rounded).
         assert_eq!(row.public, (distinct - 300).div_ceil(2));
     }
@@ -119,6 +121,51 @@ fn default_split_sizes_and_invariants() {
         public.kept + public.from_domains
     );
     println!("{}", summary.to_markdown());
+}
+
+#[test]
+fn the_server_scores_the_llm_on_records_no_device_holds_and_the_public_corpus_lacks() {
+    let config = DataConfig {
+        llm_test_size: Some(30),
+        llm_valid_size: Some(7),
+        ..DataConfig::default()
+    };
+    let (benchmark, summary) = Benchmark::build(&config, &root()).unwrap();
+    // `check_invariants` counts the LLM's sets as parties: no question is held twice.
+    assert_no_leak(&benchmark);
+    for domain in config.unique_domains() {
+        let of = |set: &[cotune_data::QaRecord]| set.iter().filter(|r| r.domain == domain).count();
+        assert_eq!(of(&benchmark.llm_test), 30, "{domain}");
+        assert_eq!(of(&benchmark.llm_valid), 7, "{domain}");
+    }
+    assert!(summary.domains.iter().all(|d| d.llm == 37));
+    // The devices' records and names are those of a split without the LLM's sets, and the
+    // names follow from the config alone.
+    let (plain, _) = Benchmark::build(&DataConfig::default(), &root()).unwrap();
+    assert_eq!(plain.devices, benchmark.devices);
+    assert_eq!(plain.public_train, benchmark.public_train);
+    let names: Vec<String> = benchmark.devices.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(cotune_data::device_names(&config), names);
+    assert_eq!(
+        cotune_data::device_names(&dirichlet_config()),
+        Benchmark::build(&dirichlet_config(), &root())
+            .unwrap()
+            .0
+            .devices
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>()
+    );
+    // A domain with too little left is named with the key.
+    let greedy = DataConfig {
+        llm_test_size: Some(100_000),
+        ..DataConfig::default()
+    };
+    let err = Benchmark::build(&greedy, &root()).unwrap_err().to_string();
+    assert!(
+        err.contains("llm_test_size") && err.contains("100000"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -227,7 +227,7 @@ impl Local {
             &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
         )
         .with_context(|| format!("reading {}", file.display()))?;
-        self.runtime.restore(&dir, steps)?;
+        self.runtime.restore(&dir, &steps)?;
         self.at = Some(k);
         Ok(())
     }

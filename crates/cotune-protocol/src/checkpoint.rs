@@ -117,7 +117,7 @@ mod tests {
             },
             devices: vec![DeviceSteps {
                 slm: 3,
-                dpm: (1, 2),
+                method: serde_json::json!([1, 2]),
             }],
             initial_down: vec![10],
         };
@@ -167,7 +167,7 @@ mod fuzz {
             devices: vec![
                 DeviceSteps {
                     slm: 3,
-                    dpm: (1, 2)
+                    method: serde_json::json!([1, 2]),
                 };
                 2
             ],

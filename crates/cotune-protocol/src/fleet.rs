@@ -256,7 +256,7 @@ impl Fleet for LocalFleet {
             );
         }
         for (d, s) in self.devices.iter_mut().zip(steps) {
-            d.restore(dir, *s)?;
+            d.restore(dir, s)?;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
-//! The two roles of a round: a [`Device`] (its SLM, its distilled proxy, its private data) and
-//! the [`Server`] (the LLM, the public corpus, the DPMs it holds). In a round they only exchange
-//! bytes (see [`crate::methods`]); each saves and restores its own models for resuming.
+//! The two roles of a round: a [`Device`] (its SLM, its private data, and what its method keeps
+//! on it: a [`DeviceState`], such as a [`DistilledProxy`]) and the [`Server`] (the LLM, the
+//! public corpus, the DPMs it holds). In a round they only exchange bytes (see
+//! [`crate::methods`]); each saves and restores its own models for resuming.
 
+use std::any::Any;
 use std::path::Path;
 
 use cotune_data::{format_prompt, QaRecord, SeededRng};
@@ -41,8 +43,10 @@ pub struct DistilledProxy {
     pub codec: Codec,
     /// The device's training examples in the proxy's tokens (DST, local tuning).
     pub train: Vec<Example>,
-    /// The public transfer examples in the proxy's tokens (same texts as the device's).
+    /// The public transfer examples in the proxy's tokens.
     pub public_transfer: Vec<Example>,
+    /// The same public transfer examples in the SLM's tokens.
+    pub slm_public_transfer: Vec<Example>,
     /// From the SLM's vocabulary to the proxy's, when they differ.
     pub from_slm: Option<Bridge>,
     /// From the proxy's vocabulary to the SLM's, when they differ.
@@ -73,6 +77,73 @@ impl DistilledProxy {
     }
 }
 
+/// What a method keeps on a device besides the SLM (a proxy, a transfer set): it is saved,
+/// restored and scored with the device. A method reads its own back with
+/// [`Device::state`] / [`Device::state_mut`].
+pub trait DeviceState: Any + Send + Sync {
+    /// The models it holds that are scored every round: `(who, model, tokenizer)`, `who`
+    /// naming the prediction files (`<device>-<who>.jsonl`) and the record's score (`dpm`).
+    fn scored(&self) -> Vec<(&'static str, &Model, &Codec)> {
+        Vec::new()
+    }
+
+    /// Writes its models to `dir` as files named from `prefix`; returns what else
+    /// [`restore`](Self::restore) needs (schedule counters).
+    fn save(&self, _dir: &Path, _prefix: &str) -> RoleResult<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+
+    /// Reads back what [`save`](Self::save) wrote.
+    fn restore(
+        &mut self,
+        _dir: &Path,
+        _prefix: &str,
+        _saved: &serde_json::Value,
+    ) -> RoleResult<()> {
+        Ok(())
+    }
+}
+
+impl DeviceState for DistilledProxy {
+    fn scored(&self) -> Vec<(&'static str, &Model, &Codec)> {
+        vec![("dpm", &self.adapted, &self.codec)]
+    }
+
+    fn save(&self, dir: &Path, prefix: &str) -> RoleResult<serde_json::Value> {
+        save_model(&self.shared, dir, &format!("{prefix}-dpm-shared"))?;
+        save_model(&self.adapted, dir, &format!("{prefix}-dpm-adapted"))?;
+        Ok(serde_json::json!([self.shared_step, self.adapted_step]))
+    }
+
+    fn restore(&mut self, dir: &Path, prefix: &str, saved: &serde_json::Value) -> RoleResult<()> {
+        let (shared, adapted): (u32, u32) = serde_json::from_value(saved.clone())
+            .map_err(|e| anyhow::anyhow!("the proxy's schedule counters {saved}: {e}"))?;
+        load_model(&mut self.shared, dir, &format!("{prefix}-dpm-shared"))?;
+        load_model(&mut self.adapted, dir, &format!("{prefix}-dpm-adapted"))?;
+        (self.shared_step, self.adapted_step) = (shared, adapted);
+        Ok(())
+    }
+}
+
+/// The method state `T` in `state`, or an error naming the device and the type.
+fn state_in<'a, T: DeviceState>(
+    state: &'a mut Option<Box<dyn DeviceState>>,
+    device: &str,
+) -> RoleResult<&'a mut T> {
+    state
+        .as_deref_mut()
+        .and_then(|s| (s as &mut dyn Any).downcast_mut::<T>())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "device {device} holds no {}",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("state")
+            )
+        })
+}
+
 /// An edge device.
 pub struct Device {
     /// Its index in the experiment.
@@ -85,8 +156,8 @@ pub struct Device {
     pub slm_codec: Codec,
     /// The SLM's schedule counter.
     pub slm_step: u32,
-    /// Its distilled proxy, for methods that use one.
-    pub dpm: Option<DistilledProxy>,
+    /// What its method keeps on it, if anything (its distilled proxy, ...).
+    pub state: Option<Box<dyn DeviceState>>,
     /// Private training examples, in the SLM's tokens.
     pub train: Vec<Example>,
     /// Private training records (for synthetic questions).
@@ -94,20 +165,24 @@ pub struct Device {
     /// Held-out records every round is scored on: the test split, or the validation split with
     /// `eval_split = "valid"`.
     pub test: Vec<QaRecord>,
-    /// Public examples received once for the `public` transfer set, in the SLM's tokens (the
-    /// proxy keeps the same texts in its own).
-    pub public_transfer: Vec<Example>,
-    /// The records of `public_transfer`, as they were sent.
-    pub public_records: Vec<QaRecord>,
 }
 
 impl Device {
+    /// Its method state of type `T`, if it holds one.
+    pub fn state<T: DeviceState>(&self) -> Option<&T> {
+        self.state
+            .as_deref()
+            .and_then(|s| (s as &dyn Any).downcast_ref::<T>())
+    }
+
+    /// Its method state of type `T`, or an error naming the device.
+    pub fn state_mut<T: DeviceState>(&mut self) -> RoleResult<&mut T> {
+        state_in(&mut self.state, &self.name)
+    }
+
     /// Its distilled proxy, or an error naming the device.
     pub fn proxy(&mut self) -> RoleResult<&mut DistilledProxy> {
-        let name = self.name.clone();
-        self.dpm
-            .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("device {name} has no distilled proxy"))
+        self.state_mut()
     }
 
     /// Trains the SLM on its local data alone.
@@ -190,9 +265,7 @@ impl Device {
         seed: RoundSeed,
         gate: Option<Gate>,
     ) -> RoleResult<(Option<EpochReport>, Option<EpochReport>)> {
-        let Some(proxy) = self.dpm.as_mut() else {
-            anyhow::bail!("device {} has no distilled proxy", self.name);
-        };
+        let proxy: &mut DistilledProxy = state_in(&mut self.state, &self.name)?;
         let mut last = (None, None);
         for e in 0..epochs {
             let (a, b) = mutual_learning_epoch(
@@ -234,8 +307,8 @@ impl Device {
         max_answer_tokens: usize,
         seed: RoundSeed,
     ) -> RoleResult<Vec<Example>> {
-        let Some(proxy) = self.dpm.as_ref() else {
-            anyhow::bail!("device {} has no distilled proxy", self.name);
+        let Some(proxy) = self.state::<DistilledProxy>() else {
+            anyhow::bail!("device {} holds no DistilledProxy", self.name);
         };
         if count == 0 || self.train_records.is_empty() {
             return Ok(Vec::new());
@@ -408,12 +481,13 @@ impl Server {
 }
 
 /// The schedule counters of a device's models, saved with its checkpoints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceSteps {
     /// The SLM's.
     pub slm: u32,
-    /// The proxy's `(shared, adapted)`, zero without a proxy.
-    pub dpm: (u32, u32),
+    /// What the method's state saved besides its models ([`DeviceState::save`]).
+    #[serde(default)]
+    pub method: serde_json::Value,
 }
 
 fn save_model(model: &Model, dir: &Path, name: &str) -> RoleResult<()> {
@@ -433,29 +507,25 @@ fn load_model(model: &mut Model, dir: &Path, name: &str) -> RoleResult<()> {
 impl Device {
     /// Writes its models to `dir` and returns their schedule counters.
     pub fn save(&self, dir: &Path) -> RoleResult<DeviceSteps> {
-        let i = self.index;
-        save_model(&self.slm, dir, &format!("device-{i}-slm"))?;
-        let mut steps = DeviceSteps {
-            slm: self.slm_step,
-            dpm: (0, 0),
+        let prefix = format!("device-{}", self.index);
+        save_model(&self.slm, dir, &format!("{prefix}-slm"))?;
+        let method = match &self.state {
+            Some(state) => state.save(dir, &prefix)?,
+            None => serde_json::Value::Null,
         };
-        if let Some(p) = &self.dpm {
-            save_model(&p.shared, dir, &format!("device-{i}-dpm-shared"))?;
-            save_model(&p.adapted, dir, &format!("device-{i}-dpm-adapted"))?;
-            steps.dpm = (p.shared_step, p.adapted_step);
-        }
-        Ok(steps)
+        Ok(DeviceSteps {
+            slm: self.slm_step,
+            method,
+        })
     }
 
     /// Reads back what [`save`](Self::save) wrote.
-    pub fn restore(&mut self, dir: &Path, steps: DeviceSteps) -> RoleResult<()> {
-        let i = self.index;
-        load_model(&mut self.slm, dir, &format!("device-{i}-slm"))?;
+    pub fn restore(&mut self, dir: &Path, steps: &DeviceSteps) -> RoleResult<()> {
+        let prefix = format!("device-{}", self.index);
+        load_model(&mut self.slm, dir, &format!("{prefix}-slm"))?;
         self.slm_step = steps.slm;
-        if let Some(p) = &mut self.dpm {
-            load_model(&mut p.shared, dir, &format!("device-{i}-dpm-shared"))?;
-            load_model(&mut p.adapted, dir, &format!("device-{i}-dpm-adapted"))?;
-            (p.shared_step, p.adapted_step) = steps.dpm;
+        if let Some(state) = &mut self.state {
+            state.restore(dir, &prefix, &steps.method)?;
         }
         Ok(())
     }

@@ -115,12 +115,10 @@ impl DeviceRuntime {
             name: data.name,
             slm,
             slm_step: 0,
-            dpm: None,
+            state: None,
             train: codec.encode(&data.train, template),
             train_records: data.train,
             test: data.eval,
-            public_transfer: Vec::new(),
-            public_records: Vec::new(),
             slm_codec: codec,
         };
         Ok(DeviceRuntime {
@@ -237,8 +235,8 @@ impl DeviceRuntime {
         if with_slms {
             out.push(("slm", &self.device.slm, &self.device.slm_codec));
         }
-        if let Some(p) = &self.device.dpm {
-            out.push(("dpm", &p.adapted, &p.codec));
+        if let Some(state) = &self.device.state {
+            out.extend(state.scored());
         }
         out
     }
@@ -293,7 +291,7 @@ impl DeviceRuntime {
     }
 
     /// Reads back what [`save`](Self::save) wrote.
-    pub fn restore(&mut self, dir: &Path, steps: DeviceSteps) -> anyhow::Result<()> {
+    pub fn restore(&mut self, dir: &Path, steps: &DeviceSteps) -> anyhow::Result<()> {
         self.device.restore(dir, steps)
     }
 

@@ -151,6 +151,13 @@ fn every_method_runs_the_smoke_config() {
                 .all(|d| d.bytes_up > 0 && d.bytes_down > 0 && d.dpm.is_none()));
             assert!(last.llm.is_some(), "fedmkt trains the LLM");
         }
+        if method.name() == "seq-kd" {
+            // The LLM's answers reach every device once, at setup; nothing goes up.
+            let first = &records[1].devices;
+            assert!(first.iter().all(|d| d.bytes_down > 0 && d.bytes_up == 0));
+            assert!(first.iter().all(|d| d.losses.transfer_examples > 0));
+            assert!(last.devices.iter().all(|d| d.bytes_down == 0));
+        }
         if method.name() == "standalone" {
             assert!(last
                 .devices
@@ -185,29 +192,37 @@ fn every_method_runs_the_smoke_config() {
 fn a_resumed_run_ends_with_the_same_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
-    let full = run_with(&options(
-        variant(tmp.path(), "full", "co-plms", 2, ""),
-        &runs,
-        &cache,
-    ))
-    .unwrap();
-    // Stopped after round 1: the same run with one round, then told it has two and resumed.
-    let cut = run_with(&options(
-        variant(tmp.path(), "cut", "co-plms", 1, ""),
-        &runs,
-        &cache,
-    ))
-    .unwrap();
-    let resolved = cut.join("config.resolved.toml");
-    let text = std::fs::read_to_string(&resolved).unwrap();
-    std::fs::write(&resolved, text.replace("rounds = 1", "rounds = 2")).unwrap();
-    let resumed = run_with(&RunOptions {
-        resume: Some(cut.clone()),
-        ..options(PathBuf::new(), &runs, &cache)
-    })
-    .unwrap();
-    assert_eq!(resumed, cut);
-    assert_eq!(scores(&metrics(&full)), scores(&metrics(&resumed)));
+    // co-plms keeps a proxy on every device; seq-kd keeps the LLM's answers, which it saves
+    // and restores itself.
+    for method in ["co-plms", "seq-kd"] {
+        let full = run_with(&options(
+            variant(tmp.path(), &format!("{method}-full"), method, 2, ""),
+            &runs,
+            &cache,
+        ))
+        .unwrap();
+        // Stopped after round 1: the same run with one round, then told it has two and resumed.
+        let cut = run_with(&options(
+            variant(tmp.path(), &format!("{method}-cut"), method, 1, ""),
+            &runs,
+            &cache,
+        ))
+        .unwrap();
+        let resolved = cut.join("config.resolved.toml");
+        let text = std::fs::read_to_string(&resolved).unwrap();
+        std::fs::write(&resolved, text.replace("rounds = 1", "rounds = 2")).unwrap();
+        let resumed = run_with(&RunOptions {
+            resume: Some(cut.clone()),
+            ..options(PathBuf::new(), &runs, &cache)
+        })
+        .unwrap();
+        assert_eq!(resumed, cut);
+        assert_eq!(
+            scores(&metrics(&full)),
+            scores(&metrics(&resumed)),
+            "{method}"
+        );
+    }
 }
 
 #[test]

@@ -258,14 +258,14 @@ fn transfer_set(
         )?,
         _ => Vec::new(),
     };
-    let Some(proxy) = device.dpm.as_ref() else {
-        anyhow::bail!("device {} has no distilled proxy", device.name);
+    let Some(proxy) = device.state::<crate::roles::DistilledProxy>() else {
+        anyhow::bail!("device {} holds no DistilledProxy", device.name);
     };
     let mut dpm_side = proxy.train.clone();
     match s.transfer {
         TransferSet::Local => {}
         TransferSet::Public => {
-            slm_side.extend(device.public_transfer.iter().cloned());
+            slm_side.extend(proxy.slm_public_transfer.iter().cloned());
             dpm_side.extend(proxy.public_transfer.iter().cloned());
         }
         TransferSet::Synthetic => {

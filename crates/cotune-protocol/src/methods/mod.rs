@@ -29,6 +29,7 @@ mod co_plms;
 mod fedavg;
 mod fedmkt;
 pub(crate) mod proxies;
+mod seq_kd;
 mod standalone;
 
 use std::fmt;
@@ -51,6 +52,7 @@ pub static REGISTRY: &[&dyn FederatedMethod] = &[
     &co_plms::CO_PLMS_NO_DST,
     &co_plms::CO_PLMS_NO_SAML,
     &centralized::Centralized,
+    &seq_kd::SeqKd,
 ];
 
 /// A federated method: what it builds, what each role does in a round, what crosses the

@@ -112,7 +112,7 @@ pub(crate) fn attach_proxy(
     first: &[u8],
 ) -> anyhow::Result<()> {
     let proxy = make_proxy(setup.config, setup.plugins, setup.codecs, device, first)?;
-    device.dpm = Some(proxy);
+    device.state = Some(Box::new(proxy));
     Ok(())
 }
 
@@ -146,21 +146,13 @@ pub(crate) fn make_proxy(
         adapted_step: 0,
         train: codec.encode(&device.train_records, template),
         public_transfer: Vec::new(),
+        slm_public_transfer: Vec::new(),
         from_slm: bridge(alignment, top_k, slm, dpm)?,
         to_slm: bridge(alignment, top_k, dpm, slm)?,
         codec,
     };
     proxy.download(message)?;
     Ok(proxy)
-}
-
-/// Gives `device` the public records of its transfer set, in its SLM's and its proxy's tokens.
-pub(crate) fn give_public_transfer(device: &mut Device, records: Vec<QaRecord>, template: &str) {
-    device.public_transfer = device.slm_codec.encode(&records, template);
-    if let Some(proxy) = device.dpm.as_mut() {
-        proxy.public_transfer = proxy.codec.encode(&records, template);
-    }
-    device.public_records = records;
 }
 
 /// What each device receives for the `public` transfer set, one message per device: under
@@ -213,8 +205,10 @@ pub(crate) fn receive_public_transfer(
                 .collect()
         }
     };
-    device.proxy()?;
-    give_public_transfer(device, records, template);
+    let slm_side = device.slm_codec.encode(&records, template);
+    let proxy = device.proxy()?;
+    proxy.public_transfer = proxy.codec.encode(&records, template);
+    proxy.slm_public_transfer = slm_side;
     Ok(())
 }
 
