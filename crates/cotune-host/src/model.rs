@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use abi_stable::std_types::{RNone, ROption, RResult, RSome, RStr, RVec};
 use cotune_abi::ModelBox;
 
+use crate::hf::TOKENIZER_FILE;
 use crate::{
-    hf, AnswerExample, GenerateOptions, Logits, ModelSpec, NamedTensor, ParamSelection,
-    PluginError, StepReport, Structure, TrainOptions,
+    AnswerExample, GenerateOptions, Logits, ModelSpec, NamedTensor, ParamSelection, PluginError,
+    StepReport, Structure, TrainOptions,
 };
 use crate::{Example, HostError, Result};
 
@@ -75,9 +76,9 @@ impl Model {
         let text = folder.to_string_lossy().into_owned();
         self.plugin_result("export_hf", self.inner.export_hf(RStr::from_str(&text)))?;
         if let Some(source) = &self.hf_source {
-            let tokenizer = source.join(hf::TOKENIZER_FILE);
+            let tokenizer = source.join(TOKENIZER_FILE);
             if tokenizer.is_file() {
-                std::fs::copy(&tokenizer, folder.join(hf::TOKENIZER_FILE)).map_err(|e| {
+                std::fs::copy(&tokenizer, folder.join(TOKENIZER_FILE)).map_err(|e| {
                     HostError::Checkpoint {
                         path: tokenizer.clone(),
                         reason: format!("copying it to {}: {e}", folder.display()),

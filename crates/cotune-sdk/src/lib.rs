@@ -27,6 +27,7 @@ pub mod params;
 pub mod plugin;
 pub mod schedule;
 mod trainer;
+mod unwind;
 
 // The CPU kernels and the operations built on them live in the `cotune-kernels` crate; their
 // modules are re-exported here under the names plugins have always used.

@@ -11,21 +11,12 @@ use cotune_abi::{
     StepReport, TrainOptions,
 };
 
+use crate::unwind::panic_message;
 use crate::{LanguageModel, Trainer};
 
 /// The exported name of the root module's library header (what abi_stable's
 /// `#[export_root_module]` would emit); a test checks it against abi_stable's own constant.
 pub const ROOT_MODULE_LOADER_NAME: &str = "_1as_0lib_1header_0root_bmodule_bloader";
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
-}
 
 /// Runs `f`, turning a panic into a [`PluginError`] of kind `Panic` so it never unwinds across
 /// the library boundary.

@@ -764,7 +764,7 @@ impl<M: LanguageModel> Trainer<M> {
             .map_err(|panic| {
                 bad(format!(
                     "malformed parameters or optimiser state: {}",
-                    crate::plugin::panic_message(&*panic)
+                    crate::unwind::panic_message(&*panic)
                 ))
             })??;
         self.model = model;
