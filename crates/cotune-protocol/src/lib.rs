@@ -23,7 +23,6 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
 }
 
-pub mod accountant;
 mod checkpoint;
 pub mod compare;
 pub mod config;
@@ -49,6 +48,10 @@ pub mod uploads;
 mod validation;
 
 use std::path::{Path, PathBuf};
+
+/// Privacy accounting of `[privacy]` runs (the `cotune-accountant` crate, which depends on
+/// nothing of the workspace).
+pub use cotune_accountant as accountant;
 
 pub use config::{ConfigError, ExperimentConfig, MethodName, TransferSet};
 pub use methods::{FederatedMethod, Method};
