@@ -33,7 +33,6 @@ pub mod fedmkt;
 pub mod message;
 pub mod methods;
 mod parallel;
-pub mod plot;
 mod progress;
 mod recipes;
 pub mod records;
@@ -52,6 +51,8 @@ use std::path::{Path, PathBuf};
 /// Privacy accounting of `[privacy]` runs (the `cotune-accountant` crate, which depends on
 /// nothing of the workspace).
 pub use cotune_accountant as accountant;
+/// The SVG charts of `plots/` (the `cotune-plot` crate).
+pub use cotune_plot as plot;
 
 pub use config::{ConfigError, ExperimentConfig, MethodName, TransferSet};
 pub use methods::{FederatedMethod, Method};
