@@ -121,8 +121,9 @@ impl ExperimentConfig {
             check_train_settings(settings)
                 .map_err(|(field, reason)| (format!("{table}.{field}"), reason))?;
         }
-        // None of these fails at 0: a phase would be skipped without a word (the ablations
-        // that leave one out are methods of their own), or pre-training would read it as 1.
+        // At 0 none of these stops a run; each quietly changes it: a phase skipped (the
+        // ablations that leave one out are methods of their own), the server learning on no
+        // public example, or the value read as 1 (pre-training's counts, a mined alignment's k).
         for (key, value, what) in [
             (
                 "pretrain.max_epochs",
