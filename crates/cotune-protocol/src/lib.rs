@@ -23,7 +23,6 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
 }
 
-pub mod accountant;
 mod checkpoint;
 pub mod compare;
 pub mod config;
@@ -35,7 +34,6 @@ pub mod message;
 pub mod methods;
 mod parallel;
 pub mod parties;
-pub mod plot;
 mod progress;
 mod recipes;
 pub mod records;
@@ -51,6 +49,12 @@ pub mod uploads;
 mod validation;
 
 use std::path::{Path, PathBuf};
+
+/// Privacy accounting of `[privacy]` runs (the `cotune-accountant` crate, which depends on
+/// nothing of the workspace).
+pub use cotune_accountant as accountant;
+/// The SVG charts of `plots/` (the `cotune-plot` crate).
+pub use cotune_plot as plot;
 
 pub use config::{ConfigError, ExperimentConfig, MethodName, TransferSet};
 pub use fleet::{DeviceReport, Fleet, FleetStart, LocalFleet};

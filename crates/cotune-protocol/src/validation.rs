@@ -6,7 +6,7 @@ use std::path::Path;
 use cotune_data::Partition;
 use cotune_host::{HfCheckpoint, Plugin};
 
-use cotune_distill::ModelRecipe;
+use cotune_distill::{ModelRecipe, TrainSettings};
 
 use crate::config::{
     architecture_of, checkpoint_architecture, Aggregation, ConfigError, DpmInit, ExperimentConfig,
@@ -90,6 +90,7 @@ impl ExperimentConfig {
         if self.rounds == 0 {
             return Err(("rounds".into(), "expected at least 1".into()));
         }
+        self.check_training()?;
         if !(self.train.device_fraction > 0.0 && self.train.device_fraction <= 1.0) {
             return Err((
                 "train.device_fraction".into(),
@@ -127,6 +128,79 @@ impl ExperimentConfig {
         self.data
             .validate()
             .map_err(|e| ("data".to_string(), e.to_string()))
+    }
+
+    /// The training keys of `[pretrain]`, `[distill]` and `[train]`: every optimiser table, the
+    /// passes and the sample sizes. Checked here because a bad value otherwise surfaces only
+    /// at its first training step, possibly after pre-training and distillation.
+    fn check_training(&self) -> Result<(), (String, String)> {
+        let t = &self.train;
+        for (table, settings) in [
+            ("pretrain.train", &self.pretrain.train),
+            ("distill.train", &self.distill.train),
+            ("train.slm", &t.slm),
+            ("train.dpm", &t.dpm),
+            ("train.dst", &t.dst),
+            ("train.llm", &t.llm),
+        ] {
+            check_train_settings(settings)
+                .map_err(|(field, reason)| (format!("{table}.{field}"), reason))?;
+        }
+        // At 0 none of these stops a run; each quietly changes it: a phase skipped (the
+        // ablations that leave one out are methods of their own), the server learning on no
+        // public example, or the value read as 1 (pre-training's counts, a mined alignment's k).
+        for (key, value, what) in [
+            (
+                "pretrain.max_epochs",
+                self.pretrain.max_epochs,
+                "passes over the public corpus; pretrain.llm = false skips pre-training",
+            ),
+            (
+                "pretrain.patience",
+                self.pretrain.patience,
+                "epochs without a better validation loss before pre-training stops",
+            ),
+            (
+                "train.local_epochs",
+                t.local_epochs,
+                "passes over the local data per round",
+            ),
+            (
+                "train.saml_epochs",
+                t.saml_epochs,
+                "passes of the device's mutual learning per round",
+            ),
+            (
+                "train.server_epochs",
+                t.server_epochs,
+                "passes of the server's mutual learning per round",
+            ),
+            (
+                "train.server_public_sample",
+                t.server_public_sample,
+                "public examples the server learns on per round",
+            ),
+            (
+                "train.top_k",
+                t.top_k,
+                "token distributions kept per answer position",
+            ),
+        ] {
+            if value == 0 {
+                return Err((key.into(), format!("expected at least 1 ({what}), got 0")));
+            }
+        }
+        if t.transfer != TransferSet::Local && t.transfer_size == 0 {
+            return Err((
+                "train.transfer_size".into(),
+                format!(
+                    "transfer = \"{}\" adds this many examples per device and round; expected \
+                     at least 1, got 0",
+                    t.transfer.name()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `[privacy]`, `[attack]`, `[deploy]` and the aggregation's parameters.
@@ -673,6 +747,69 @@ fn remember_valid(id: String) {
     }
 }
 
+/// One optimiser table; `Err((field, reason))`. The ranges are those the host enforces at
+/// every training step (`cotune_host::Model::train_step`), where a bad value would stop the run
+/// midway, plus a learning rate above 0 (at 0 nothing learns) and a cosine decay that has a
+/// length (with `total_steps` at or below `warmup_steps` the rate drops to its floor as soon as
+/// warm-up ends).
+fn check_train_settings(s: &TrainSettings) -> Result<(), (&'static str, String)> {
+    let above_0 = |v: f32| v.is_finite() && v > 0.0;
+    let at_least_0 = |v: f32| v.is_finite() && v >= 0.0;
+    for (field, value, ok, expected) in [
+        (
+            "learning_rate",
+            s.learning_rate,
+            above_0(s.learning_rate),
+            "a finite rate above 0",
+        ),
+        (
+            "weight_decay",
+            s.weight_decay,
+            at_least_0(s.weight_decay),
+            "a finite decay of at least 0",
+        ),
+        (
+            "grad_clip_norm",
+            s.grad_clip_norm,
+            at_least_0(s.grad_clip_norm),
+            "a finite L2 norm of at least 0 (0: no clipping)",
+        ),
+        (
+            "temperature",
+            s.temperature,
+            above_0(s.temperature),
+            "a finite temperature above 0",
+        ),
+        (
+            "kl_weight",
+            s.kl_weight,
+            (0.0..=1.0).contains(&s.kl_weight),
+            "a weight in [0, 1]",
+        ),
+    ] {
+        if !ok {
+            return Err((field, format!("expected {expected}, got {value}")));
+        }
+    }
+    if s.batch_size == 0 {
+        return Err((
+            "batch_size",
+            "expected at least 1 example per step, got 0".into(),
+        ));
+    }
+    if s.total_steps != 0 && s.total_steps <= s.warmup_steps {
+        return Err((
+            "total_steps",
+            format!(
+                "expected 0 (a constant rate after warm-up) or more than warmup_steps = {} (the \
+                 cosine decays from the end of warm-up to total_steps), got {}",
+                s.warmup_steps, s.total_steps
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `[deploy]`'s values: positive finite times, a minimum between 1 and the devices.
 fn check_deploy(d: &crate::config::DeployConfig, devices: usize) -> Result<(), (String, String)> {
     let bad = |key: &str, reason: String| Err((format!("deploy.{key}"), reason));
@@ -719,3 +856,6 @@ fn check_deploy(d: &crate::config::DeployConfig, devices: usize) -> Result<(), (
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -225,6 +225,21 @@ fn a_resumed_run_ends_with_the_same_metrics() {
     }
 }
 
+/// Runs `text` for real, in folders of its own, and returns the error it must fail with;
+/// asserts it wrote no run folder and no cache.
+fn refused_run(text: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
+    let path = tmp.path().join("refused.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = format!("{:#}", run_with(&options(path, &runs, &cache)).unwrap_err());
+    assert!(
+        !runs.exists() && !cache.exists(),
+        "a refused run wrote {runs:?} or {cache:?}: {err}"
+    );
+    err
+}
+
 #[test]
 fn bad_configs_fail_before_training() {
     let smoke = smoke_text();
@@ -290,22 +305,24 @@ fn bad_configs_fail_before_training() {
         assert_eq!(err.matches("gpt2/gpt2").count(), 1, "{err}");
     }
     // Run for real, a typo in the LLM's table stops the run before anything is written.
-    let tmp = tempfile::tempdir().unwrap();
-    let (runs, cache) = (tmp.path().join("runs"), tmp.path().join("cache"));
-    let path = tmp.path().join("typo.toml");
-    std::fs::write(
-        &path,
-        smoke.replace("n_embd = 48, n_layer = 2", "n_embd = 48, n_layr = 2"),
-    )
-    .unwrap();
-    let err = format!("{:#}", run_with(&options(path, &runs, &cache)).unwrap_err());
+    let err = refused_run(&smoke.replace("n_embd = 48, n_layer = 2", "n_embd = 48, n_layr = 2"));
     assert!(
         err.contains("llm.config") && err.contains("n_layr"),
         "{err}"
     );
+    // So does a bad training value, though training would first read it in round 1, after
+    // pre-training has filled the cache (the unit tests of `validation` try every key).
+    let rate = "slm = { learning_rate = 3e-3, batch_size = 16 }";
+    assert!(smoke.contains(rate), "the smoke config changed shape");
+    let err = refused_run(&smoke.replace(rate, "slm = { learning_rate = -3e-3, batch_size = 16 }"));
     assert!(
-        !runs.exists() && !cache.exists(),
-        "a refused run wrote {runs:?} or {cache:?}"
+        err.contains("train.slm.learning_rate") && err.contains("got -0.003"),
+        "{err}"
+    );
+    let err = refused_run(&smoke.replace("kl_weight = 0.7", "kl_weight = 1.7"));
+    assert!(
+        err.contains("distill.train.kl_weight") && err.contains("got 1.7"),
+        "{err}"
     );
     // A tokenizer larger than the models' vocabulary is refused before the run folder is
     // made, naming the model once and both sizes.

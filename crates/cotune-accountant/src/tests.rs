@@ -152,6 +152,21 @@ fn dp_sgd_accountant(n: f64, batch: f64, sigma: f64, epochs: f64) -> RdpAccounta
     acc
 }
 
+/// Asserts every case of [`DpSgdCase`] under `conversion` (the accountant and delta to epsilon
+/// and order): epsilon within 5e-8, or a relative 1e-12 above 1000; the order exactly.
+fn assert_dp_sgd_cases(cases: &[DpSgdCase], conversion: fn(&RdpAccountant, f64) -> (f64, f64)) {
+    for &(n, batch, sigma, epochs, delta, want_eps, want_order) in cases {
+        let (eps, order) = conversion(&dp_sgd_accountant(n, batch, sigma, epochs), delta);
+        let tolerance = if want_eps > 1e3 {
+            1e-12 * want_eps
+        } else {
+            5e-8
+        };
+        assert_close(eps, want_eps, tolerance, &format!("n={n} batch={batch}"));
+        assert_eq!(order, want_order);
+    }
+}
+
 /// tensorflow/privacy, `tensorflow_privacy/privacy/analysis/compute_dp_sgd_privacy_test.py`
 /// (commit be8175b to 4cb0a11^, improved conversion), `test_compute_dp_sgd_privacy`.
 /// TF asserts 7 places; we use 5e-8 for the first two and relative 1e-12 for the third
@@ -165,16 +180,7 @@ fn epsilon_compute_dp_sgd_privacy_tf_privacy() {
         (100000.0, 100.0, 1.0, 30.0, 1e-7, 1.4154988495444845, 13.0),
         (1e8, 1024.0, 0.1, 10.0, 1e-7, 5907982.31138195, 1.25),
     ];
-    for (n, batch, sigma, epochs, delta, want_eps, want_order) in cases {
-        let (eps, order) = dp_sgd_accountant(n, batch, sigma, epochs).epsilon(delta);
-        let tolerance = if want_eps > 1e3 {
-            1e-12 * want_eps
-        } else {
-            5e-8
-        };
-        assert_close(eps, want_eps, tolerance, &format!("n={n} batch={batch}"));
-        assert_eq!(order, want_order);
-    }
+    assert_dp_sgd_cases(&cases, RdpAccountant::epsilon);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -193,16 +199,7 @@ fn epsilon_classic_compute_dp_sgd_privacy_tf_privacy() {
         (100000.0, 100.0, 1.0, 30.0, 1e-7, 1.70928734, 13.0),
         (1e8, 1024.0, 0.1, 10.0, 1e-7, 5907984.81339406, 1.25),
     ];
-    for (n, batch, sigma, epochs, delta, want_eps, want_order) in cases {
-        let (eps, order) = dp_sgd_accountant(n, batch, sigma, epochs).epsilon_classic(delta);
-        let tolerance = if want_eps > 1e3 {
-            1e-12 * want_eps
-        } else {
-            5e-8
-        };
-        assert_close(eps, want_eps, tolerance, &format!("n={n} batch={batch}"));
-        assert_eq!(order, want_order);
-    }
+    assert_dp_sgd_cases(&cases, RdpAccountant::epsilon_classic);
 }
 
 /// tensorflow/privacy, `rdp_accountant_test.py` before commit be8175b (classic conversion),

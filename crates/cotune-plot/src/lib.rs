@@ -1,4 +1,7 @@
-//! Line charts as standalone SVG files: each device's score per round (and the LLM's).
+//! Line charts as standalone SVG files: each device's score per round (and the LLM's), as a
+//! run's `plots/` folder holds them. Plain text out, no drawing library.
+
+#![warn(missing_docs)]
 
 use std::fmt::Write;
 

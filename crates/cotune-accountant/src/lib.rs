@@ -92,6 +92,8 @@
 //! guarantee" (infinite RDP) in [`RdpAccountant::step`], and give `(NaN, NaN)` from the
 //! conversions when `delta` is out of range.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::f64::consts::{FRAC_2_SQRT_PI, LN_2, PI, SQRT_2};
 
