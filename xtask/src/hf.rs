@@ -184,6 +184,15 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 /// was opened from: a folder's `tokenizer.json`, or the one a GGUF file's metadata describes).
 pub fn export(args: ExportArgs) -> Result<()> {
     let config = read_text(args.config.as_deref(), "config")?;
+    // Before the build: a fresh model has nothing to be built from without its config.
+    if let (Some(name), Some(file)) = (&args.model.plugin, &args.config) {
+        if config.trim().is_empty() {
+            bail!(
+                "export --plugin {name}: the model config {} is empty",
+                file.display()
+            );
+        }
+    }
     build_plugins()?;
     let mut gguf = None;
     let mut model: Model = match (args.model.checkpoint, args.model.plugin) {
@@ -197,9 +206,6 @@ pub fn export(args: ExportArgs) -> Result<()> {
         }
         (None, name) => {
             let name = name.expect("clap requires --checkpoint or --plugin");
-            if config.trim().is_empty() {
-                bail!("export --plugin {name}: the model config (--config) is empty");
-            }
             let plugin = Plugin::open(&name).map_err(anyhow::Error::msg)?;
             let arch = args
                 .arch

@@ -556,6 +556,31 @@ mod tests {
     }
 
     #[test]
+    fn export_refuses_an_empty_model_config_before_building_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("model.toml");
+        std::fs::write(&empty, "\n  \n").unwrap();
+        let empty = empty.to_str().unwrap();
+        let out = dir.path().join("out");
+        let command = parse(&[
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--plugin",
+            "gpt2",
+            "--config",
+            empty,
+        ])
+        .unwrap();
+        let err = format!("{:#}", run(command).unwrap_err());
+        assert!(
+            err.contains("--plugin gpt2") && err.contains(&format!("{empty} is empty")),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
     fn fetch_takes_one_model() {
         assert!(matches!(
             parse(&["fetch", "smollm2", "--cache", "c", "--python", "py"]),

@@ -12,6 +12,11 @@
 //! Every value is checked while parsing, and an error names the flag and the value
 //! (`invalid value 'localhost:x' for '--listen <ADDR>': ...`).
 
+#![warn(missing_docs)]
+// The doc comments are `--help` text, where `<I>` stands for a flag's value as clap writes it,
+// not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
