@@ -1,4 +1,5 @@
-//! Helpers for the workspace-level tests in `tests/tests/`.
+//! Helpers for the workspace-level tests in `tests/tests/` (and xtask's, which build a crate
+//! that `cargo xtask new-plugin` wrote).
 //!
 //! The fixtures in `tests/fixtures/` are plugin crates kept outside the workspace, as an outside
 //! author's crate would be. [`build_fixture`] builds one the way such an author would, with two
@@ -6,10 +7,11 @@
 //! workspace's `Cargo.lock` (so it resolves to the very dependency versions the workspace
 //! uses), and it is built with the workspace's target folder (so the compiled burn is reused,
 //! not rebuilt). The fixture's own `Cargo.toml` repeats the workspace's profile settings, which
-//! the artifacts' hashes depend on. Features count too: a fixture reuses the burn built for a
-//! lone plugin (`cargo build -p cotune-gpt2`); a target folder that has only seen `--workspace`
-//! builds (burn with every workspace crate's features combined) compiles burn once more for the
-//! fixtures, and keeps it for the next run.
+//! the artifacts' hashes depend on. Features count too: cotune-sdk declares the features the
+//! rest of the workspace switches on in burn's dependency tree, so a fixture resolves that tree
+//! as a `--workspace` build does and reuses its burn (`tests/tests/burn_once.rs` checks it).
+//! The SDK itself compiles once more for the crates outside the workspace (cargo hashes a path
+//! dependency outside the building workspace by its absolute path); they share that build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +116,11 @@ pub struct BuiltFixture {
     pub seconds: f64,
     /// The crates cargo had to compile (not fresh), by name; empty when everything was reused.
     pub compiled: Vec<String>,
+    /// Of those, the ones from a registry (burn and its dependencies), by package id: empty
+    /// when the build reused every one the workspace's build compiled.
+    pub compiled_from_registry: Vec<String>,
+    /// The compiler's warnings about the crate itself, as rendered.
+    pub warnings: Vec<String>,
 }
 
 /// Rewrites every relative `path = "..."` in a manifest to an absolute one, resolved against
@@ -180,9 +187,16 @@ fn copy_tree(from: &Path, to: &Path, fixture_dir: &Path) -> std::io::Result<()> 
 /// the workspace's `Cargo.lock` and its path dependencies made absolute, as an outside author's
 /// crate next to a checkout; returns the copy's folder.
 pub fn copy_fixture(name: &str) -> Result<PathBuf, FixtureError> {
-    let root = workspace_root();
-    let fixture_dir = root.join("tests").join("fixtures").join(name);
-    let manifest = fixture_dir.join("Cargo.toml");
+    let fixture_dir = workspace_root().join("tests").join("fixtures").join(name);
+    copy_crate(name, &fixture_dir)
+}
+
+/// Copies the crate in `from` to `<target>/cotune-fixtures/<name>/` (a fixed place, so a
+/// repeated build finds its own artifacts fresh: unchanged files keep their modification times)
+/// with the workspace's `Cargo.lock` and its path dependencies made absolute; returns the copy's
+/// folder.
+pub fn copy_crate(name: &str, from: &Path) -> Result<PathBuf, FixtureError> {
+    let manifest = from.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(FixtureError::NotFound {
             name: name.to_string(),
@@ -199,32 +213,39 @@ pub fn copy_fixture(name: &str) -> Result<PathBuf, FixtureError> {
             cause,
         }
     };
-    copy_tree(&fixture_dir, &copy, &fixture_dir).map_err(copy_err(&copy))?;
+    copy_tree(from, &copy, from).map_err(copy_err(&copy))?;
     let lock = copy.join("Cargo.lock");
-    std::fs::copy(root.join("Cargo.lock"), &lock).map_err(copy_err(&lock))?;
+    std::fs::copy(workspace_root().join("Cargo.lock"), &lock).map_err(copy_err(&lock))?;
     Ok(copy)
 }
 
 /// Builds the fixture crate `tests/fixtures/<name>` and returns its dynamic library.
 ///
-/// The crate is copied to `<target>/cotune-fixtures/<name>/` (a fixed place, so a repeated build
-/// finds its own artifacts fresh) with the workspace's `Cargo.lock`, then built by
-/// `cargo build --manifest-path <copy>/Cargo.toml` with `CARGO_TARGET_DIR` set to the tests'
-/// own target folder and the same profile as the tests.
+/// The crate is copied to `<target>/cotune-fixtures/<name>/` ([`copy_fixture`]), then built
+/// by [`build_crate`].
 pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
     // Tests on several threads may build the same fixture: one copy and one cargo at a time.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let copy = copy_fixture(name)?;
+    build_crate(name, &copy)
+}
+
+/// Builds the crate in `dir` (`name` is for messages) as an outside author would, by
+/// `cargo build --manifest-path <dir>/Cargo.toml` with `CARGO_TARGET_DIR` set to the tests' own
+/// target folder and the same profile as the tests, and returns its dynamic library, what cargo
+/// compiled and the crate's warnings.
+pub fn build_crate(name: &str, dir: &Path) -> Result<BuiltFixture, FixtureError> {
     let (target, release) = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = dir.join("Cargo.toml");
     let mut command = Command::new(&cargo);
     command
-        .current_dir(&copy)
+        .current_dir(dir)
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--message-format=json-render-diagnostics"])
+        .args(["build", "--message-format=json"])
         .arg("--manifest-path")
-        .arg(copy.join("Cargo.toml"))
+        .arg(&manifest)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if release {
@@ -237,41 +258,55 @@ pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
         cause,
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    if !output.status.success() {
-        return Err(FixtureError::Build {
-            name: name.to_string(),
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        });
-    }
 
-    // Cargo's JSON messages name the library it produced; no guessing at file names.
-    let copied_manifest = copy.join("Cargo.toml");
+    // Cargo's JSON messages name the library it produced (no guessing at file names), every
+    // crate it compiled, and the compiler's diagnostics.
     let mut artifacts = Vec::new();
     let mut compiled = Vec::new();
+    let mut compiled_from_registry = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if message["fresh"] == false {
-            compiled.push(
-                message["target"]["name"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-            );
-        }
-        if message["manifest_path"].as_str().map(Path::new) != Some(copied_manifest.as_path()) {
-            continue;
-        }
-        for file in message["filenames"].as_array().into_iter().flatten() {
-            if let Some(file) = file.as_str() {
-                artifacts.push(file.to_string());
+        let own = message["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path());
+        match message["reason"].as_str() {
+            Some("compiler-message") => {
+                let rendered = message["message"]["rendered"].as_str().unwrap_or("?");
+                match message["message"]["level"].as_str() {
+                    Some("error") => errors.push(rendered.to_string()),
+                    Some("warning") if own => warnings.push(rendered.to_string()),
+                    _ => {}
+                }
             }
+            Some("compiler-artifact") => {
+                if message["fresh"] == false {
+                    compiled.push(
+                        message["target"]["name"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                    );
+                    let package = message["package_id"].as_str().unwrap_or("?");
+                    if package.starts_with("registry+") {
+                        compiled_from_registry.push(package.to_string());
+                    }
+                }
+                if own {
+                    let files = message["filenames"].as_array().into_iter().flatten();
+                    artifacts.extend(files.filter_map(|f| f.as_str()).map(str::to_string));
+                }
+            }
+            _ => {}
         }
+    }
+    if !output.status.success() {
+        return Err(FixtureError::Build {
+            name: name.to_string(),
+            status: output.status,
+            stderr: errors.join("") + &String::from_utf8_lossy(&output.stderr),
+        });
     }
     let library = artifacts
         .iter()
@@ -285,6 +320,8 @@ pub fn build_fixture(name: &str) -> Result<BuiltFixture, FixtureError> {
         library,
         seconds,
         compiled,
+        compiled_from_registry,
+        warnings,
     })
 }
 

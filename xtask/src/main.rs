@@ -8,6 +8,7 @@
 
 mod fetch;
 mod hf;
+mod new_plugin;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -256,8 +257,10 @@ fn score_command(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn new_plugin_command(_name: &str, _out: &Path) -> Result<()> {
-    bail!("new-plugin is not available in this build")
+fn new_plugin_command(name: &str, out: &Path) -> Result<()> {
+    let folder = new_plugin::new_plugin(name, out)?;
+    println!("wrote the plugin crate {}", folder.display());
+    Ok(())
 }
 
 fn test() -> Result<()> {

@@ -16,6 +16,9 @@
 //! - the `abi_stable` glue, with `catch_unwind` around every exported call so a panic becomes a
 //!   [`PluginError`](cotune_abi::PluginError) instead of aborting the host.
 //!
+//! [`testing`] is the kit a plugin's own tests share: tiny batches, comparisons, and in-process
+//! checks of cached decoding, generation, padding and learning.
+//!
 //! See `docs/plugin-authoring.md` for a walk-through.
 
 pub mod config;
@@ -26,6 +29,9 @@ pub mod norm;
 pub mod params;
 pub mod plugin;
 pub mod schedule;
+// Models for tests are built on the CPU backend, as the conformance suite builds them.
+#[cfg(feature = "flex")]
+pub mod testing;
 mod trainer;
 mod unwind;
 

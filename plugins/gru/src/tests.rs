@@ -1,35 +1,17 @@
 //! In-process tests through the SDK's trainer, on the small example configuration.
 
 use super::*;
-use cotune_sdk::abi::{AnswerExample, ErrorKind, GenerateOptions, Logits, TrainOptions};
-use cotune_sdk::burn::tensor::TensorData;
+use cotune_sdk::abi::GenerateOptions;
+use cotune_sdk::testing::{
+    self, assert_cached_decoding_matches, assert_generation_matches_argmax, assert_loss_falls,
+    assert_padding_changes_nothing, config_with, example, overfit,
+};
 use cotune_sdk::{params, Trainer};
 
 const VOCAB: usize = 96;
 
-/// The example configuration with `overrides` (key, TOML value) replacing or adding keys, and
-/// `extra` (e.g. a `[lora]` table) appended.
-fn config_with(overrides: &[(&str, &str)], extra: &str) -> String {
-    let mut lines: Vec<String> = Gru::EXAMPLE_CONFIG
-        .lines()
-        .filter(|line| {
-            !overrides
-                .iter()
-                .any(|(key, _)| line.starts_with(&format!("{key} ")))
-        })
-        .map(str::to_string)
-        .collect();
-    lines.extend(
-        overrides
-            .iter()
-            .map(|(key, value)| format!("{key} = {value}")),
-    );
-    format!("{}\n{extra}", lines.join("\n"))
-}
-
 fn trainer_with(overrides: &[(&str, &str)], extra: &str) -> Trainer<Gru> {
-    Trainer::<Gru>::from_toml(&config_with(overrides, extra), 7, Device::flex())
-        .expect("the configuration builds")
+    testing::trainer(&config_with::<Gru>(overrides, extra), 7)
 }
 
 fn trainer(overrides: &[(&str, &str)]) -> Trainer<Gru> {
@@ -37,63 +19,7 @@ fn trainer(overrides: &[(&str, &str)]) -> Trainer<Gru> {
 }
 
 fn refusal(overrides: &[(&str, &str)]) -> String {
-    match Trainer::<Gru>::from_toml(&config_with(overrides, ""), 7, Device::flex()) {
-        Ok(_) => panic!("{overrides:?} was accepted"),
-        Err(e) => {
-            assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
-            e.message.to_string()
-        }
-    }
-}
-
-fn example(prompt: &[u32], answer: &[u32]) -> AnswerExample {
-    AnswerExample {
-        prompt: prompt.to_vec().into(),
-        answer: answer.to_vec().into(),
-    }
-}
-
-fn values(t: Tensor<3>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 values")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// The argmax of each answer position of example `i`.
-fn argmax_row(logits: &Logits, i: usize) -> Vec<u32> {
-    let (a, v) = (logits.answer_len as usize, logits.vocab as usize);
-    (0..a)
-        .map(|j| {
-            let row = &logits.data[(i * a + j) * v..(i * a + j + 1) * v];
-            let best = (0..v).max_by(|&x, &y| row[x].total_cmp(&row[y]));
-            best.expect("a non-empty vocabulary") as u32
-        })
-        .collect()
-}
-
-/// Trains on `batch` for `steps` steps at a high learning rate; returns the losses.
-fn overfit(trainer: &mut Trainer<Gru>, batch: &[AnswerExample], steps: usize) -> Vec<f32> {
-    let options = TrainOptions {
-        learning_rate: 1e-2,
-        ..TrainOptions::default()
-    };
-    (0..steps)
-        .map(|_| {
-            trainer
-                .train_step(batch, None, &options)
-                .expect("a step")
-                .loss
-        })
-        .collect()
+    testing::refusal::<Gru>(&config_with::<Gru>(overrides, ""))
 }
 
 #[test]
@@ -101,33 +27,19 @@ fn cached_decoding_matches_full_decoding() {
     for norm in ["true", "false"] {
         let trainer = trainer(&[("layer_norm", norm)]);
         let model = trainer.model().valid();
-        let tokens: Tensor<2, Int> = Tensor::from_data(
-            TensorData::new(
-                vec![
-                    5i64, 11, 12, 13, 14, 15, 16, 17, 9, 21, 22, 23, 24, 25, 26, 27,
-                ],
-                [2, 8],
-            ),
-            &Device::flex(),
-        );
-        let full = model.logits(model.decode(tokens.clone(), None));
-        let mut cache = model.new_cache();
-        assert!(cache.is_empty());
+        let tokens = testing::tokens(&[
+            &[5, 11, 12, 13, 14, 15, 16, 17],
+            &[9, 21, 22, 23, 24, 25, 26, 27],
+        ]);
         // As generation calls it: the whole prompt first, then one token per call.
-        let mut start = 0;
-        for len in [3, 1, 1, 1, 1, 1] {
-            let step = tokens.clone().slice([0..2, start..start + len]);
-            let cached = model.logits(model.decode_cached(step, None, &mut cache));
-            let expected = full.clone().slice([0..2, start..start + len, 0..VOCAB]);
-            let diff = max_abs_diff(&values(cached), &values(expected));
-            assert!(
-                diff < 1e-5,
-                "layer_norm {norm}, positions {start}..{}: max difference {diff}",
-                start + len
-            );
-            start += len;
-            assert_eq!(cache.len(), start);
-        }
+        assert_cached_decoding_matches(
+            &model,
+            tokens,
+            None,
+            &[3, 1, 1, 1, 1, 1],
+            1e-5,
+            GruState::len,
+        );
     }
 }
 
@@ -152,36 +64,19 @@ fn generation_equals_uncached_argmax() {
         max_new_tokens: 6,
         eos_id: 1,
     };
-    let generated = trainer.generate(&prompts, &options).expect("generation");
+    let generated = assert_generation_matches_argmax(&trainer, &prompts, &options);
     assert_eq!(
         generated[..2],
         [vec![20, 33, 20, 41], vec![50, 51, 52]],
         "the trained answers"
     );
-    for (prompt, tokens) in prompts.iter().zip(&generated) {
-        let mut answer = tokens.clone();
-        if answer.len() < options.max_new_tokens as usize {
-            answer.push(options.eos_id);
-        }
-        let logits = trainer
-            .answer_logits(&[example(prompt, &answer)])
-            .expect("answer logits");
-        assert_eq!(argmax_row(&logits, 0), answer, "prompt {prompt:?}");
-    }
 }
 
 #[test]
 fn padding_changes_nothing() {
-    let trainer = trainer(&[]);
     let short = example(&[5, 6, 7], &[10, 11, 1]);
     let long = example(&[9, 8, 7, 6, 5, 4, 3, 2], &[12, 13, 14, 15, 16, 1]);
-    let alone = trainer
-        .answer_logits(std::slice::from_ref(&short))
-        .expect("alone");
-    let batched = trainer.answer_logits(&[short, long]).expect("batched");
-    let n = alone.answer_len as usize * VOCAB;
-    let diff = max_abs_diff(&alone.data[..n], &batched.data[..n]);
-    assert!(diff < 1e-5, "max difference {diff}");
+    assert_padding_changes_nothing(&trainer(&[]), &short, &long, 1e-5);
 }
 
 #[test]
@@ -218,12 +113,7 @@ fn a_few_steps_lower_the_loss() {
         example(&[9, 10], &[30, 31, 1]),
         example(&[11, 12, 13], &[40, 1]),
     ];
-    let losses = overfit(&mut trainer, &batch, 10);
-    let (first, last) = (losses[0], losses[losses.len() - 1]);
-    assert!(
-        last < 0.5 * first,
-        "loss went from {first} to {last}: {losses:?}"
-    );
+    let losses = assert_loss_falls(&mut trainer, &batch, 10, 0.5);
     // The same seed gives the same losses.
     let again = overfit(&mut trainer_with(&[], ""), &batch, 10);
     assert_eq!(losses, again);

@@ -353,53 +353,16 @@ cotune_sdk::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cotune_sdk::abi::{
-        AnswerExample, GenerateOptions, NamedTensor, ParamSelection, TrainOptions,
+    use cotune_sdk::abi::{GenerateOptions, NamedTensor, ParamSelection, TrainOptions};
+    use cotune_sdk::params;
+    use cotune_sdk::testing::{
+        assert_cached_decoding_matches, assert_generation_matches_argmax, assert_loss_falls,
+        config_with, example, max_abs_diff, refusal, trainer, values,
     };
-    use cotune_sdk::{params, Trainer};
-
-    fn trainer(config: &str, seed: u64) -> Trainer<Llama> {
-        match Trainer::<Llama>::from_toml(config, seed, Device::flex()) {
-            Ok(t) => t,
-            Err(e) => panic!("building the model failed: {}", e.message),
-        }
-    }
-
-    fn refusal(config: &str) -> String {
-        match Trainer::<Llama>::from_toml(config, 0, Device::flex()) {
-            Ok(_) => panic!("the config was accepted:\n{config}"),
-            Err(e) => e.message.to_string(),
-        }
-    }
-
-    fn example(prompt: &[u32], answer: &[u32]) -> AnswerExample {
-        AnswerExample {
-            prompt: prompt.to_vec().into(),
-            answer: answer.to_vec().into(),
-        }
-    }
-
-    fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
 
     /// The example config with `num_key_value_heads` replaced.
     fn with_kv_heads(kv: usize) -> String {
-        Llama::EXAMPLE_CONFIG.replace(
-            "num_key_value_heads = 2",
-            &format!("num_key_value_heads = {kv}"),
-        )
+        config_with::<Llama>(&[("num_key_value_heads", &kv.to_string())], "")
     }
 
     #[test]
@@ -437,7 +400,7 @@ mod tests {
         };
 
         let rotary = Rotary::new(4, 10_000.0, 0, 4, &device);
-        let (cos, sin) = (floats(rotary.cos.clone()), floats(rotary.sin.clone()));
+        let (cos, sin) = (values(rotary.cos.clone()), values(rotary.sin.clone()));
         for (p, row) in table.iter().enumerate() {
             let (c, s) = (
                 [row[0], row[1], row[0], row[1]],
@@ -446,17 +409,17 @@ mod tests {
             close(&cos[4 * p..4 * p + 4], &[c]);
             close(&sin[4 * p..4 * p + 4], &[s]);
         }
-        close(&floats(rotary.apply(input.clone())), &expected);
+        close(&values(rotary.apply(input.clone())), &expected);
 
         // With an offset (cached decoding), positions 2..4 give the last two rows.
         let head = input.narrow(2, 0, 2);
-        let got = floats(Rotary::new(4, 10_000.0, 2, 2, &device).apply(head));
+        let got = values(Rotary::new(4, 10_000.0, 2, 2, &device).apply(head));
         close(&got, &expected[2..]);
     }
 
     #[test]
     fn parameter_names_mirror_the_checkpoint() {
-        let t = trainer(Llama::EXAMPLE_CONFIG, 0);
+        let t = trainer::<Llama>(Llama::EXAMPLE_CONFIG, 0);
         let got: Vec<(String, Vec<usize>)> = params::list(t.model())
             .into_iter()
             .map(|p| (p.name, p.shape))
@@ -481,8 +444,8 @@ mod tests {
         expected.push(("lm_head.weight".into(), vec![32, 96]));
         assert_eq!(got, expected);
 
-        let tied = trainer(
-            &format!("{}tie_word_embeddings = true\n", Llama::EXAMPLE_CONFIG),
+        let tied = trainer::<Llama>(
+            &config_with::<Llama>(&[("tie_word_embeddings", "true")], ""),
             0,
         );
         let names: Vec<String> = params::list(tied.model())
@@ -497,7 +460,7 @@ mod tests {
 
     #[test]
     fn lora_adapts_query_and_value_projections_by_default() {
-        let t = trainer(&format!("{}[lora]\nrank = 2\n", Llama::EXAMPLE_CONFIG), 0);
+        let t = trainer::<Llama>(&config_with::<Llama>(&[], "[lora]\nrank = 2\n"), 0);
         let adapters = t.export_params(ParamSelection::DomainSpecific).unwrap();
         // Adapter tensors are named `<weight>.lora.a` and `<weight>.lora.b`.
         let mut adapted: Vec<&str> = adapters
@@ -520,8 +483,8 @@ mod tests {
     #[test]
     fn grouped_query_attention_equals_repeated_heads() {
         let batch = [example(&[5, 6, 7], &[8, 9]), example(&[1, 2], &[3, 4, 10])];
-        let grouped = trainer(&with_kv_heads(2), 3);
-        let mut full = trainer(&with_kv_heads(4), 4);
+        let grouped = trainer::<Llama>(&with_kv_heads(2), 3);
+        let mut full = trainer::<Llama>(&with_kv_heads(4), 4);
         // A 2-kv-head model is a 4-kv-head model whose kv head h copies kv head h / 2.
         let head_dim = 8;
         let widened: Vec<NamedTensor> = grouped
@@ -555,7 +518,7 @@ mod tests {
         let options = TrainOptions::default();
         // Equal heads, grouped heads and a single key/value head all train.
         for kv in [4, 2, 1] {
-            let report = trainer(&with_kv_heads(kv), 5)
+            let report = trainer::<Llama>(&with_kv_heads(kv), 5)
                 .train_step(&batch, None, &options)
                 .unwrap();
             assert!(report.loss.is_finite(), "num_key_value_heads = {kv}");
@@ -564,115 +527,61 @@ mod tests {
 
     #[test]
     fn cached_decoding_equals_uncached() {
-        let t = trainer(Llama::EXAMPLE_CONFIG, 7);
+        let t = trainer::<Llama>(Llama::EXAMPLE_CONFIG, 7);
         let model = t.model().valid();
-        let device = model.embed_tokens.weight.device();
-        let ids: Vec<i64> = vec![3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38];
-        let tokens: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [2, 7]), &device);
-        let whole = floats(model.decode(tokens.clone(), None));
-        let mut cache = model.new_cache();
-        let pieces: Vec<Tensor<3>> = [(0, 4), (4, 1), (5, 2)]
-            .into_iter()
-            .map(|(start, len)| {
-                model.decode_cached(tokens.clone().narrow(1, start, len), None, &mut cache)
-            })
-            .collect();
-        assert_eq!(cache.len(), 7);
-        let stepped = floats(Tensor::cat(pieces, 1));
-        assert!(max_abs_diff(&whole, &stepped) < 1e-5);
+        let tokens = cotune_sdk::testing::tokens(&[
+            &[3, 14, 15, 92, 65, 35, 89],
+            &[79, 32, 38, 46, 26, 43, 38],
+        ]);
+        assert_cached_decoding_matches(&model, tokens, None, &[4, 1, 2], 1e-5, KvCache::len);
     }
 
     #[test]
     fn cached_generation_equals_uncached_argmax() {
-        let t = trainer(Llama::EXAMPLE_CONFIG, 11);
+        let t = trainer::<Llama>(Llama::EXAMPLE_CONFIG, 11);
         let prompts = vec![vec![4, 8, 15], vec![16, 23, 42], vec![1, 2, 3, 5, 8]];
         let options = GenerateOptions {
             max_new_tokens: 6,
             eos_id: 95,
         };
-        let generated = t.generate(&prompts, &options).unwrap();
-        for (prompt, got) in prompts.iter().zip(&generated) {
-            let mut seq = prompt.clone();
-            let mut expected = Vec::new();
-            for _ in 0..options.max_new_tokens {
-                // The first answer position's logits predict the token after the prompt.
-                let logits = t.answer_logits(&[example(&seq, &[0])]).unwrap();
-                let row = logits.row(0, 0);
-                let next = (0..row.len())
-                    .max_by(|&i, &j| row[i].total_cmp(&row[j]))
-                    .unwrap() as u32;
-                if next == options.eos_id {
-                    break;
-                }
-                expected.push(next);
-                seq.push(next);
-            }
-            assert_eq!(got, &expected, "prompt {prompt:?}");
-        }
+        assert_generation_matches_argmax(&t, &prompts, &options);
     }
 
     #[test]
     fn bad_configs_are_refused_by_key_and_value() {
-        let base = Llama::EXAMPLE_CONFIG;
-        let msg = refusal(&format!("{base}hidden_sise = 32\n"));
+        let refused =
+            |key: &str, value: &str| refusal::<Llama>(&config_with::<Llama>(&[(key, value)], ""));
+        let msg = refused("hidden_sise", "32");
         assert!(msg.contains("hidden_sise"), "{msg}");
-        for (from, to, needles) in [
+        for (key, value, needles) in [
+            ("hidden_size", "0", &["`hidden_size`", "0"][..]),
             (
-                "hidden_size = 32",
-                "hidden_size = 0",
-                &["`hidden_size`", "0"][..],
-            ),
-            (
-                "num_attention_heads = 4",
-                "num_attention_heads = 3",
+                "num_attention_heads",
+                "3",
                 &["`hidden_size` (32)", "`num_attention_heads` (3)"],
             ),
-            (
-                "num_key_value_heads = 2",
-                "num_key_value_heads = 3",
-                &["`num_key_value_heads` (3)"],
-            ),
-            (
-                "num_key_value_heads = 2",
-                "num_key_value_heads = 0",
-                &["`num_key_value_heads`", "0"],
-            ),
-            (
-                "hidden_size = 32",
-                "hidden_size = 12",
-                &["12 / 4 = 3", "even"],
-            ),
+            ("num_key_value_heads", "3", &["`num_key_value_heads` (3)"]),
+            ("num_key_value_heads", "0", &["`num_key_value_heads`", "0"]),
+            ("hidden_size", "12", &["12 / 4 = 3", "even"]),
+            ("rms_norm_eps", "0.0", &["`rms_norm_eps`"]),
+            ("rope_theta", "-1.0", &["`rope_theta`"]),
+            ("initializer_range", "nan", &["`initializer_range`"]),
         ] {
-            let msg = refusal(&base.replace(from, to));
+            let msg = refused(key, value);
             for needle in needles {
-                assert!(msg.contains(needle), "{to}: {msg}");
+                assert!(msg.contains(needle), "{key} = {value}: {msg}");
             }
-        }
-        for (line, key) in [
-            ("rms_norm_eps = 0.0", "`rms_norm_eps`"),
-            ("rope_theta = -1.0", "`rope_theta`"),
-            ("initializer_range = nan", "`initializer_range`"),
-        ] {
-            let msg = refusal(&format!("{base}{line}\n"));
-            assert!(msg.contains(key), "{line}: {msg}");
         }
     }
 
     #[test]
     fn loss_falls_when_overfitting_one_batch() {
-        let mut t = trainer(Llama::EXAMPLE_CONFIG, 1);
+        let mut t = trainer::<Llama>(Llama::EXAMPLE_CONFIG, 1);
         let batch = [
             example(&[10, 11, 12, 13], &[20, 21, 22, 2]),
             example(&[30, 31, 32], &[40, 41, 2]),
         ];
-        let options = TrainOptions {
-            learning_rate: 1e-2,
-            ..TrainOptions::default()
-        };
-        let losses: Vec<f32> = (0..40)
-            .map(|_| t.train_step(&batch, None, &options).unwrap().loss)
-            .collect();
-        let (first, last) = (losses[0], losses[losses.len() - 1]);
-        assert!(first > 4.0 && last < 0.1 * first, "{losses:?}");
+        let losses = assert_loss_falls(&mut t, &batch, 40, 0.1);
+        assert!(losses[0] > 4.0, "{losses:?}");
     }
 }

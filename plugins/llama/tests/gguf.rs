@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use cotune_gguf::{GgmlType, GgufWriter};
 use cotune_llama::Llama;
-use cotune_sdk::abi::{AnswerExample, ErrorKind, PluginError};
+use cotune_sdk::abi::{ErrorKind, PluginError};
 use cotune_sdk::burn::tensor::Device;
 use cotune_sdk::hf::{self, read_safetensors};
+use cotune_sdk::testing::{example, max_abs_diff};
 use cotune_sdk::Trainer;
 
 const HEADS: usize = 4;
@@ -169,28 +170,14 @@ fn write(w: &GgufWriter, path: &Path) -> PathBuf {
 
 fn logits(trainer: &Trainer<Llama>) -> Vec<f32> {
     let batch = [
-        AnswerExample {
-            prompt: vec![5, 17, 3, 60, 2].into(),
-            answer: vec![9, 41, 88, 12, 0, 33].into(),
-        },
-        AnswerExample {
-            prompt: vec![95, 1].into(),
-            answer: vec![7, 7, 7].into(),
-        },
+        example(&[5, 17, 3, 60, 2], &[9, 41, 88, 12, 0, 33]),
+        example(&[95, 1], &[7, 7, 7]),
     ];
     unwrap(trainer.answer_logits(&batch)).data.to_vec()
 }
 
 fn params(trainer: &Trainer<Llama>) -> Vec<cotune_sdk::abi::NamedTensor> {
     unwrap(trainer.export_params(cotune_sdk::abi::ParamSelection::All))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 const F32: Convert = Convert {

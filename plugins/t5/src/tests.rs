@@ -1,81 +1,23 @@
 //! In-process tests through the SDK's trainer, on the tiny example configuration.
 
 use super::*;
-use cotune_sdk::abi::{
-    AnswerExample, ErrorKind, GenerateOptions, Logits, NamedTensor, ParamSelection, TrainOptions,
-};
+use cotune_sdk::abi::{AnswerExample, GenerateOptions, NamedTensor, ParamSelection, TrainOptions};
 use cotune_sdk::hf::serde_json::{self, Value};
 use cotune_sdk::hf::{read_safetensors, write_safetensors, CONFIG_FILE, WEIGHTS_FILE};
+use cotune_sdk::testing::{
+    self, assert_cached_decoding_matches, assert_generation_matches_argmax, assert_loss_falls,
+    assert_padding_changes_nothing, config_with, example, max_abs_diff, overfit, values,
+};
 use cotune_sdk::{hf, params, Trainer};
 
 const VOCAB: usize = 96;
 
-/// The example configuration with `overrides` (key, TOML value) replacing or adding keys.
-fn config_with(overrides: &[(&str, &str)]) -> String {
-    let mut lines: Vec<String> = T5::EXAMPLE_CONFIG
-        .lines()
-        .filter(|line| {
-            !overrides
-                .iter()
-                .any(|(key, _)| line.starts_with(&format!("{key} ")))
-        })
-        .map(str::to_string)
-        .collect();
-    lines.extend(
-        overrides
-            .iter()
-            .map(|(key, value)| format!("{key} = {value}")),
-    );
-    lines.join("\n")
-}
-
 fn trainer(overrides: &[(&str, &str)]) -> Trainer<T5> {
-    Trainer::<T5>::from_toml(&config_with(overrides), 7, Device::flex())
-        .expect("the configuration builds")
+    testing::trainer(&config_with::<T5>(overrides, ""), 7)
 }
 
 fn refusal(overrides: &[(&str, &str)]) -> String {
-    match Trainer::<T5>::from_toml(&config_with(overrides), 7, Device::flex()) {
-        Ok(_) => panic!("{overrides:?} was accepted"),
-        Err(e) => {
-            assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
-            e.message.to_string()
-        }
-    }
-}
-
-fn example(prompt: &[u32], answer: &[u32]) -> AnswerExample {
-    AnswerExample {
-        prompt: prompt.to_vec().into(),
-        answer: answer.to_vec().into(),
-    }
-}
-
-fn values(t: Tensor<3>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 values")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// The argmax of each answer position of example `i`.
-fn argmax_row(logits: &Logits, i: usize) -> Vec<u32> {
-    let (a, v) = (logits.answer_len as usize, logits.vocab as usize);
-    (0..a)
-        .map(|j| {
-            let row = &logits.data[(i * a + j) * v..(i * a + j + 1) * v];
-            let best = (0..v).max_by(|&x, &y| row[x].total_cmp(&row[y]));
-            best.expect("a non-empty vocabulary") as u32
-        })
-        .collect()
+    testing::refusal::<T5>(&config_with::<T5>(overrides, ""))
 }
 
 fn assert_buckets(
@@ -143,10 +85,7 @@ fn cached_decoding_matches_full_decoding() {
     let trainer = trainer(&[]);
     let model = trainer.model().valid();
     let device = Device::flex();
-    let source: Tensor<2, Int> = Tensor::from_data(
-        TensorData::new(vec![5i64, 6, 7, 8, 9, 3, 4, 0, 0, 0], [2, 5]),
-        &device,
-    );
+    let source = testing::tokens(&[&[5, 6, 7, 8, 9], &[3, 4, 0, 0, 0]]);
     let pad: Tensor<2, Bool> = Tensor::from_data(
         TensorData::new((0..10).map(|i| i >= 7).collect::<Vec<bool>>(), [2, 5]),
         &device,
@@ -155,32 +94,20 @@ fn cached_decoding_matches_full_decoding() {
         states: model.encode(source, pad.clone()),
         pad_mask: pad,
     };
-    let tokens: Tensor<2, Int> = Tensor::from_data(
-        TensorData::new(
-            vec![
-                0i64, 11, 12, 13, 14, 15, 16, 17, 0, 21, 22, 23, 24, 25, 26, 27,
-            ],
-            [2, 8],
-        ),
-        &device,
-    );
-    let full = model.logits(model.decode(tokens.clone(), Some(&memory)));
-    let mut cache = model.new_cache();
+    let tokens = testing::tokens(&[
+        &[0, 11, 12, 13, 14, 15, 16, 17],
+        &[0, 21, 22, 23, 24, 25, 26, 27],
+    ]);
     // A three-token chunk first, so both the causal mask and the position bias see an offset
     // with several queries; then one token at a time, as generation does.
-    let mut start = 0;
-    for len in [3, 1, 1, 1, 1, 1] {
-        let step = tokens.clone().slice([0..2, start..start + len]);
-        let cached = model.logits(model.decode_cached(step, Some(&memory), &mut cache));
-        let expected = full.clone().slice([0..2, start..start + len, 0..VOCAB]);
-        let diff = max_abs_diff(&values(cached), &values(expected));
-        assert!(
-            diff < 1e-4,
-            "positions {start}..{}: max difference {diff}",
-            start + len
-        );
-        start += len;
-    }
+    assert_cached_decoding_matches(
+        &model,
+        tokens,
+        Some(&memory),
+        &[3, 1, 1, 1, 1, 1],
+        1e-4,
+        |cache| cache.self_attention.len(),
+    );
 }
 
 #[test]
@@ -198,37 +125,19 @@ fn generation_equals_uncached_argmax() {
         max_new_tokens: 6,
         eos_id: 1,
     };
-    let generated = trainer.generate(&prompts, &options).expect("generation");
+    let generated = assert_generation_matches_argmax(&trainer, &prompts, &options);
     assert_eq!(
         generated[..2],
         [vec![20, 33, 20, 41], vec![50, 51, 52]],
         "the trained answers"
     );
-    for (prompt, tokens) in prompts.iter().zip(&generated) {
-        // Uncached: answer position j sees [start] + answer[..j]; a stop shows as eos.
-        let mut answer = tokens.clone();
-        if answer.len() < options.max_new_tokens as usize {
-            answer.push(options.eos_id);
-        }
-        let logits = trainer
-            .answer_logits(&[example(prompt, &answer)])
-            .expect("answer logits");
-        assert_eq!(argmax_row(&logits, 0), answer, "prompt {prompt:?}");
-    }
 }
 
 #[test]
 fn encoder_padding_changes_nothing() {
-    let trainer = trainer(&[]);
     let short = example(&[5, 6, 7], &[10, 11, 1]);
     let long = example(&[9, 8, 7, 6, 5, 4, 3, 2], &[12, 13, 14, 15, 16, 1]);
-    let alone = trainer
-        .answer_logits(std::slice::from_ref(&short))
-        .expect("alone");
-    let batched = trainer.answer_logits(&[short, long]).expect("batched");
-    let n = alone.answer_len as usize * VOCAB;
-    let diff = max_abs_diff(&alone.data[..n], &batched.data[..n]);
-    assert!(diff < 1e-5, "max difference {diff}");
+    assert_padding_changes_nothing(&trainer(&[]), &short, &long, 1e-5);
 }
 
 #[test]
@@ -329,22 +238,6 @@ fn bad_configs_are_refused_by_name() {
     }
 }
 
-/// Trains on `batch` for `steps` steps at a high learning rate; returns the losses.
-fn overfit(trainer: &mut Trainer<T5>, batch: &[AnswerExample], steps: usize) -> Vec<f32> {
-    let options = TrainOptions {
-        learning_rate: 1e-2,
-        ..TrainOptions::default()
-    };
-    (0..steps)
-        .map(|_| {
-            trainer
-                .train_step(batch, None, &options)
-                .expect("a step")
-                .loss
-        })
-        .collect()
-}
-
 #[test]
 fn loss_falls_when_overfitting_one_batch() {
     let mut trainer = trainer(&[]);
@@ -352,12 +245,7 @@ fn loss_falls_when_overfitting_one_batch() {
         example(&[5, 6, 7, 8], &[20, 21, 22, 1]),
         example(&[9, 10], &[30, 31, 1]),
     ];
-    let losses = overfit(&mut trainer, &batch, 30);
-    let (first, last) = (losses[0], losses[losses.len() - 1]);
-    assert!(
-        last < 0.25 * first,
-        "loss went from {first} to {last}: {losses:?}"
-    );
+    assert_loss_falls(&mut trainer, &batch, 30, 0.25);
 }
 
 // The head: `tie_word_embeddings` and `scale_decoder_outputs` in all four combinations.
