@@ -457,6 +457,34 @@ fn every_party_reads_only_its_own_folder_and_the_numbers_are_those_of_one_proces
 }
 
 #[test]
+fn a_method_with_its_own_setup_runs_deployed_with_the_numbers_of_one_process() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // seq-kd's server setup has the LLM answer public questions; each device's setup keeps
+    // them in its SLM's tokens (docs/architecture.md, "Adding a method").
+    let config = config(dir, "seq-kd", 2, false, "");
+    edit(&config, "method = \"co-plms\"", "method = \"seq-kd\"");
+    let cache = dir.join("cache");
+    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+    let certs = certs(dir, 2);
+    let runs = dir.join("runs");
+    let (mut server, addr) = serve(
+        dir,
+        &serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache),
+        "server",
+    );
+    let mut devices: Vec<Proc> = (0..2).map(|i| device(dir, &addr, i, &certs, &[])).collect();
+    assert!(server.wait(600).success(), "{}", server.log());
+    for d in &mut devices {
+        assert!(d.wait(60).success(), "{}", d.log());
+    }
+    let (one, deployed) = (metrics(&alone), metrics(&only_run(&runs)));
+    assert_eq!(comparable(&one), comparable(&deployed));
+    assert!(deployed[1].devices.iter().all(|d| d.losses.transfer_examples == 16));
+}
+
+#[test]
 fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
