@@ -481,7 +481,10 @@ fn a_method_with_its_own_setup_runs_deployed_with_the_numbers_of_one_process() {
     }
     let (one, deployed) = (metrics(&alone), metrics(&only_run(&runs)));
     assert_eq!(comparable(&one), comparable(&deployed));
-    assert!(deployed[1].devices.iter().all(|d| d.losses.transfer_examples == 16));
+    assert!(deployed[1]
+        .devices
+        .iter()
+        .all(|d| d.losses.transfer_examples == 16));
 }
 
 #[test]

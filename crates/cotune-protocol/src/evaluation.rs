@@ -3,19 +3,13 @@
 //! LLM (in round 0 and whenever the method changes it) on its own evaluation records. Every
 //! prediction is written to `predictions/round-<n>/`.
 
-use std::path::Path;
-
 use anyhow::Context;
-use cotune_data::QaRecord;
-use cotune_eval::{evaluate, Evaluation};
-use cotune_host::Model;
 
 use crate::fleet::DeviceReport;
 use crate::methods::Method;
 use crate::progress;
 use crate::records::{DeviceRecord, LlmRecord, RoundOutcome, RoundRecord, Scores};
 use crate::setup::Experiment;
-use crate::tokens::Codec;
 
 impl Experiment {
     /// The record of round `round` from its outcome (none in round 0) and the devices'
@@ -34,7 +28,7 @@ impl Experiment {
                 let file = self
                     .run_dir
                     .join(format!("predictions/round-{round}/llm.jsonl"));
-                let e = eval_model(
+                let e = crate::scoring::eval_model(
                     &self.config,
                     &self.codecs.shared,
                     &self.server.llm,
@@ -89,38 +83,4 @@ impl Experiment {
             alignment_seconds: None,
         })
     }
-}
-
-/// Scores `model` (tokenizer `codec`; `shared` is the run's) on `records` and writes its
-/// predictions to `file`.
-pub(crate) fn eval_model(
-    config: &crate::config::ExperimentConfig,
-    shared: &Codec,
-    model: &Model,
-    codec: &Codec,
-    records: &[QaRecord],
-    file: &Path,
-) -> anyhow::Result<Evaluation> {
-    let template = &config.data.prompt_template;
-    let evaluation = if codec.same(shared) {
-        evaluate(model, records, &codec.tokenizer, template, &config.eval)?
-    } else {
-        // A model's own tokenizer may spell a prompt longer than the budget the records
-        // were filtered by: it keeps the prompt's end.
-        let t = &codec.tokenizer;
-        cotune_eval::evaluate_with(
-            model,
-            records,
-            template,
-            |text| {
-                let ids = t.encode(text);
-                ids[ids.len().saturating_sub(codec.max_prompt)..].to_vec()
-            },
-            |ids| t.decode(ids),
-            t.eos_id(),
-            &config.eval,
-        )?
-    };
-    evaluation.write_predictions(file)?;
-    Ok(evaluation)
 }

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::config::{ExperimentConfig, Plugins, SlmInit};
 use crate::methods::Round;
 use crate::parallel::{parallel_map, worker_threads};
@@ -178,7 +180,7 @@ impl Fleet for LocalFleet {
     ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
         let threads = self.threads;
         let picked = self.chosen(round.participants);
-        crate::parallel::for_devices(picked, threads, |d| d.step(round, broadcast))
+        for_devices(picked, threads, |d| d.step(round, broadcast))
     }
 
     fn receive(
@@ -203,7 +205,7 @@ impl Fleet for LocalFleet {
         reports.resize_with(self.devices.len(), DeviceReport::default);
         progress::phase("devices: downloads", receivers.len());
         let picked = self.chosen(&receivers);
-        let received = crate::parallel::for_devices(picked, threads, |d| {
+        let received = for_devices(picked, threads, |d| {
             let i = d.device.index;
             let mut l = reports[i].losses.clone();
             let download = downloads[i].as_deref().unwrap_or_default();
@@ -260,4 +262,19 @@ impl Fleet for LocalFleet {
         }
         Ok(())
     }
+}
+
+/// Runs `f` on every device of `picked` (in device order), `threads` at a time, and returns
+/// the results in device order; each finished device ticks the progress phase.
+fn for_devices<T: Send>(
+    picked: Vec<&mut DeviceRuntime>,
+    threads: usize,
+    f: impl Fn(&mut DeviceRuntime) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<(usize, T)>> {
+    parallel_map(picked, threads, |dev| {
+        let (i, who) = (dev.device.index, dev.device.name.clone());
+        let r = f(dev).with_context(|| format!("device {i} ({who})"))?;
+        progress::tick();
+        Ok((i, r))
+    })
 }

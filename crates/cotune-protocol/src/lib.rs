@@ -41,6 +41,7 @@ mod results;
 pub mod roles;
 mod runner;
 pub mod runtime;
+mod scoring;
 pub mod seed;
 mod setup;
 pub mod similarity;

@@ -1,12 +1,9 @@
 //! Work spread over threads with results in a fixed order: every item's work touches only that
 //! item, so the numbers do not depend on the thread count.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use crate::progress;
-use crate::runtime::DeviceRuntime;
 
 /// Worker threads for `configured` (0: one per available core).
 pub(crate) fn worker_threads(configured: usize) -> usize {
@@ -14,21 +11,6 @@ pub(crate) fn worker_threads(configured: usize) -> usize {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
-}
-
-/// Runs `f` on every device of `picked` (in device order), `threads` at a time, and returns
-/// the results in device order; each finished device ticks the progress phase.
-pub(crate) fn for_devices<T: Send>(
-    picked: Vec<&mut DeviceRuntime>,
-    threads: usize,
-    f: impl Fn(&mut DeviceRuntime) -> anyhow::Result<T> + Sync,
-) -> anyhow::Result<Vec<(usize, T)>> {
-    parallel_map(picked, threads, |dev| {
-        let (i, who) = (dev.device.index, dev.device.name.clone());
-        let r = f(dev).with_context(|| format!("device {i} ({who})"))?;
-        progress::tick();
-        Ok((i, r))
-    })
 }
 
 /// `f` over `items`, `threads` at a time, results in the items' order. A panic in one item

@@ -67,3 +67,8 @@ pub(crate) fn recipe<'a>(
         checkpoint: None,
     }
 }
+
+/// The seed of the cached pre-trainings.
+pub(crate) fn pretrain_seed(config: &ExperimentConfig) -> u64 {
+    config.pretrain_seed.unwrap_or(config.seed)
+}

@@ -17,9 +17,10 @@ use cotune_host::{Example, Model};
 use crate::config::{architecture_of, ExperimentConfig, Plugins, SlmInit};
 use crate::methods::{DeviceSetup, DeviceStep, FederatedMethod, Method, Round};
 use crate::parties::DeviceData;
-use crate::recipes::{check_fits, recipe};
+use crate::recipes::{check_fits, pretrain_seed, recipe};
 use crate::records::{DeviceLosses, Scores};
 use crate::roles::{Device, DeviceSteps};
+use crate::tokens::data_key;
 use crate::tokens::Codec;
 use crate::uploads::Prepared;
 
@@ -249,7 +250,7 @@ impl DeviceRuntime {
         dir: &Path,
     ) -> anyhow::Result<(Evaluation, std::path::PathBuf)> {
         let file = dir.join(format!("{}-{who}.jsonl", self.device.name));
-        let e = crate::evaluation::eval_model(
+        let e = crate::scoring::eval_model(
             &self.config,
             &self.codecs.shared,
             model,
@@ -301,11 +302,6 @@ impl DeviceRuntime {
     }
 }
 
-/// The seed of the cached pre-trainings.
-pub(crate) fn pretrain_seed(config: &ExperimentConfig) -> u64 {
-    config.pretrain_seed.unwrap_or(config.seed)
-}
-
 /// The corpus the device's SLM is pre-trained on, in its tokens, with its cache key: the
 /// public corpus, or for `pretrained-general` the public corpus without the device's domains;
 /// `None` when it is not pre-trained.
@@ -321,7 +317,7 @@ fn corpus_of(
         return Ok(None);
     };
     let template = &config.data.prompt_template;
-    let key = crate::setup::data_key(config, codec)?;
+    let key = data_key(config, codec)?;
     match init {
         SlmInit::PretrainedPublic => Ok(Some((
             codec.encode(train, template),

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cotune_data::QaRecord;
-use cotune_distill::{pretrain_cached, stable_hash, ModelRecipe, Pretrained};
+use cotune_distill::{pretrain_cached, ModelRecipe, Pretrained};
 use cotune_host::Model;
 
 use crate::config::{architecture_of, ExperimentConfig, Plugins};
 use crate::fleet::Fleet;
 use crate::methods::{Method, ServerSetup};
 use crate::parties::ServerData;
-use crate::recipes::{check_fits, recipe};
+use crate::recipes::{check_fits, pretrain_seed, recipe};
 use crate::roles::Server;
-use crate::runtime::pretrain_seed;
+use crate::tokens::data_key;
 use crate::tokens::{bridge, Codec, Codecs};
 
 /// A run's state between rounds: the config, the run folder, the server, the devices' fleet
@@ -51,16 +51,6 @@ pub(crate) struct ServerSide {
     pub device_names: Vec<String>,
     /// Per device, the messages of the method's setup.
     pub messages: Vec<Vec<Vec<u8>>>,
-}
-
-/// The data part of cache keys for models trained on the public corpus in `codec`'s tokens:
-/// the data settings, `max_public` and the tokenizer.
-pub(crate) fn data_key(config: &ExperimentConfig, codec: &Codec) -> anyhow::Result<String> {
-    Ok(stable_hash(&[
-        &serde_json::to_string(&config.data)?,
-        &format!("{:?}", config.max_public),
-        &codec.tokenizer.to_json(),
-    ]))
 }
 
 /// Builds the server of `config` from its share of the data. With `fresh` false (resuming)

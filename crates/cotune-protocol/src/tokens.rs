@@ -268,3 +268,13 @@ pub(crate) fn bridge(
         top_k,
     )?)
 }
+
+/// The data part of cache keys for models trained on the public corpus in `codec`'s tokens:
+/// the data settings, `max_public` and the tokenizer.
+pub(crate) fn data_key(config: &ExperimentConfig, codec: &Codec) -> anyhow::Result<String> {
+    Ok(cotune_distill::stable_hash(&[
+        &serde_json::to_string(&config.data)?,
+        &format!("{:?}", config.max_public),
+        &codec.tokenizer.to_json(),
+    ]))
+}
