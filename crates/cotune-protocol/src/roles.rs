@@ -192,12 +192,26 @@ impl Device {
         settings: &TrainSettings,
         seed: RoundSeed,
     ) -> Result<Option<EpochReport>, DistillError> {
+        let train = std::mem::take(&mut self.train);
+        let done = self.tune_slm_on(&train, epochs, settings, seed);
+        self.train = train;
+        done
+    }
+
+    /// Trains the SLM on `examples` (in its tokens) with cross-entropy, `epochs` passes.
+    pub fn tune_slm_on(
+        &mut self,
+        examples: &[Example],
+        epochs: usize,
+        settings: &TrainSettings,
+        seed: RoundSeed,
+    ) -> Result<Option<EpochReport>, DistillError> {
         let mut last = None;
         for e in 0..epochs {
             last = Some(train_epoch(
                 &mut self.slm,
                 None,
-                &self.train,
+                examples,
                 settings,
                 seed.of(Stream::SlmLocalTuning, e),
                 &mut self.slm_step,

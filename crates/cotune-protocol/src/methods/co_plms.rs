@@ -95,10 +95,7 @@ impl FederatedMethod for CoPlms {
         device: &mut Device,
         received: &[Vec<u8>],
     ) -> anyhow::Result<()> {
-        let Some(first) = received.first() else {
-            anyhow::bail!("co-plms sends every device its first DPM; none was received");
-        };
-        proxies::attach_proxy(setup, device, first)?;
+        proxies::attach_proxy(setup, device, received, self.name())?;
         if self.public_transfer(setup.config) {
             let Some(public) = received.get(1) else {
                 anyhow::bail!("the public transfer set was not received");
@@ -106,15 +103,6 @@ impl FederatedMethod for CoPlms {
             proxies::receive_public_transfer(setup, device, public)?;
         }
         Ok(())
-    }
-
-    fn upload_reference(
-        &self,
-        round: &Round<'_>,
-        server: &Server,
-        device: usize,
-    ) -> anyhow::Result<Option<Vec<cotune_host::NamedTensor>>> {
-        proxies::reference(self, round, server, device)
     }
 
     fn device_step(

@@ -45,19 +45,7 @@ impl FederatedMethod for Fedavg {
         device: &mut Device,
         received: &[Vec<u8>],
     ) -> anyhow::Result<()> {
-        let Some(first) = received.first() else {
-            anyhow::bail!("fedavg sends every device its first DPM; none was received");
-        };
-        proxies::attach_proxy(setup, device, first)
-    }
-
-    fn upload_reference(
-        &self,
-        round: &Round<'_>,
-        server: &Server,
-        device: usize,
-    ) -> anyhow::Result<Option<Vec<cotune_host::NamedTensor>>> {
-        proxies::reference(self, round, server, device)
+        proxies::attach_proxy(setup, device, received, self.name())
     }
 
     fn device_step(

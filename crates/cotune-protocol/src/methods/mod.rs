@@ -110,13 +110,17 @@ pub trait FederatedMethod: Sync {
     /// What the server checks device `device`'s upload of this round against before accepting
     /// it over the network (the parameters its step started from), if the upload is a
     /// parameter set.
+    /// By default, for a method with a proxy, the server's DPM slot of the device.
     fn upload_reference(
         &self,
-        _round: &Round<'_>,
-        _server: &Server,
-        _device: usize,
+        round: &Round<'_>,
+        server: &Server,
+        device: usize,
     ) -> anyhow::Result<Option<Vec<NamedTensor>>> {
-        Ok(None)
+        match self.uses_dpm() {
+            true => proxies::reference(self.aggregation(round.settings), server, device),
+            false => Ok(None),
+        }
     }
 
     /// The message the server sends every participating device before their step, if any.
@@ -133,12 +137,15 @@ pub trait FederatedMethod: Sync {
     ) -> anyhow::Result<DeviceStep>;
 
     /// The server's work on the uploads (in device order); says what each device downloads.
+    /// By default the server does nothing and sends nothing.
     fn server_step(
         &self,
-        round: &Round<'_>,
-        server: &mut Server,
-        uploads: Vec<Upload>,
-    ) -> anyhow::Result<ServerStep>;
+        _round: &Round<'_>,
+        _server: &mut Server,
+        _uploads: Vec<Upload>,
+    ) -> anyhow::Result<ServerStep> {
+        Ok(ServerStep::default())
+    }
 
     /// A device's work on its download (`received` is the round's broadcast); may add to its
     /// losses. By default the download is a DPM's shared part and replaces the device proxy's.

@@ -105,12 +105,17 @@ pub(crate) fn attach(
     Ok(message)
 }
 
-/// The device's side of [`attach`]: a proxy holding the first DPM it received.
+/// The device's side of [`attach`]: a proxy holding the first DPM, the first of the messages
+/// it received (`method` names the method in errors).
 pub(crate) fn attach_proxy(
     setup: &DeviceSetup<'_>,
     device: &mut Device,
-    first: &[u8],
+    received: &[Vec<u8>],
+    method: &str,
 ) -> anyhow::Result<()> {
+    let Some(first) = received.first() else {
+        anyhow::bail!("{method} sends every device its first DPM; none was received");
+    };
     let proxy = make_proxy(setup.config, setup.plugins, setup.codecs, device, first)?;
     device.state = Some(Box::new(proxy));
     Ok(())
@@ -215,12 +220,11 @@ pub(crate) fn receive_public_transfer(
 /// The DPM device `device`'s step started from: the server's slot for it (one slot, or its
 /// own under per-device aggregation).
 pub(crate) fn reference(
-    method: &dyn super::FederatedMethod,
-    round: &Round<'_>,
+    aggregation: Aggregation,
     server: &Server,
     device: usize,
 ) -> anyhow::Result<Option<Vec<NamedTensor>>> {
-    let slot = match method.aggregation(round.settings).one_slot() {
+    let slot = match aggregation.one_slot() {
         true => 0,
         false => device,
     };

@@ -15,10 +15,9 @@ use cotune_data::{QaRecord, SeededRng};
 use cotune_eval::{generate_answers, EvalOptions};
 use cotune_host::{Example, Model};
 
-use super::{DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup, ServerStep, Upload};
+use super::{DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup};
 use crate::records::DeviceLosses;
-use crate::roles::{Device, DeviceState, RoleResult, Server};
-use crate::seed::Stream;
+use crate::roles::{Device, DeviceState, RoleResult};
 use crate::tokens::Codec;
 
 /// One-shot sequence-level distillation of the LLM's answers.
@@ -96,7 +95,7 @@ impl FederatedMethod for SeqKd {
         let codec = &server.llm_codec;
         let options = EvalOptions {
             max_new_tokens: config.data.max_answer_tokens.saturating_sub(1).max(1) as u32,
-            ..config.eval.clone()
+            ..config.eval
         };
         let answers = generate_answers(&server.llm, &prompts, codec.tokenizer.eos_id(), &options)?;
         let taught: Vec<QaRecord> = idx
@@ -153,17 +152,7 @@ impl FederatedMethod for SeqKd {
                 .iter()
                 .cloned(),
         );
-        let mut last = None;
-        for e in 0..s.local_epochs {
-            last = Some(cotune_distill::train_epoch(
-                &mut device.slm,
-                None,
-                &examples,
-                &s.slm,
-                seed.of(Stream::SlmLocalTuning, e),
-                &mut device.slm_step,
-            )?);
-        }
+        let last = device.tune_slm_on(&examples, s.local_epochs, &s.slm, seed)?;
         Ok(DeviceStep {
             losses: DeviceLosses {
                 slm: last,
@@ -172,14 +161,5 @@ impl FederatedMethod for SeqKd {
             },
             upload: None,
         })
-    }
-
-    fn server_step(
-        &self,
-        _round: &Round<'_>,
-        _server: &mut Server,
-        _uploads: Vec<Upload>,
-    ) -> anyhow::Result<ServerStep> {
-        Ok(ServerStep::default())
     }
 }

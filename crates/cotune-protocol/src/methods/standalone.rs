@@ -1,9 +1,9 @@
 //! `standalone`: each SLM tuned on its own data only; nothing crosses the network. The floor
 //! every co-tuning method must beat.
 
-use super::{DeviceStep, FederatedMethod, Round, ServerStep, Upload};
+use super::{DeviceStep, FederatedMethod, Round};
 use crate::records::DeviceLosses;
-use crate::roles::{Device, Server};
+use crate::roles::Device;
 
 /// Local training alone.
 pub struct Standalone;
@@ -33,14 +33,5 @@ impl FederatedMethod for Standalone {
             },
             upload: None,
         })
-    }
-
-    fn server_step(
-        &self,
-        _round: &Round<'_>,
-        _server: &mut Server,
-        _uploads: Vec<Upload>,
-    ) -> anyhow::Result<ServerStep> {
-        Ok(ServerStep::default())
     }
 }
