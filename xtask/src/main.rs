@@ -259,7 +259,10 @@ fn score_command(args: ScoreArgs) -> Result<()> {
 
 fn new_plugin_command(name: &str, out: &Path) -> Result<()> {
     let folder = new_plugin::new_plugin(name, out)?;
-    println!("wrote the plugin crate {}", folder.display());
+    println!(
+        "wrote cotune-{name} to {} (see its README.md)",
+        folder.display()
+    );
     Ok(())
 }
 

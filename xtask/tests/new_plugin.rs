@@ -138,8 +138,14 @@ fn refused(args: &[&str]) -> String {
         .expect("the xtask binary starts");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "new-plugin {args:?} succeeded");
-    let line = stderr.lines().find(|l| l.starts_with("error: "));
-    line.unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+    // The error line and what follows it up to a blank line (clap lists missing flags there).
+    let at = stderr
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
+    stderr[at..]
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
         .to_string()
 }
 
