@@ -364,6 +364,7 @@ fn every_party_reads_only_its_own_folder_and_the_numbers_are_those_of_one_proces
     let out = Command::new(BIN)
         .args([
             "split",
+            "--config",
             config.to_str().unwrap(),
             "--out",
             parts.to_str().unwrap(),
