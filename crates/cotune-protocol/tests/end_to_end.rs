@@ -817,3 +817,50 @@ fn a_device_slm_starts_from_a_hugging_face_checkpoint() {
     );
     check_error(&bad, &["devices[0].slm.checkpoint", "no/such/folder"]);
 }
+
+#[test]
+fn split_folders_hold_every_share_and_are_never_written_over() {
+    use cotune_protocol::{write_parties, DeviceData, ServerData};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("parties.toml");
+    std::fs::write(
+        &path,
+        smoke_text().replace("transfer = \"local\"", "transfer = \"public\""),
+    )
+    .unwrap();
+    let config = check_config(&path, &root()).unwrap();
+    let out = tmp.path().join("parties");
+    let written = write_parties(&config, &root(), &out).unwrap();
+    assert_eq!(written.len(), 1 + config.devices.len());
+    let server = ServerData::read(&written[0], &config).unwrap();
+    let devices: Vec<DeviceData> = (0..config.devices.len())
+        .map(|i| DeviceData::read(&written[1 + i], &config, i).unwrap())
+        .collect();
+    // The server holds no device's question; the shares are disjoint.
+    let held: std::collections::HashSet<&str> = server
+        .public_train
+        .iter()
+        .chain(&server.public_valid)
+        .chain(&server.llm_eval)
+        .map(|r| r.question.as_str())
+        .collect();
+    for d in &devices {
+        assert!(!d.train.is_empty() && !d.eval.is_empty(), "{}", d.name);
+        for r in d.train.iter().chain(&d.eval) {
+            assert!(!held.contains(r.question.as_str()), "{:?}", r.question);
+        }
+    }
+    assert!(!server.llm_eval.is_empty());
+    // Device 1 pre-trains its SLM on the public corpus: its folder holds it, device 0's not.
+    assert!(devices[1].public.is_some() && devices[0].public.is_none());
+    // A party refuses another's folder; a second split leaves the first one whole.
+    let err = DeviceData::read(&written[1], &config, 1).err().unwrap();
+    assert!(format!("{err:#}").contains("not of device-1"), "{err:#}");
+    let before = std::fs::read(written[1].join("train.jsonl")).unwrap();
+    let err = write_parties(&config, &root(), &out).err().unwrap();
+    assert!(format!("{err:#}").contains("exists"), "{err:#}");
+    assert_eq!(
+        std::fs::read(written[1].join("train.jsonl")).unwrap(),
+        before
+    );
+}
