@@ -113,7 +113,7 @@ mod tests {
             completed: 1,
             server: ServerSteps {
                 llm: 4,
-                dpms: vec![2],
+                method: serde_json::json!([2]),
             },
             devices: vec![DeviceSteps {
                 slm: 3,
@@ -162,7 +162,7 @@ mod fuzz {
             completed: 1,
             server: ServerSteps {
                 llm: 4,
-                dpms: vec![2, 3],
+                method: serde_json::json!([2, 3]),
             },
             devices: vec![
                 DeviceSteps {

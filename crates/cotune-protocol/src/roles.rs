@@ -388,41 +388,133 @@ impl Device {
     }
 }
 
-/// The cloud server.
-pub struct Server {
-    /// The large language model.
-    pub llm: Model,
-    /// The LLM's schedule counter.
-    pub llm_step: u32,
-    /// The DPMs it holds: one (aggregated) or one per device.
+/// What a method keeps on the server besides the LLM and the public corpus (the DPM slots): it
+/// is saved and restored with the server. A method reads its own back with
+/// [`Server::state`] / [`Server::state_mut`].
+pub trait ServerState: Any + Send + Sync {
+    /// Writes its models to `dir`; returns what else [`restore`](Self::restore) needs.
+    fn save(&self, _dir: &Path) -> RoleResult<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+
+    /// Reads back what [`save`](Self::save) wrote.
+    fn restore(&mut self, _dir: &Path, _saved: &serde_json::Value) -> RoleResult<()> {
+        Ok(())
+    }
+}
+
+/// The DPMs the server holds for the methods with a proxy, and what it learns with them.
+pub struct ServerProxies {
+    /// One (aggregated) or one per device.
     pub dpms: Vec<Model>,
     /// Their schedule counters.
     pub dpm_steps: Vec<u32>,
-    /// The public training corpus as records.
-    pub public_records: Vec<QaRecord>,
-    /// The public training corpus in the LLM's tokens.
-    pub public_train: Vec<Example>,
-    /// The public training corpus in the DPMs' tokens (the same texts, in the same order).
+    /// The public training corpus in the DPMs' tokens (the same texts, in the same order as
+    /// the server's).
     pub public_dpm: Vec<Example>,
     /// The public validation split in the DPMs' tokens (the screen of uploads,
     /// `train.screen_ratio`).
     pub public_valid: Vec<Example>,
-    /// The LLM's tokenizer.
-    pub llm_codec: Codec,
     /// The DPMs' tokenizer (every slot's: FedAvg needs one DPM).
-    pub dpm_codec: Codec,
+    pub codec: Codec,
     /// From the DPMs' vocabulary to the LLM's, when they differ.
     pub to_llm: Option<Bridge>,
     /// From the LLM's vocabulary to the DPMs', when they differ.
     pub to_dpm: Option<Bridge>,
 }
 
-impl Server {
+impl ServerState for ServerProxies {
+    fn save(&self, dir: &Path) -> RoleResult<serde_json::Value> {
+        for (k, m) in self.dpms.iter().enumerate() {
+            save_model(m, dir, &format!("server-dpm-{k}"))?;
+        }
+        Ok(serde_json::json!(self.dpm_steps))
+    }
+
+    fn restore(&mut self, dir: &Path, saved: &serde_json::Value) -> RoleResult<()> {
+        let steps: Vec<u32> = serde_json::from_value(saved.clone())
+            .map_err(|e| anyhow::anyhow!("the server DPMs' schedule counters {saved}: {e}"))?;
+        if steps.len() != self.dpms.len() {
+            anyhow::bail!(
+                "the checkpoint has {} server DPM counters, the server holds {} DPMs",
+                steps.len(),
+                self.dpms.len()
+            );
+        }
+        for (k, m) in self.dpms.iter_mut().enumerate() {
+            load_model(m, dir, &format!("server-dpm-{k}"))?;
+        }
+        self.dpm_steps = steps;
+        Ok(())
+    }
+}
+
+impl ServerProxies {
     /// The serialised shared part in DPM slot `slot` (what is downloaded).
-    pub fn dpm_message(&self, slot: usize) -> RoleResult<Vec<u8>> {
+    pub fn message(&self, slot: usize) -> RoleResult<Vec<u8>> {
         Ok(encode_params(
             &self.dpms[slot].export_params(ParamSelection::All)?,
         ))
+    }
+}
+
+/// The cloud server.
+pub struct Server {
+    /// The large language model.
+    pub llm: Model,
+    /// The LLM's schedule counter.
+    pub llm_step: u32,
+    /// The public training corpus as records.
+    pub public_records: Vec<QaRecord>,
+    /// The public validation split as records.
+    pub public_valid_records: Vec<QaRecord>,
+    /// The public training corpus in the LLM's tokens.
+    pub public_train: Vec<Example>,
+    /// The LLM's tokenizer.
+    pub llm_codec: Codec,
+    /// What its method keeps on it, if anything (DPM slots, ...).
+    pub state: Option<Box<dyn ServerState>>,
+}
+
+/// The method state `T` in `state`, or an error naming the type.
+fn server_state_in<T: ServerState>(state: &mut Option<Box<dyn ServerState>>) -> RoleResult<&mut T> {
+    state
+        .as_deref_mut()
+        .and_then(|s| (s as &mut dyn Any).downcast_mut::<T>())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the server holds no {}",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("state")
+            )
+        })
+}
+
+impl Server {
+    /// Its method state of type `T`, if it holds one.
+    pub fn state<T: ServerState>(&self) -> Option<&T> {
+        self.state
+            .as_deref()
+            .and_then(|s| (s as &dyn Any).downcast_ref::<T>())
+    }
+
+    /// Its method state of type `T`, or an error naming the type.
+    pub fn state_mut<T: ServerState>(&mut self) -> RoleResult<&mut T> {
+        server_state_in(&mut self.state)
+    }
+
+    /// Its DPM slots, or an error.
+    pub fn proxies(&mut self) -> RoleResult<&mut ServerProxies> {
+        self.state_mut()
+    }
+
+    /// The serialised shared part in DPM slot `slot` (what is downloaded).
+    pub fn dpm_message(&self, slot: usize) -> RoleResult<Vec<u8>> {
+        self.state::<ServerProxies>()
+            .ok_or_else(|| anyhow::anyhow!("the server holds no DPMs"))?
+            .message(slot)
     }
 
     /// The indices of a seeded subsample of the public corpus, in corpus order.
@@ -461,8 +553,9 @@ impl Server {
             .iter()
             .map(|&i| self.public_train[i].clone())
             .collect();
-        let dpm_side: Vec<Example> = match self.to_dpm.is_some() || self.to_llm.is_some() {
-            true => sample.iter().map(|&i| self.public_dpm[i].clone()).collect(),
+        let p: &mut ServerProxies = server_state_in(&mut self.state)?;
+        let dpm_side: Vec<Example> = match p.to_dpm.is_some() || p.to_llm.is_some() {
+            true => sample.iter().map(|&i| p.public_dpm[i].clone()).collect(),
             false => llm_side.clone(),
         };
         for e in 0..epochs {
@@ -475,17 +568,17 @@ impl Server {
                     examples: &llm_side,
                 },
                 Learner {
-                    model: &mut self.dpms[slot],
+                    model: &mut p.dpms[slot],
                     teacher_view: None,
                     settings: dpm_settings,
-                    step: &mut self.dpm_steps[slot],
+                    step: &mut p.dpm_steps[slot],
                     examples: &dpm_side,
                 },
                 seed.of(Stream::ServerMutualLearning(slot), e),
                 gate,
                 Bridges {
-                    to_left: self.to_llm.as_ref(),
-                    to_right: self.to_dpm.as_ref(),
+                    to_left: p.to_llm.as_ref(),
+                    to_right: p.to_dpm.as_ref(),
                 },
             )?;
             last = (Some(a), Some(b));
@@ -546,42 +639,36 @@ impl Device {
 }
 
 /// The schedule counters of the server's models, saved with its checkpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSteps {
     /// The LLM's.
     pub llm: u32,
-    /// Each DPM slot's.
-    pub dpms: Vec<u32>,
+    /// What the method's state saved besides its models ([`ServerState::save`]).
+    #[serde(default)]
+    pub method: serde_json::Value,
 }
 
 impl Server {
     /// Writes its models to `dir` and returns their schedule counters.
     pub fn save(&self, dir: &Path) -> RoleResult<ServerSteps> {
         save_model(&self.llm, dir, "llm")?;
-        for (k, m) in self.dpms.iter().enumerate() {
-            save_model(m, dir, &format!("server-dpm-{k}"))?;
-        }
+        let method = match &self.state {
+            Some(state) => state.save(dir)?,
+            None => serde_json::Value::Null,
+        };
         Ok(ServerSteps {
             llm: self.llm_step,
-            dpms: self.dpm_steps.clone(),
+            method,
         })
     }
 
     /// Reads back what [`save`](Self::save) wrote.
     pub fn restore(&mut self, dir: &Path, steps: &ServerSteps) -> RoleResult<()> {
-        if steps.dpms.len() != self.dpms.len() {
-            anyhow::bail!(
-                "the checkpoint has {} server DPM counters, the server holds {} DPMs",
-                steps.dpms.len(),
-                self.dpms.len()
-            );
-        }
         load_model(&mut self.llm, dir, "llm")?;
-        for (k, m) in self.dpms.iter_mut().enumerate() {
-            load_model(m, dir, &format!("server-dpm-{k}"))?;
+        if let Some(state) = &mut self.state {
+            state.restore(dir, &steps.method)?;
         }
         self.llm_step = steps.llm;
-        self.dpm_steps = steps.dpms.clone();
         Ok(())
     }
 }

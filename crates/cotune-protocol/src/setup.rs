@@ -18,7 +18,7 @@ use crate::parties::ServerData;
 use crate::recipes::{check_fits, pretrain_seed, recipe};
 use crate::roles::Server;
 use crate::tokens::data_key;
-use crate::tokens::{bridge, Codec, Codecs};
+use crate::tokens::{Codec, Codecs};
 
 /// A run's state between rounds: the config, the run folder, the server, the devices' fleet
 /// and what the first download carried.
@@ -66,7 +66,7 @@ pub(crate) fn build_server(
     let t = Instant::now();
     let codecs = data.codecs;
     let template = &config.data.prompt_template;
-    let (llm_codec, dpm_codec) = (codecs.llm.clone(), codecs.dpms[0].clone());
+    let llm_codec = codecs.llm.clone();
     let llm_train = llm_codec.encode(&data.public_train, template);
     let llm = build_llm(
         config,
@@ -78,24 +78,14 @@ pub(crate) fn build_server(
         fresh,
     )?;
     check_fits(&llm, "llm", &llm_codec.tokenizer, config)?;
-    let (alignment, top_k) = (config.train.alignment, config.train.top_k);
-    let public_dpm = match dpm_codec.same(&llm_codec) {
-        true => llm_train.clone(),
-        false => dpm_codec.encode(&data.public_train, template),
-    };
     let mut server = Server {
         llm,
         llm_step: 0,
-        dpms: Vec::new(),
-        dpm_steps: Vec::new(),
         public_records: data.public_train,
+        public_valid_records: data.public_valid,
         public_train: llm_train,
-        public_dpm,
-        public_valid: dpm_codec.encode(&data.public_valid, template),
-        to_llm: bridge(alignment, top_k, ("dpm", &dpm_codec), ("llm", &llm_codec))?,
-        to_dpm: bridge(alignment, top_k, ("llm", &llm_codec), ("dpm", &dpm_codec))?,
         llm_codec,
-        dpm_codec,
+        state: None,
     };
     let key = data_key(config, &codecs.shared)?;
     let devices = config.devices.len();

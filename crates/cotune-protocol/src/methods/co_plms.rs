@@ -191,7 +191,7 @@ impl FederatedMethod for CoPlms {
                         downloads.push((i, server.dpm_message(i)?));
                         continue;
                     };
-                    server.dpms[i].import_params(&params)?;
+                    server.proxies()?.dpms[i].import_params(&params)?;
                     let seed = round.server_seed_with(i);
                     let (llm, dpm) = server.mutual_learning(
                         i,

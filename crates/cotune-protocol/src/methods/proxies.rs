@@ -15,9 +15,9 @@ use crate::config::{architecture_of, Aggregation, DpmInit, TransferSelect};
 use crate::message::{decode_params, weighted_average};
 use crate::recipes::{check_fits, recipe};
 use crate::records::{RefusedUpload, UploadChecks};
-use crate::roles::{Device, DistilledProxy, Server};
+use crate::roles::{Device, DistilledProxy, Server, ServerProxies};
 use crate::seed::Stream;
-use crate::tokens::bridge;
+use crate::tokens::{bridge, Codec};
 use crate::uploads;
 
 /// Distils the first DPM from the server's LLM (or reads it from the cache) and fills the
@@ -36,6 +36,7 @@ pub(crate) fn attach(
     let mut first = recipe(&plugins.dpms[0], &arch, &text, dpm_seed).build()?;
     let codec = setup.codecs.dpms[0].clone();
     check_fits(&first, "dpm", &codec.tokenizer, config)?;
+    let mut proxies = server_proxies(setup, &codec)?;
     let init = match entry.init {
         DpmInit::Distilled => String::new(),
         DpmInit::LlmLayers => {
@@ -49,7 +50,7 @@ pub(crate) fn attach(
         let server = &*setup.server;
         // Another tokenizer on either side changes what is distilled (the key of a run with
         // the shared tokenizer everywhere is as it always was).
-        let tokens = match (&server.to_dpm, setup.codecs.llm.same(&setup.codecs.shared)) {
+        let tokens = match (&proxies.to_dpm, setup.codecs.llm.same(&setup.codecs.shared)) {
             (None, true) if codec.same(&setup.codecs.shared) => String::new(),
             (bridge, _) => format!(
                 "llm {} dpm {} alignment {} top-k {}",
@@ -76,10 +77,10 @@ pub(crate) fn attach(
             Teacher {
                 model: &server.llm,
                 examples: &server.public_train,
-                bridge: server.to_dpm.as_ref(),
+                bridge: proxies.to_dpm.as_ref(),
             },
             &mut first,
-            &server.public_dpm,
+            &proxies.public_dpm,
             &config.distill,
             &parts,
             setup.cache_dir,
@@ -99,10 +100,42 @@ pub(crate) fn attach(
         let mut m = recipe(p, &architecture_of(&e, p), &e.config_text(), dpm_seed).build()?;
         m.import_params(&first_params)
             .context("a device DPM must match the distilled one")?;
-        setup.server.dpms.push(m);
-        setup.server.dpm_steps.push(0);
+        proxies.dpms.push(m);
+        proxies.dpm_steps.push(0);
     }
+    setup.server.state = Some(Box::new(proxies));
     Ok(message)
+}
+
+/// The server's DPM state before its slots are filled: the public corpus in the DPMs' tokens
+/// (`codec`) and the bridges between the DPMs' vocabulary and the LLM's.
+fn server_proxies(setup: &ServerSetup<'_>, codec: &Codec) -> anyhow::Result<ServerProxies> {
+    let server = &*setup.server;
+    let (llm_codec, train) = (&server.llm_codec, &setup.config.train);
+    let template = &setup.config.data.prompt_template;
+    let public_dpm = match codec.same(llm_codec) {
+        true => server.public_train.clone(),
+        false => codec.encode(&server.public_records, template),
+    };
+    Ok(ServerProxies {
+        dpms: Vec::new(),
+        dpm_steps: Vec::new(),
+        public_dpm,
+        public_valid: codec.encode(&server.public_valid_records, template),
+        to_llm: bridge(
+            train.alignment,
+            train.top_k,
+            ("dpm", codec),
+            ("llm", llm_codec),
+        )?,
+        to_dpm: bridge(
+            train.alignment,
+            train.top_k,
+            ("llm", llm_codec),
+            ("dpm", codec),
+        )?,
+        codec: codec.clone(),
+    })
 }
 
 /// The device's side of [`attach`]: a proxy holding the first DPM, the first of the messages
@@ -228,7 +261,10 @@ pub(crate) fn reference(
         true => 0,
         false => device,
     };
-    Ok(Some(server.dpms[slot].export_params(ParamSelection::All)?))
+    let proxies = server
+        .state::<ServerProxies>()
+        .ok_or_else(|| anyhow::anyhow!("the server holds no DPMs"))?;
+    Ok(Some(proxies.dpms[slot].export_params(ParamSelection::All)?))
 }
 
 /// The device's upload: its proxy's shared part.
@@ -260,12 +296,13 @@ pub(crate) fn check_uploads(
     };
     let mut accepted = Vec::new();
     // The DPM each upload is checked against, exported once per slot.
-    let mut references: Vec<Option<Vec<NamedTensor>>> = vec![None; server.dpms.len()];
+    let proxies = server.proxies()?;
+    let mut references: Vec<Option<Vec<NamedTensor>>> = vec![None; proxies.dpms.len()];
     for (k, u) in uploads.iter().enumerate() {
         let slot = slot_of(u.device);
         let reference = match &mut references[slot] {
             Some(r) => &*r,
-            none => none.insert(server.dpms[slot].export_params(ParamSelection::All)?),
+            none => none.insert(proxies.dpms[slot].export_params(ParamSelection::All)?),
         };
         let params = match decode_params(&u.bytes) {
             Ok(p) => p,
@@ -294,10 +331,10 @@ pub(crate) fn check_uploads(
     let batch = s.dpm.batch_size.max(1);
     let mut losses = Vec::with_capacity(accepted.len());
     for (k, params) in &accepted {
-        let dpm = &mut server.dpms[slot_of(uploads[*k].device)];
+        let dpm = &mut proxies.dpms[slot_of(uploads[*k].device)];
         let before = dpm.export_params(ParamSelection::All)?;
         dpm.import_params(params)?;
-        let ce = cotune_distill::mean_cross_entropy(dpm, &server.public_valid, batch);
+        let ce = cotune_distill::mean_cross_entropy(dpm, &proxies.public_valid, batch);
         dpm.import_params(&before)?;
         losses.push(ce?);
     }
@@ -359,7 +396,7 @@ pub(crate) fn aggregate(
     let combined = match rule {
         Aggregation::Fedavg => match central {
             Some(p) => {
-                let reference = server.dpms[0].export_params(ParamSelection::All)?;
+                let reference = server.proxies()?.dpms[0].export_params(ParamSelection::All)?;
                 let mut sets = sets;
                 for set in &mut sets {
                     uploads::clip_update(set, &reference, p.clip);
@@ -399,7 +436,7 @@ pub(crate) fn aggregate(
             anyhow::bail!("per-device aggregation keeps one DPM per device; nothing to combine")
         }
     };
-    server.dpms[0].import_params(&combined)?;
+    server.proxies()?.dpms[0].import_params(&combined)?;
     Ok(checks)
 }
 
