@@ -394,7 +394,10 @@ fn llm_evaluation_sets(
                 key,
                 value,
                 format!(
-                    "domain {domain} has {} questions left after its devices and the public                      corpus, fewer than the {want_valid} validation + {want_test} test records                      the server scores the LLM on; lower the device sizes or `public_share`, or                      set `llm_valid_size` / `llm_test_size`",
+                    "domain {domain} has {} questions left after its devices and the public \
+                     corpus, fewer than the {want_valid} validation + {want_test} test records \
+                     the server scores the LLM on; lower the device sizes or `public_share`, or \
+                     set `llm_valid_size` / `llm_test_size`",
                     got_valid + got_test
                 ),
             ));

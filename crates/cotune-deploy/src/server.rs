@@ -233,13 +233,12 @@ impl NetFleet {
     ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
         self.new_round();
         let r = round.number;
-        let method = self.method.implementation();
-        let mut references = BTreeMap::new();
-        for &i in round.participants {
-            if let Some(reference) = method.upload_reference(round, server, i)? {
-                references.insert(i, reference);
-            }
-        }
+        let references: BTreeMap<usize, Vec<NamedTensor>> = self
+            .method
+            .implementation()
+            .upload_references(round, server)?
+            .into_iter()
+            .collect();
         *lock(&self.expected) = Expected {
             net_round: net_round(r, Phase::Step),
             phase: Some(Phase::Step),
@@ -632,14 +631,7 @@ impl Fleet for NetFleet {
         with_slms: bool,
     ) -> anyhow::Result<Vec<DeviceReport>> {
         let received = self.receive_round(round, broadcast, downloads, &losses, with_slms)?;
-        let mut reports: Vec<DeviceReport> = losses
-            .into_iter()
-            .map(|losses| DeviceReport {
-                losses,
-                ..DeviceReport::default()
-            })
-            .collect();
-        reports.resize_with(self.devices, DeviceReport::default);
+        let mut reports = DeviceReport::with_losses(losses, self.devices);
         for (i, l) in received {
             reports[i].losses = l;
         }
@@ -811,5 +803,26 @@ mod tests {
         assert!(err.contains("holds no DPM parameters"), "{err}");
         let err = validate(&e, 1, 4, b"not a payload").unwrap_err();
         assert!(err.starts_with("the upload:"), "{err}");
+    }
+
+    #[test]
+    fn a_part_that_does_not_belong_in_its_phase_is_refused() {
+        let e = expected();
+        // Device 0 has no reference: without the part check its step upload would pass.
+        let clean = report(Phase::Step, 2, 0, None);
+        assert_eq!(validate(&e, 0, 4, &clean), Ok(()));
+        for part in [
+            Part::Prediction("geography-slm.jsonl".into()),
+            Part::Download,
+            Part::Setup(0),
+        ] {
+            let mut p = Payload::decode(&clean, "test").unwrap();
+            p.put(part.clone(), b"{}".to_vec());
+            let err = validate(&e, 0, 4, &p.encode()).unwrap_err();
+            assert!(
+                err.contains(&format!("a device's step upload may not hold {part:?}")),
+                "{err}"
+            );
+        }
     }
 }

@@ -116,6 +116,20 @@ slm = { plugin = "gpt2", config = { vocab_size = 512, n_positions = 64, n_embd =
     path
 }
 
+/// The two-device config with `method` and `rounds` in `dir`, the cache its runs share, and
+/// its run in one process (what a deployment of it must equal).
+fn with_method(dir: &Path, method: &str, rounds: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let config = config(dir, method, rounds, false, "");
+    edit(
+        &config,
+        "method = \"co-plms\"",
+        &format!("method = \"{method}\""),
+    );
+    let cache = dir.join("cache");
+    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+    (config, cache, alone)
+}
+
 /// Replaces `from` (which must be there) with `to` in the file `path`.
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -464,10 +478,7 @@ fn a_method_with_its_own_setup_runs_deployed_with_the_numbers_of_one_process() {
     let dir = tmp.path();
     // seq-kd's server setup has the LLM answer public questions; each device's setup keeps
     // them in its SLM's tokens (docs/architecture.md, "Adding a method").
-    let config = config(dir, "seq-kd", 2, false, "");
-    edit(&config, "method = \"co-plms\"", "method = \"seq-kd\"");
-    let cache = dir.join("cache");
-    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+    let (config, cache, alone) = with_method(dir, "seq-kd", 2);
     let certs = certs(dir, 2);
     let runs = dir.join("runs");
     let (mut server, addr) = serve(
@@ -569,11 +580,8 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = config(dir, "restart", 3, false, "");
     // FedMKT: a broadcast, and uploads and downloads that are knowledge, not parameters.
-    edit(&config, "method = \"co-plms\"", "method = \"fedmkt\"");
-    let cache = dir.join("cache");
-    let alone = run_with(&options(config.clone(), &dir.join("alone"), &cache)).unwrap();
+    let (config, cache, alone) = with_method(dir, "fedmkt", 3);
     let certs = certs(dir, 2);
     let runs = dir.join("runs");
     let first_args = serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache);

@@ -19,7 +19,7 @@ use crate::parties::DeviceData;
 use crate::progress;
 use crate::records::{DeviceLosses, Scores, WireRecord};
 use crate::roles::{DeviceSteps, Server};
-use crate::runtime::{DeviceRuntime, WorkDone};
+use crate::runtime::{put_score, DeviceRuntime, WorkDone};
 
 /// What one device reports after a round: its losses (after the method's receive), its
 /// scores (`None` where it did not report), and what crossed the network for it (deployed).
@@ -33,6 +33,22 @@ pub struct DeviceReport {
     pub dpm: Option<Scores>,
     /// Its traffic on the network (a deployment only).
     pub wire: Option<WireRecord>,
+}
+
+impl DeviceReport {
+    /// One report per device (`devices` of them), each with its losses from `losses` (in device
+    /// order; devices past its end get none) and nothing else yet.
+    pub fn with_losses(losses: Vec<DeviceLosses>, devices: usize) -> Vec<DeviceReport> {
+        let mut reports: Vec<DeviceReport> = losses
+            .into_iter()
+            .map(|losses| DeviceReport {
+                losses,
+                ..DeviceReport::default()
+            })
+            .collect();
+        reports.resize_with(devices, DeviceReport::default);
+        reports
+    }
 }
 
 /// The devices of a run.
@@ -195,14 +211,7 @@ impl Fleet for LocalFleet {
         let receivers: Vec<usize> = (0..downloads.len())
             .filter(|&i| downloads[i].is_some())
             .collect();
-        let mut reports: Vec<DeviceReport> = losses
-            .into_iter()
-            .map(|losses| DeviceReport {
-                losses,
-                ..DeviceReport::default()
-            })
-            .collect();
-        reports.resize_with(self.devices.len(), DeviceReport::default);
+        let mut reports = DeviceReport::with_losses(losses, self.devices.len());
         progress::phase("devices: downloads", receivers.len());
         let picked = self.chosen(&receivers);
         let received = for_devices(picked, threads, |d| {
@@ -236,10 +245,8 @@ impl Fleet for LocalFleet {
             Ok((i, who, Scores::from(e.report.macro_average)))
         })?;
         for (i, who, s) in scored {
-            match who {
-                "slm" => reports[i].slm = Some(s),
-                _ => reports[i].dpm = Some(s),
-            }
+            let r = &mut reports[i];
+            put_score(who, s, (&mut r.slm, &mut r.dpm));
         }
         Ok(reports)
     }

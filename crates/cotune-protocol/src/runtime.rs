@@ -276,11 +276,11 @@ impl DeviceRuntime {
         for job in self.scored_models(with_slms) {
             let who = job.0;
             let (e, file) = self.evaluate_one(job, &dir)?;
-            let s = Some(Scores::from(e.report.macro_average));
-            match who {
-                "slm" => scores.0 = s,
-                _ => scores.1 = s,
-            }
+            put_score(
+                who,
+                Scores::from(e.report.macro_average),
+                (&mut scores.0, &mut scores.1),
+            );
             files.push((format!("{}-{who}.jsonl", self.device.name), file));
         }
         Ok((scores.0, scores.1, files))
@@ -353,6 +353,19 @@ fn corpus_of(
             )))
         }
         SlmInit::Random | SlmInit::Checkpoint(_) => Ok(None),
+    }
+}
+
+/// Puts the score of the scored model `who` (see [`DeviceRuntime::scored_models`]) into its
+/// place: the SLM's, or the one of what the method keeps (the proxy's).
+pub(crate) fn put_score(
+    who: &str,
+    score: Scores,
+    (slm, dpm): (&mut Option<Scores>, &mut Option<Scores>),
+) {
+    match who {
+        "slm" => *slm = Some(score),
+        _ => *dpm = Some(score),
     }
 }
 

@@ -107,19 +107,20 @@ pub trait FederatedMethod: Sync {
         Ok(())
     }
 
-    /// What the server checks device `device`'s upload of this round against before accepting
-    /// it over the network (the parameters its step started from), if the upload is a
-    /// parameter set.
-    /// By default, for a method with a proxy, the server's DPM slot of the device.
-    fn upload_reference(
+    /// What the server checks each participant's upload of this round against before
+    /// accepting it over the network (the parameters its step started from), for uploads that
+    /// are parameter sets: `(device, parameters)`. By default, for a method with a proxy, the
+    /// server's DPM slot of each device.
+    fn upload_references(
         &self,
         round: &Round<'_>,
         server: &Server,
-        device: usize,
-    ) -> anyhow::Result<Option<Vec<NamedTensor>>> {
+    ) -> anyhow::Result<Vec<(usize, Vec<NamedTensor>)>> {
         match self.uses_dpm() {
-            true => proxies::reference(self.aggregation(round.settings), server, device),
-            false => Ok(None),
+            true => {
+                proxies::references(self.aggregation(round.settings), server, round.participants)
+            }
+            false => Ok(Vec::new()),
         }
     }
 

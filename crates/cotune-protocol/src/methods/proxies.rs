@@ -250,21 +250,34 @@ pub(crate) fn receive_public_transfer(
     Ok(())
 }
 
-/// The DPM device `device`'s step started from: the server's slot for it (one slot, or its
-/// own under per-device aggregation).
-pub(crate) fn reference(
+/// The DPM each device in `devices` starts its step from: the server's slot for it (one slot,
+/// or its own under per-device aggregation), each slot exported once.
+pub(crate) fn references(
     aggregation: Aggregation,
     server: &Server,
-    device: usize,
-) -> anyhow::Result<Option<Vec<NamedTensor>>> {
-    let slot = match aggregation.one_slot() {
-        true => 0,
-        false => device,
-    };
+    devices: &[usize],
+) -> anyhow::Result<Vec<(usize, Vec<NamedTensor>)>> {
     let proxies = server
         .state::<ServerProxies>()
         .ok_or_else(|| anyhow::anyhow!("the server holds no DPMs"))?;
-    Ok(Some(proxies.dpms[slot].export_params(ParamSelection::All)?))
+    let mut exported: std::collections::BTreeMap<usize, Vec<NamedTensor>> = Default::default();
+    let mut out = Vec::with_capacity(devices.len());
+    for &device in devices {
+        let slot = match aggregation.one_slot() {
+            true => 0,
+            false => device,
+        };
+        let reference = match exported.get(&slot) {
+            Some(r) => r.clone(),
+            None => {
+                let r = proxies.dpms[slot].export_params(ParamSelection::All)?;
+                exported.insert(slot, r.clone());
+                r
+            }
+        };
+        out.push((device, reference));
+    }
+    Ok(out)
 }
 
 /// The device's upload: its proxy's shared part.

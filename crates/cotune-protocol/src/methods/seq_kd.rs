@@ -13,12 +13,11 @@ use std::path::Path;
 use anyhow::Context;
 use cotune_data::{QaRecord, SeededRng};
 use cotune_eval::{generate_answers, EvalOptions};
-use cotune_host::{Example, Model};
+use cotune_host::Example;
 
 use super::{DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup};
 use crate::records::DeviceLosses;
 use crate::roles::{Device, DeviceState, RoleResult};
-use crate::tokens::Codec;
 
 /// One-shot sequence-level distillation of the LLM's answers.
 pub struct SeqKd;
@@ -30,10 +29,6 @@ struct TeacherAnswers {
 }
 
 impl DeviceState for TeacherAnswers {
-    fn scored(&self) -> Vec<(&'static str, &Model, &Codec)> {
-        Vec::new()
-    }
-
     fn save(&self, dir: &Path, prefix: &str) -> RoleResult<serde_json::Value> {
         let path = dir.join(format!("{prefix}-seq-kd.json"));
         let pairs: Vec<(&[u32], &[u32])> = self
