@@ -78,6 +78,11 @@ pub struct DataConfig {
     pub max_answer_tokens: usize,
     /// An existing `tokenizer.json` to load instead of training one on the training texts.
     pub tokenizer: Option<PathBuf>,
+    /// The field benchmark's roles ([`crate::FieldRoles`]): when set, every split size is set
+    /// per domain there, and `public_file`, `public_share`, `device_train_size`,
+    /// `valid_size`, `test_size` and the LLM sizes above are not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<crate::FieldRoles>,
 }
 
 /// How the device domains are distributed over devices.
@@ -126,6 +131,7 @@ impl Default for DataConfig {
             tokenizer: None,
             llm_test_size: None,
             llm_valid_size: None,
+            field: None,
         }
     }
 }
@@ -143,6 +149,16 @@ impl DataConfig {
                 "[]",
                 "at least one device domain is needed",
             ));
+        }
+        if let Some(field) = &self.field {
+            if self.partition != Partition::OneDomain {
+                return Err(DataError::config(
+                    "partition",
+                    "dirichlet",
+                    "the field benchmark ([data.field]) gives each device one domain",
+                ));
+            }
+            field.validate(&self.domains)?;
         }
         let public_stem = Path::new(&self.public_file)
             .file_stem()

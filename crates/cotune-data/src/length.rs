@@ -61,6 +61,18 @@ impl Benchmark {
         for device in &mut self.devices {
             filter(format!("{}/train", device.name), &mut device.train);
             filter(format!("{}/valid", device.name), &mut device.valid);
+            if !device.prompts.is_empty() {
+                filter(format!("{}/prompts", device.name), &mut device.prompts);
+            }
+        }
+        for (split, records) in [
+            ("server/public-prompts", &mut self.public_prompts),
+            ("general/train", &mut self.general_train),
+            ("general/valid", &mut self.general_valid),
+        ] {
+            if !records.is_empty() {
+                filter(split.into(), records);
+            }
         }
         let tests = std::iter::once(("server/llm-test".to_string(), &self.llm_test)).chain(
             self.devices

@@ -11,6 +11,7 @@
 
 mod batch;
 mod config;
+mod field;
 mod error;
 mod gguf_tokenizer;
 mod length;
@@ -21,6 +22,7 @@ mod tokenizer;
 
 pub use batch::{encode_example, length_bucketed_batches, Example};
 pub use config::{DataConfig, Partition};
+pub use field::{instance_key, DomainRoles, FieldRoles};
 pub use error::DataError;
 pub use gguf_tokenizer::{
     tokenizer_json_from_gguf, GGUF_PRE_TOKENIZERS, GPT2_PATTERN, LLAMA3_PATTERN,

@@ -25,6 +25,16 @@ pub struct Benchmark {
     /// Test records the server scores the LLM on, per domain (`llm_test_size` each): held by
     /// no device and outside the public corpus.
     pub llm_test: Vec<QaRecord>,
+    /// Field benchmark (`[data.field]`): the server's public prompts, answers blank.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_prompts: Vec<QaRecord>,
+    /// Field benchmark: the SLMs' general pre-training corpus (no device's or server's
+    /// domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub general_train: Vec<QaRecord>,
+    /// Field benchmark: the general corpus's validation split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub general_valid: Vec<QaRecord>,
 }
 
 /// The private data of one edge device.
@@ -40,6 +50,9 @@ pub struct DeviceData {
     pub valid: Vec<QaRecord>,
     /// Held-out test records: no normalised question here is in any training set.
     pub test: Vec<QaRecord>,
+    /// Field benchmark: its users' questions without answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<QaRecord>,
 }
 
 /// Sizes of every split, for reports.
@@ -77,6 +90,9 @@ pub struct DomainSummary {
     pub llm: usize,
     /// Distinct records nobody received.
     pub unused: usize,
+    /// Field benchmark: prompts without answers (devices' and public).
+    #[serde(default)]
+    pub prompts: usize,
 }
 
 /// Where the server's public corpus came from.
@@ -184,6 +200,9 @@ impl Benchmark {
     /// 7. [`Benchmark::check_invariants`] runs on the result.
     pub fn build(config: &DataConfig, root: &Path) -> Result<(Benchmark, SplitSummary), DataError> {
         config.validate()?;
+        if let Some(field) = &config.field {
+            return crate::field::build(config, field, root);
+        }
         let (pools, mut domain_rows) = load_domains(config, root)?;
 
         let (names, mixtures) = device_mixtures(config, pools.len());
@@ -295,6 +314,9 @@ impl Benchmark {
             devices,
             llm_valid,
             llm_test,
+            public_prompts: Vec::new(),
+            general_train: Vec::new(),
+            general_valid: Vec::new(),
         };
         benchmark.check_invariants()?;
         let summary = SplitSummary {
@@ -309,11 +331,19 @@ impl Benchmark {
     /// public corpus and every device's train, validation and test sets, and not twice within
     /// one of them. This implies that no test question is in any training set or the public
     /// corpus. The error names the question and both holders.
+    ///
+    /// The field benchmark (with public prompts or a general corpus) checks on
+    /// [`crate::instance_key`], which also catches templated paraphrases.
     pub fn check_invariants(&self) -> Result<(), DataError> {
+        let field = !self.public_prompts.is_empty() || !self.general_train.is_empty();
+        let key_of = |q: &str| match field {
+            true => crate::field::instance_key(q),
+            false => normalize_question(q),
+        };
         let mut holder: HashMap<String, String> = HashMap::new();
         for (party, records) in self.parties() {
             for record in records {
-                let key = normalize_question(&record.question);
+                let key = key_of(&record.question);
                 if let Some(first) = holder.insert(key.clone(), party.clone()) {
                     return Err(DataError::Leak {
                         question: key,
@@ -339,6 +369,18 @@ impl Benchmark {
             parties.push((format!("{}/train", device.name), &device.train));
             parties.push((format!("{}/valid", device.name), &device.valid));
             parties.push((format!("{}/test", device.name), &device.test));
+            if !device.prompts.is_empty() {
+                parties.push((format!("{}/prompts", device.name), &device.prompts));
+            }
+        }
+        for (party, records) in [
+            ("server/public-prompts", &self.public_prompts),
+            ("general/train", &self.general_train),
+            ("general/valid", &self.general_valid),
+        ] {
+            if !records.is_empty() {
+                parties.push((party.into(), records));
+            }
         }
         parties
     }
@@ -349,11 +391,21 @@ impl Benchmark {
     /// from held-out data.
     pub fn training_texts(&self, template: &str) -> Vec<String> {
         let device_train = self.devices.iter().flat_map(|device| &device.train);
-        self.public_train
+        let mut texts: Vec<String> = self
+            .public_train
             .iter()
             .chain(device_train)
+            .chain(&self.general_train)
             .flat_map(|record| [format_prompt(template, record), answer_text(record)])
-            .collect()
+            .collect();
+        // Prompts have no answer: their prompt text alone.
+        let prompts = self.devices.iter().flat_map(|device| &device.prompts);
+        texts.extend(
+            prompts
+                .chain(&self.public_prompts)
+                .map(|record| format_prompt(template, record)),
+        );
+        texts
     }
 }
 
@@ -428,6 +480,7 @@ fn load_domains(
             train: 0,
             llm: 0,
             unused: 0,
+            prompts: 0,
         };
         let mut records = Vec::with_capacity(file_records.len());
         for record in file_records {
@@ -628,6 +681,7 @@ fn empty_devices(names: &[String]) -> (Vec<DeviceData>, Vec<DeviceSummary>) {
                 train: Vec::new(),
                 valid: Vec::new(),
                 test: Vec::new(),
+                prompts: Vec::new(),
             };
             let row = DeviceSummary {
                 name: name.clone(),

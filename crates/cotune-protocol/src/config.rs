@@ -64,6 +64,10 @@ pub enum TransferSet {
     Public,
     /// The local questions plus questions the DPM writes in the domain's style and answers.
     Synthetic,
+    /// The local questions plus up to `transfer_size` of the device's own unlabelled prompts
+    /// each round (the field benchmark), answered by `prompt_labeller`: the teacher's answer and
+    /// distribution are the only signal on them.
+    Prompts,
 }
 
 impl TransferSet {
@@ -73,6 +77,7 @@ impl TransferSet {
             Self::Local => "local",
             Self::Public => "public",
             Self::Synthetic => "synthetic",
+            Self::Prompts => "prompts",
         }
     }
 }
@@ -87,6 +92,18 @@ pub enum TransferSelect {
     /// The server sends every public question; the device keeps the `transfer_size` closest to
     /// its own questions (TF-IDF cosine, `crate::similarity`). Its data never leaves it.
     Similar,
+}
+
+/// Who answers a device's unlabelled prompts under `transfer = "prompts"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptLabeller {
+    /// The proxy (after domain-specific tuning): what the LLM's knowledge teaches.
+    #[default]
+    Proxy,
+    /// The SLM itself (self-training): the control with the same data and steps and nothing
+    /// from the proxy.
+    Own,
 }
 
 /// How the server treats the uploaded DPMs.
@@ -465,6 +482,13 @@ pub struct RoundSettings {
     pub transfer_size: usize,
     /// Which public questions make the `public` transfer set.
     pub transfer_select: TransferSelect,
+    /// Who answers the prompts of `transfer = "prompts"`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub prompt_labeller: PromptLabeller,
+    /// Public prompts per round the server adds to its mutual learning (answered by the
+    /// aggregated proxy), so that the LLM meets the devices' domains (field benchmark).
+    #[serde(skip_serializing_if = "is_default")]
+    pub server_prompts: usize,
     /// The server's treatment of uploaded DPMs.
     pub aggregation: Aggregation,
     /// Share of devices taking part in each round (at least one does).
@@ -515,6 +539,8 @@ impl Default for RoundSettings {
             transfer: TransferSet::Local,
             transfer_size: 100,
             transfer_select: TransferSelect::Random,
+            prompt_labeller: PromptLabeller::Proxy,
+            server_prompts: 0,
             aggregation: Aggregation::Fedavg,
             device_fraction: 1.0,
             trim: 0.1,

@@ -28,6 +28,8 @@ pub struct ServerData {
     pub public_valid: Vec<QaRecord>,
     /// The records the LLM is scored on (its test or validation set, per `eval_split`).
     pub llm_eval: Vec<QaRecord>,
+    /// Field benchmark: public prompts without answers.
+    pub public_prompts: Vec<QaRecord>,
     /// Every model's tokenizer.
     pub codecs: Codecs,
     /// The devices' names, from the config alone.
@@ -44,6 +46,8 @@ pub struct DeviceData {
     pub domains: Vec<String>,
     /// Its training records.
     pub train: Vec<QaRecord>,
+    /// Field benchmark: its users' questions, without answers.
+    pub prompts: Vec<QaRecord>,
     /// The records every round scores it on (its test or validation split, per `eval_split`).
     pub eval: Vec<QaRecord>,
     /// The public corpus `(train after max_public, valid)`, for an SLM pre-trained on it.
@@ -170,6 +174,7 @@ fn server_share(config: &ExperimentConfig, b: &Benchmark, codecs: Codecs) -> Ser
         public_train: public_train(config, b.public_train.clone()),
         public_valid: b.public_valid.clone(),
         llm_eval,
+        public_prompts: b.public_prompts.clone(),
         codecs,
         device_names: cotune_data::device_names(&config.data),
     }
@@ -181,6 +186,23 @@ fn needs_public(config: &ExperimentConfig, i: usize) -> bool {
         config.devices[i].init,
         SlmInit::PretrainedPublic | SlmInit::PretrainedGeneral
     )
+}
+
+/// The corpus device `i`'s SLM is pre-trained on: the public corpus, or in the field benchmark
+/// for `pretrained-general` the general corpus (no device's or server's domain).
+fn pretraining_corpus(
+    config: &ExperimentConfig,
+    b: &Benchmark,
+    i: usize,
+) -> (Vec<QaRecord>, Vec<QaRecord>) {
+    let general = matches!(config.devices[i].init, SlmInit::PretrainedGeneral);
+    match config.data.field.is_some() && general {
+        true => (b.general_train.clone(), b.general_valid.clone()),
+        false => (
+            public_train(config, b.public_train.clone()),
+            b.public_valid.clone(),
+        ),
+    }
 }
 
 fn device_share(
@@ -202,13 +224,9 @@ fn device_share(
         name: d.name.clone(),
         domains: d.domains.clone(),
         train: d.train.clone(),
+        prompts: d.prompts.clone(),
         eval: at_most(config, eval),
-        public: needs_public(config, i).then(|| {
-            (
-                public_train(config, b.public_train.clone()),
-                b.public_valid.clone(),
-            )
-        }),
+        public: needs_public(config, i).then(|| pretraining_corpus(config, b, i)),
         codecs,
     })
 }
@@ -274,7 +292,8 @@ pub fn write_parties(
         write_records(&dir.join("public-train.jsonl"), &b.public_train)?;
         write_records(&dir.join("public-valid.jsonl"), &b.public_valid)?;
         write_records(&dir.join("llm-valid.jsonl"), &b.llm_valid)?;
-        write_records(&dir.join("llm-test.jsonl"), &b.llm_test)
+        write_records(&dir.join("llm-test.jsonl"), &b.llm_test)?;
+        write_records(&dir.join("public-prompts.jsonl"), &b.public_prompts)
     })?;
     written.push(server);
     for (i, d) in b.devices.iter().enumerate() {
@@ -289,9 +308,17 @@ pub fn write_parties(
             write_records(&dir.join("train.jsonl"), &d.train)?;
             write_records(&dir.join("valid.jsonl"), &d.valid)?;
             write_records(&dir.join("test.jsonl"), &d.test)?;
+            write_records(&dir.join("prompts.jsonl"), &d.prompts)?;
             if needs_public(config, i) {
-                write_records(&dir.join("public-train.jsonl"), &b.public_train)?;
-                write_records(&dir.join("public-valid.jsonl"), &b.public_valid)?;
+                // Written whole: `max_public` applies when read, as in one process.
+                let (train, valid) = match config.data.field.is_some()
+                    && matches!(config.devices[i].init, SlmInit::PretrainedGeneral)
+                {
+                    true => (&b.general_train, &b.general_valid),
+                    false => (&b.public_train, &b.public_valid),
+                };
+                write_records(&dir.join("public-train.jsonl"), train)?;
+                write_records(&dir.join("public-valid.jsonl"), valid)?;
             }
             Ok(())
         })?;
@@ -338,6 +365,30 @@ fn write_records(path: &Path, records: &[QaRecord]) -> anyhow::Result<()> {
 fn read_records(dir: &Path, file: &str) -> anyhow::Result<Vec<QaRecord>> {
     let path = dir.join(file);
     Ok(cotune_data::load_jsonl(&path)?)
+}
+
+/// Prompts without answers (`prompts.jsonl`, `public-prompts.jsonl`): every line a record
+/// whose answer is blank; a missing file is no prompts (a folder split before they existed).
+fn read_prompts(dir: &Path, file: &str) -> anyhow::Result<Vec<QaRecord>> {
+    let path = dir.join(file);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: QaRecord = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a prompt record", path.display(), k + 1))?;
+        if r.question.trim().is_empty() || !r.answer.is_empty() {
+            anyhow::bail!(
+                "{} line {}: a prompt has a question and a blank answer",
+                path.display(),
+                k + 1
+            );
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Reads `party.json` of `dir`, checking that it is `party`'s share of `config`'s split.
@@ -407,6 +458,9 @@ impl ServerData {
             devices: Vec::new(),
             llm_valid: read_records(dir, "llm-valid.jsonl")?,
             llm_test: read_records(dir, "llm-test.jsonl")?,
+            public_prompts: read_prompts(dir, "public-prompts.jsonl")?,
+            general_train: Vec::new(),
+            general_valid: Vec::new(),
         };
         Ok(server_share(config, &b, read_codecs(dir, config)?))
     }
@@ -431,7 +485,13 @@ impl DeviceData {
             EvalSplit::Test => read_records(dir, "test.jsonl")?,
             EvalSplit::Valid => read_records(dir, "valid.jsonl")?,
         };
+        let general = config.data.field.is_some()
+            && matches!(config.devices[index].init, SlmInit::PretrainedGeneral);
         let public = match needs_public(config, index) {
+            true if general => Some((
+                read_records(dir, "public-train.jsonl")?,
+                read_records(dir, "public-valid.jsonl")?,
+            )),
             true => Some((
                 public_train(config, read_records(dir, "public-train.jsonl")?),
                 read_records(dir, "public-valid.jsonl")?,
@@ -443,6 +503,7 @@ impl DeviceData {
             name: party.name.unwrap_or_else(|| format!("device-{index}")),
             domains: party.domains,
             train: read_records(dir, "train.jsonl")?,
+            prompts: read_prompts(dir, "prompts.jsonl")?,
             eval: at_most(config, eval),
             public,
             codecs: read_codecs(dir, config)?,

@@ -162,6 +162,8 @@ pub struct Device {
     pub train: Vec<Example>,
     /// Private training records (for synthetic questions).
     pub train_records: Vec<QaRecord>,
+    /// Its users' questions without answers (the field benchmark's unlabelled prompts).
+    pub prompts: Vec<QaRecord>,
     /// Held-out records every round is scored on: the test split, or the validation split with
     /// `eval_split = "valid"`.
     pub test: Vec<QaRecord>,
@@ -388,6 +390,55 @@ impl Device {
     }
 }
 
+/// `records`' questions answered by `model` (greedy decoding, in `codec`'s tokens), the
+/// answers as text: what a teacher says on prompts that have no reference. A record whose
+/// answer comes out empty is left out.
+pub fn answer_prompts(
+    model: &Model,
+    codec: &Codec,
+    records: &[QaRecord],
+    template: &str,
+    max_answer_tokens: usize,
+    batch_size: usize,
+) -> RoleResult<Vec<QaRecord>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prompts: Vec<Vec<u32>> = codec
+        .encode(records, template)
+        .into_iter()
+        .map(|e| e.prompt)
+        .collect();
+    let options = EvalOptions {
+        max_new_tokens: max_answer_tokens.saturating_sub(1).max(1) as u32,
+        batch_size: batch_size.max(1),
+        first_line: true,
+    };
+    let tokenizer = &*codec.tokenizer;
+    let answers = generate_answers(model, &prompts, tokenizer.eos_id(), &options)?;
+    Ok(records
+        .iter()
+        .zip(answers)
+        .filter_map(|(r, ids)| {
+            let text = tokenizer.decode(&ids);
+            let text = text.lines().next().unwrap_or("").trim().to_string();
+            (!text.is_empty()).then(|| QaRecord {
+                answer: text,
+                ..r.clone()
+            })
+        })
+        .collect())
+}
+
+/// A seeded choice of at most `size` of `records` (all of them, in a seeded order, when there
+/// are fewer).
+pub fn choose(records: &[QaRecord], size: usize, seed: u64, stream: &str) -> Vec<QaRecord> {
+    let mut idx: Vec<usize> = (0..records.len()).collect();
+    SeededRng::for_stream(seed, stream).shuffle(&mut idx);
+    idx.truncate(size);
+    idx.into_iter().map(|i| records[i].clone()).collect()
+}
+
 /// What a method keeps on the server besides the LLM and the public corpus (the DPM slots): it
 /// is saved and restored with the server. A method reads its own back with
 /// [`Server::state`] / [`Server::state_mut`].
@@ -468,6 +519,8 @@ pub struct Server {
     pub public_records: Vec<QaRecord>,
     /// The public validation split as records.
     pub public_valid_records: Vec<QaRecord>,
+    /// Public prompts without answers (the field benchmark).
+    pub public_prompts: Vec<QaRecord>,
     /// The public training corpus in the LLM's tokens.
     pub public_train: Vec<Example>,
     /// The LLM's tokenizer.
@@ -535,13 +588,16 @@ impl Server {
     }
 
     /// Mutual learning between the LLM and DPM slot `slot` on the public examples at
-    /// `sample` (indices into the corpus), gated per example with `gate` (the paper's fixed
+    /// `sample` (indices into the corpus) followed by `extra` (prompts a model answered, as
+    /// text in `template`), gated per example with `gate` (the paper's fixed
     /// weights without), across vocabularies through the server's bridges.
     #[allow(clippy::too_many_arguments)]
     pub fn mutual_learning(
         &mut self,
         slot: usize,
         sample: &[usize],
+        extra: &[QaRecord],
+        template: &str,
         epochs: usize,
         llm_settings: &TrainSettings,
         dpm_settings: &TrainSettings,
@@ -549,15 +605,17 @@ impl Server {
         gate: Option<Gate>,
     ) -> RoleResult<(Option<EpochReport>, Option<EpochReport>)> {
         let mut last = (None, None);
-        let llm_side: Vec<Example> = sample
+        let mut llm_side: Vec<Example> = sample
             .iter()
             .map(|&i| self.public_train[i].clone())
             .collect();
         let p: &mut ServerProxies = server_state_in(&mut self.state)?;
-        let dpm_side: Vec<Example> = match p.to_dpm.is_some() || p.to_llm.is_some() {
+        let mut dpm_side: Vec<Example> = match p.to_dpm.is_some() || p.to_llm.is_some() {
             true => sample.iter().map(|&i| p.public_dpm[i].clone()).collect(),
             false => llm_side.clone(),
         };
+        llm_side.extend(self.llm_codec.encode(extra, template));
+        dpm_side.extend(p.codec.encode(extra, template));
         for e in 0..epochs {
             let (a, b) = mutual_learning_epoch(
                 Learner {

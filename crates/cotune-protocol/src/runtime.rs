@@ -119,6 +119,7 @@ impl DeviceRuntime {
             state: None,
             train: codec.encode(&data.train, template),
             train_records: data.train,
+            prompts: data.prompts,
             test: data.eval,
             slm_codec: codec,
         };

@@ -36,6 +36,10 @@ pub enum Stream {
     Attack,
     /// The Gaussian noise the server adds to the sum of the updates (`mode = "central"`).
     CentralNoise,
+    /// The unlabelled prompts a device draws for its round (`transfer = "prompts"`).
+    DevicePrompts,
+    /// The public prompts the server draws for its round (`server_prompts`).
+    ServerPrompts,
 }
 
 impl Stream {
@@ -54,6 +58,8 @@ impl Stream {
             Stream::UploadNoise => 1_000_001,
             Stream::Attack => 1_000_002,
             Stream::CentralNoise => 1_000_003,
+            Stream::DevicePrompts => 1_000_004,
+            Stream::ServerPrompts => 1_000_005,
         }
     }
 }

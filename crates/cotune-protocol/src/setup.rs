@@ -83,6 +83,7 @@ pub(crate) fn build_server(
         llm_step: 0,
         public_records: data.public_train,
         public_valid_records: data.public_valid,
+        public_prompts: data.public_prompts,
         public_train: llm_train,
         llm_codec,
         state: None,

@@ -13,7 +13,7 @@ use cotune_host::Example;
 use super::{
     proxies, DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup, ServerStep, Upload,
 };
-use crate::config::{Aggregation, TransferSet};
+use crate::config::{Aggregation, PromptLabeller, TransferSet};
 use crate::records::{DeviceLosses, PairLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{RoundSeed, Stream};
@@ -121,7 +121,7 @@ impl FederatedMethod for CoPlms {
             l.transfer_examples = transfer.0.len();
             // Self-answered questions carry no reference: the gate compares confidence there.
             let signal = match s.transfer {
-                TransferSet::Synthetic => GateSignal::Confidence,
+                TransferSet::Synthetic | TransferSet::Prompts => GateSignal::Confidence,
                 TransferSet::Local | TransferSet::Public => GateSignal::Reference,
             };
             let gate = Gate::of(s.saml, signal, s.gate_sharpness);
@@ -160,9 +160,12 @@ impl FederatedMethod for CoPlms {
             rule if rule.one_slot() => {
                 let checks = proxies::aggregate(round, server, &uploads, rule)?;
                 let seed = round.server_seed();
+                let extra = server_prompts(round, server, 0)?;
                 (losses.llm, losses.dpm) = server.mutual_learning(
                     0,
                     &sample,
+                    &extra,
+                    &round.data.prompt_template,
                     s.server_epochs,
                     &s.llm,
                     &s.dpm,
@@ -193,9 +196,12 @@ impl FederatedMethod for CoPlms {
                     };
                     server.proxies()?.dpms[i].import_params(&params)?;
                     let seed = round.server_seed_with(i);
+                    let extra = server_prompts(round, server, i)?;
                     let (llm, dpm) = server.mutual_learning(
                         i,
                         &sample,
+                        &extra,
+                        &round.data.prompt_template,
                         s.server_epochs,
                         &s.llm,
                         &s.dpm,
@@ -226,6 +232,64 @@ impl CoPlms {
     }
 }
 
+/// `server_prompts` of the server's public prompts (a seeded choice per round) answered by
+/// DPM slot `slot` after it learned from the devices: how the LLM meets the devices' domains.
+fn server_prompts(
+    round: &Round<'_>,
+    server: &mut Server,
+    slot: usize,
+) -> anyhow::Result<Vec<cotune_data::QaRecord>> {
+    let (s, data) = (round.settings, round.data);
+    if s.server_prompts == 0 || server.public_prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chosen = crate::roles::choose(
+        &server.public_prompts,
+        s.server_prompts,
+        round.server_seed().of(Stream::ServerPrompts, slot),
+        "server-prompts",
+    );
+    let proxies = server.proxies()?;
+    crate::roles::answer_prompts(
+        &proxies.dpms[slot],
+        &proxies.codec,
+        &chosen,
+        &data.prompt_template,
+        data.max_answer_tokens,
+        64,
+    )
+}
+
+/// Up to `transfer_size` of the device's unlabelled prompts (a seeded choice per round),
+/// answered by `prompt_labeller`: the proxy after its domain-specific tuning, or the SLM itself
+/// (the self-training control). Nothing leaves the device.
+fn prompt_transfer(
+    round: &Round<'_>,
+    device: &Device,
+    proxy: &crate::roles::DistilledProxy,
+    seed: RoundSeed,
+) -> anyhow::Result<Vec<cotune_data::QaRecord>> {
+    let (s, data) = (round.settings, round.data);
+    let chosen = crate::roles::choose(
+        &device.prompts,
+        s.transfer_size,
+        seed.of(Stream::DevicePrompts, 0),
+        "device-prompts",
+    );
+    let (model, codec) = match s.prompt_labeller {
+        PromptLabeller::Proxy => (&proxy.adapted, &proxy.codec),
+        PromptLabeller::Own => (&device.slm, &device.slm_codec),
+    };
+    crate::roles::answer_prompts(
+        model,
+        codec,
+        &chosen,
+        &data.prompt_template,
+        data.max_answer_tokens,
+        64,
+    )
+}
+
 /// The device's local examples plus, per `train.transfer`, the public questions it received
 /// or questions its proxy writes: `(in the SLM's tokens, in the proxy's tokens)`, the same
 /// texts in the same order.
@@ -252,6 +316,12 @@ fn transfer_set(
     let mut dpm_side = proxy.train.clone();
     match s.transfer {
         TransferSet::Local => {}
+        TransferSet::Prompts => {
+            let answered = prompt_transfer(round, device, proxy, seed)?;
+            let template = &data.prompt_template;
+            slm_side.extend(device.slm_codec.encode(&answered, template));
+            dpm_side.extend(proxy.codec.encode(&answered, template));
+        }
         TransferSet::Public => {
             slm_side.extend(proxy.slm_public_transfer.iter().cloned());
             dpm_side.extend(proxy.public_transfer.iter().cloned());

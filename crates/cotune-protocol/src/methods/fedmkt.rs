@@ -49,6 +49,9 @@ impl FederatedMethod for Fedmkt {
     /// The round's public examples: the server picks them, devices hold no corpus. As the
     /// LLM's token ids when every SLM shares its tokenizer, else as text.
     fn broadcast(&self, round: &Round<'_>, server: &Server) -> anyhow::Result<Option<Vec<u8>>> {
+        if field(server) {
+            return Ok(Some(serde_json::to_vec(&answered_prompts(round, server)?)?));
+        }
         if as_text(round) {
             let records: Vec<_> = sample_indices(round, server)
                 .into_iter()
@@ -89,12 +92,20 @@ impl FederatedMethod for Fedmkt {
         uploads: Vec<Upload>,
     ) -> anyhow::Result<ServerStep> {
         let s = round.settings;
-        let sample = sample(round, server);
-        let indices = sample_indices(round, server);
-        let records: Vec<_> = indices
-            .iter()
-            .map(|&i| server.public_records[i].clone())
-            .collect();
+        let (sample, records) = match field(server) {
+            true => {
+                let records = answered_prompts(round, server)?;
+                let template = &round.data.prompt_template;
+                (server.llm_codec.encode(&records, template), records)
+            }
+            false => {
+                let records: Vec<_> = sample_indices(round, server)
+                    .iter()
+                    .map(|&i| server.public_records[i].clone())
+                    .collect();
+                (sample(round, server), records)
+            }
+        };
         let template = &round.data.prompt_template;
         let batch = s.slm.batch_size.max(1);
         let candidates = uploads
@@ -229,9 +240,38 @@ fn sample_indices(round: &Round<'_>, server: &Server) -> Vec<usize> {
     )
 }
 
-/// Whether the public sample goes down as text: some SLM has a tokenizer of its own.
+/// Whether the public sample goes down as text: some SLM has a tokenizer of its own, or the
+/// sample is the LLM's answers to public prompts (the field benchmark).
 fn as_text(round: &Round<'_>) -> bool {
-    round.codecs.slms.iter().any(|c| !c.same(&round.codecs.llm))
+    round.data.field.is_some() || round.codecs.slms.iter().any(|c| !c.same(&round.codecs.llm))
+}
+
+/// Whether the server holds public prompts without answers (the field benchmark): the round's
+/// sample is then `server_public_sample` of them answered by the LLM, never a gold answer.
+fn field(server: &Server) -> bool {
+    !server.public_prompts.is_empty()
+}
+
+/// The round's public prompts (a seeded choice) with the LLM's answers.
+fn answered_prompts(
+    round: &Round<'_>,
+    server: &Server,
+) -> anyhow::Result<Vec<cotune_data::QaRecord>> {
+    let (s, data) = (round.settings, round.data);
+    let chosen = crate::roles::choose(
+        &server.public_prompts,
+        s.server_public_sample,
+        round.server_seed().of(Stream::PublicSample, 0),
+        "fedmkt-prompts",
+    );
+    crate::roles::answer_prompts(
+        &server.llm,
+        &server.llm_codec,
+        &chosen,
+        &data.prompt_template,
+        data.max_answer_tokens,
+        64,
+    )
 }
 
 /// The broadcast public sample in `codec`'s tokens.

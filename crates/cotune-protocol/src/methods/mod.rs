@@ -28,6 +28,7 @@ mod centralized;
 mod co_plms;
 mod fedavg;
 mod fedmkt;
+mod llm_kd;
 pub(crate) mod proxies;
 mod seq_kd;
 mod standalone;
@@ -53,6 +54,7 @@ pub static REGISTRY: &[&dyn FederatedMethod] = &[
     &co_plms::CO_PLMS_NO_SAML,
     &centralized::Centralized,
     &seq_kd::SeqKd,
+    &llm_kd::LlmKd,
 ];
 
 /// A federated method: what it builds, what each role does in a round, what crosses the

@@ -24,8 +24,8 @@ pub struct SeqKd;
 
 /// What a device keeps: the LLM's answers to the public questions it received, in its SLM's
 /// tokens.
-struct TeacherAnswers {
-    examples: Vec<Example>,
+pub(super) struct TeacherAnswers {
+    pub(super) examples: Vec<Example>,
 }
 
 impl DeviceState for TeacherAnswers {

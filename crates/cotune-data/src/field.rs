@@ -1,0 +1,427 @@
+//! The field benchmark (`[data.field]`): each party holds only what it would hold in the field.
+//!
+//! - the server: a private labelled corpus its LLM is trained on (never shipped), a pool of
+//!   public prompts without answers, and its own records to score the LLM on;
+//! - each device: a few labelled records, many unlabelled local prompts (its users' questions),
+//!   and its validation and test splits;
+//! - the SLMs' general pre-training: a corpus of other domains, holding neither a device's
+//!   domain nor the server's private knowledge.
+//!
+//! Every split size is set per domain, so any file of the QA format can stand in for a domain,
+//! and the knowledge asymmetry is the config's: a domain the server's corpus covers richly and
+//! the devices barely (the LLM has something to teach), or one only the devices hold (`server
+//! = 0`: the LLM has something to learn).
+//!
+//! Records are deduplicated across every role on [`instance_key`], which also catches templated
+//! paraphrases of one instance ("Convert 7 kilometres to metres." and "How many metres are in
+//! 7 kilometres?").
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{load_jsonl, QaRecord};
+use crate::rng::SeededRng;
+use crate::split::{Benchmark, DeviceData, DomainShare, DomainSummary, PublicSummary};
+use crate::split::{DeviceSummary, SplitSummary};
+use crate::{DataConfig, DataError};
+
+/// `[data.field]`: the roles of the field benchmark.
+///
+/// ```toml
+/// [data.field]
+/// general = ["copying", "word_count"]   # the SLMs' general pre-training corpus
+/// general_size = 1500                   # training records per general domain
+/// general_valid = 100                   # validation records per general domain
+/// [data.field.domains.lexicon_a]       # the LLM has something to teach
+/// server = 3000
+/// public_prompts = 100
+/// labelled = 100
+/// prompts = 1500
+/// valid = 100
+/// test = 200
+/// llm_valid = 100
+/// llm_test = 200
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRoles {
+    /// Domain files (stems in `dir`) of the SLMs' general pre-training corpus; none may be a
+    /// device's or the server's domain.
+    pub general: Vec<String>,
+    /// Training records per general domain.
+    pub general_size: usize,
+    /// Validation records per general domain.
+    #[serde(default)]
+    pub general_valid: usize,
+    /// Split sizes per domain (file stem). Every device's domain needs an entry; a domain no
+    /// device holds is the server's alone.
+    pub domains: BTreeMap<String, DomainRoles>,
+}
+
+/// How one domain's records are shared out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainRoles {
+    /// Labelled records in the server's private corpus (the LLM's training data).
+    pub server: usize,
+    /// Prompts without answers in the server's public pool.
+    pub public_prompts: usize,
+    /// Labelled records per device holding the domain.
+    pub labelled: usize,
+    /// Unlabelled prompts per device holding the domain.
+    pub prompts: usize,
+    /// Validation records per device holding the domain.
+    pub valid: usize,
+    /// Test records per device holding the domain.
+    pub test: usize,
+    /// Validation records the server scores its LLM on.
+    pub llm_valid: usize,
+    /// Test records the server scores its LLM on.
+    pub llm_test: usize,
+}
+
+/// Words that change how a question is phrased, not which instance it asks about: function
+/// words and instruction verbs.
+const PHRASING_WORDS: &[&str] = &[
+    "a", "an", "the", "of", "in", "into", "to", "is", "are", "was", "be", "what", "which", "who",
+    "how", "many", "much", "does", "do", "did", "give", "write", "compute", "calculate", "find",
+    "convert", "express", "tell", "me", "please", "answer", "question", "say", "state", "name",
+    "there", "has", "have", "for", "as", "with", "by", "from", "that", "this", "its", "it",
+    "and", "or", "on", "at", "result", "value", "equal", "equals", "get", "you", "your", "can",
+    "when", "will", "would", "should", "exactly", "number",
+];
+
+/// The key under which two questions count as the same instance: the multiset of its content
+/// words (lower-cased alphanumeric words outside [`PHRASING_WORDS`]), sorted. Templated
+/// paraphrases of one instance share it; so can two different instances with the same content
+/// words in another order ("3 km in m", "3 m in km"), which only ever removes more.
+pub fn instance_key(question: &str) -> String {
+    let lowered = question.to_lowercase();
+    let cleaned: String = lowered
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let mut words: Vec<&str> = cleaned
+        .split_whitespace()
+        .filter(|w| !PHRASING_WORDS.contains(w))
+        .collect();
+    if words.is_empty() {
+        // A question of phrasing words only is its own instance.
+        return cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    }
+    words.sort_unstable();
+    words.join(" ")
+}
+
+impl FieldRoles {
+    /// Checks what can be checked without the data; errors name `field.<key>` and the value.
+    pub fn validate(&self, device_domains: &[String]) -> Result<(), DataError> {
+        for domain in device_domains {
+            let Some(roles) = self.domains.get(domain) else {
+                return Err(DataError::config(
+                    "field.domains",
+                    format!("{domain:?}"),
+                    "every device's domain needs its split sizes in [data.field.domains]",
+                ));
+            };
+            if roles.test == 0 {
+                return Err(DataError::config(
+                    format!("field.domains.{domain}.test"),
+                    0,
+                    "a device's domain needs test records",
+                ));
+            }
+        }
+        for name in self.general.iter().chain(self.domains.keys()) {
+            if name.is_empty() || name.contains(['/', '\\']) {
+                return Err(DataError::config(
+                    "field",
+                    format!("{name:?}"),
+                    "a domain is a file stem inside `dir`, without directories",
+                ));
+            }
+        }
+        for name in &self.general {
+            if self.domains.contains_key(name) {
+                return Err(DataError::config(
+                    "field.general",
+                    format!("{name:?}"),
+                    "the general corpus holds neither a device's nor the server's domain",
+                ));
+            }
+        }
+        if !self.general.is_empty() && self.general_size == 0 {
+            return Err(DataError::config(
+                "field.general_size",
+                0,
+                "expected at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One domain's records after deduplication, shuffled.
+struct Pool {
+    name: String,
+    path: std::path::PathBuf,
+    records: Vec<QaRecord>,
+}
+
+/// Reads `names` in order, dropping any record whose [`instance_key`] an earlier record (of any
+/// domain read so far, `owner`) has, and shuffles each (stream `pool/<domain>`).
+fn load_pools(
+    config: &DataConfig,
+    root: &Path,
+    names: &[String],
+    owner: &mut HashMap<String, String>,
+    rows: &mut Vec<DomainSummary>,
+) -> Result<Vec<Pool>, DataError> {
+    let mut pools = Vec::new();
+    for name in names {
+        let path = config.domain_path(root, name);
+        let file = load_jsonl(&path)?;
+        let mut row = DomainSummary {
+            domain: name.clone(),
+            file_rows: file.len(),
+            duplicates_removed: 0,
+            cross_domain_removed: 0,
+            test: 0,
+            valid: 0,
+            public: 0,
+            train: 0,
+            llm: 0,
+            unused: 0,
+            prompts: 0,
+        };
+        let mut records = Vec::with_capacity(file.len());
+        for record in file {
+            let key = instance_key(&record.question);
+            match owner.get(&key) {
+                Some(first) if first == name => row.duplicates_removed += 1,
+                Some(_) => row.cross_domain_removed += 1,
+                None => {
+                    owner.insert(key, name.clone());
+                    records.push(record);
+                }
+            }
+        }
+        SeededRng::for_stream(config.seed, &format!("pool/{name}")).shuffle(&mut records);
+        pools.push(Pool {
+            name: name.clone(),
+            path,
+            records,
+        });
+        rows.push(row);
+    }
+    Ok(pools)
+}
+
+/// Takes `n` records from `records` for `what`, or an error naming the key and how many the
+/// domain had.
+fn take(
+    pool: &Pool,
+    records: &mut std::vec::IntoIter<QaRecord>,
+    n: usize,
+    key: &str,
+) -> Result<Vec<QaRecord>, DataError> {
+    let left = records.len();
+    if n > left {
+        return Err(DataError::config(
+            format!("field.domains.{}.{key}", pool.name),
+            n,
+            format!(
+                "domain {} ({}) has {} distinct instances; {left} were left when {key} was \
+                 drawn",
+                pool.name,
+                pool.path.display(),
+                pool.records.len()
+            ),
+        ));
+    }
+    Ok(records.by_ref().take(n).collect())
+}
+
+/// A record's question without its answer: what a prompt pool holds.
+fn prompt_only(record: QaRecord) -> QaRecord {
+    QaRecord {
+        answer: String::new(),
+        ..record
+    }
+}
+
+/// Builds the field benchmark: see [`FieldRoles`]. Per domain, from its shuffled records in
+/// order: every device's test records (device order), every device's validation records, the
+/// server's LLM test and validation records, the server's private corpus, the public prompts,
+/// every device's labelled records, every device's prompts. The general corpus comes from its
+/// own files. The server's private corpus (all domains) is shuffled (stream `server`) and its
+/// first `public_valid_size` are its validation split.
+pub(crate) fn build(
+    config: &DataConfig,
+    field: &FieldRoles,
+    root: &Path,
+) -> Result<(Benchmark, SplitSummary), DataError> {
+    field.validate(&config.domains)?;
+    let devices_of: Vec<String> = config.domains.clone();
+    let mut names: Vec<String> = config.unique_domains();
+    for name in field.domains.keys() {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let mut owner = HashMap::new();
+    let mut rows = Vec::new();
+    let pools = load_pools(config, root, &names, &mut owner, &mut rows)?;
+    let general_pools = load_pools(config, root, &field.general, &mut owner, &mut rows)?;
+
+    let device_names = crate::split::device_names(config);
+    let mut devices: Vec<DeviceData> = device_names
+        .iter()
+        .zip(&devices_of)
+        .map(|(name, domain)| DeviceData {
+            name: name.clone(),
+            domains: vec![domain.clone()],
+            train: Vec::new(),
+            valid: Vec::new(),
+            test: Vec::new(),
+            prompts: Vec::new(),
+        })
+        .collect();
+    let (mut server, mut public_prompts) = (Vec::new(), Vec::new());
+    let (mut llm_valid, mut llm_test) = (Vec::new(), Vec::new());
+    for (pool, row) in pools.iter().zip(rows.iter_mut()) {
+        let roles = field.domains.get(&pool.name).copied().unwrap_or_default();
+        let holders: Vec<usize> = (0..devices.len())
+            .filter(|&i| devices_of[i] == pool.name)
+            .collect();
+        let mut records = pool.records.clone().into_iter();
+        for &i in &holders {
+            devices[i].test = take(pool, &mut records, roles.test, "test")?;
+        }
+        for &i in &holders {
+            devices[i].valid = take(pool, &mut records, roles.valid, "valid")?;
+        }
+        llm_test.extend(take(pool, &mut records, roles.llm_test, "llm_test")?);
+        llm_valid.extend(take(pool, &mut records, roles.llm_valid, "llm_valid")?);
+        server.extend(take(pool, &mut records, roles.server, "server")?);
+        public_prompts.extend(
+            take(pool, &mut records, roles.public_prompts, "public_prompts")?
+                .into_iter()
+                .map(prompt_only),
+        );
+        for &i in &holders {
+            devices[i].train = take(pool, &mut records, roles.labelled, "labelled")?;
+        }
+        for &i in &holders {
+            devices[i].prompts = take(pool, &mut records, roles.prompts, "prompts")?
+                .into_iter()
+                .map(prompt_only)
+                .collect();
+        }
+        let per = holders.len();
+        row.test = roles.test * per;
+        row.valid = roles.valid * per;
+        row.train = roles.labelled * per;
+        row.prompts = roles.prompts * per + roles.public_prompts;
+        row.public = roles.server;
+        row.llm = roles.llm_test + roles.llm_valid;
+        row.unused = records.len();
+    }
+    let (mut general_train, mut general_valid) = (Vec::new(), Vec::new());
+    let general_rows = &mut rows[pools.len()..];
+    for (pool, row) in general_pools.iter().zip(general_rows.iter_mut()) {
+        let mut records = pool.records.clone().into_iter();
+        let key = |k: &str| format!("general ({k})");
+        general_valid.extend(take(pool, &mut records, field.general_valid, &key("valid"))?);
+        general_train.extend(take(pool, &mut records, field.general_size, &key("size"))?);
+        row.valid = field.general_valid;
+        row.train = field.general_size;
+        row.unused = records.len();
+    }
+    for device in &mut devices {
+        let mut rng = SeededRng::for_stream(config.seed, &format!("device/{}", device.name));
+        rng.shuffle(&mut device.train);
+        rng.shuffle(&mut device.valid);
+        rng.shuffle(&mut device.test);
+        rng.shuffle(&mut device.prompts);
+    }
+    SeededRng::for_stream(config.seed, "server").shuffle(&mut server);
+    SeededRng::for_stream(config.seed, "public-prompts").shuffle(&mut public_prompts);
+    SeededRng::for_stream(config.seed, "general").shuffle(&mut general_train);
+    let valid_n = config.public_valid_size.min(server.len() / 2);
+    let public_valid: Vec<QaRecord> = server.drain(..valid_n).collect();
+    let device_rows = devices
+        .iter()
+        .map(|d| DeviceSummary {
+            name: d.name.clone(),
+            train: d.train.len(),
+            valid: d.valid.len(),
+            test: d.test.len(),
+            by_domain: vec![DomainShare {
+                domain: d.domains[0].clone(),
+                train: d.train.len(),
+                valid: d.valid.len(),
+                test: d.test.len(),
+            }],
+        })
+        .collect();
+    let public_row = PublicSummary {
+        file: "(the server's private corpus)".into(),
+        file_rows: server.len() + public_valid.len(),
+        duplicates_removed: 0,
+        device_overlap_removed: 0,
+        kept: server.len() + public_valid.len(),
+        from_domains: server.len() + public_valid.len(),
+        train: server.len(),
+        valid: public_valid.len(),
+    };
+    let benchmark = Benchmark {
+        public_train: server,
+        public_valid,
+        devices,
+        llm_valid,
+        llm_test,
+        public_prompts,
+        general_train,
+        general_valid,
+    };
+    benchmark.check_invariants()?;
+    Ok((
+        benchmark,
+        SplitSummary {
+            domains: rows,
+            public: public_row,
+            devices: device_rows,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templated_paraphrases_share_a_key() {
+        for (a, b) in [
+            (
+                "Which chemical element has the symbol Fe?",
+                "Which element has the chemical symbol Fe?",
+            ),
+            (
+                "How many metres are in 7 kilometres?",
+                "Convert 7 kilometres to metres.",
+            ),
+            ("What is 34 plus 58?", "Compute 58 plus 34."),
+        ] {
+            assert_eq!(instance_key(a), instance_key(b), "{a} / {b}");
+        }
+        for (a, b) in [
+            ("What is 34 plus 58?", "What is 34 plus 59?"),
+            ("Translate to Lexa: red cat", "Translate to Lexa: red dog"),
+        ] {
+            assert_ne!(instance_key(a), instance_key(b), "{a} / {b}");
+        }
+    }
+}
