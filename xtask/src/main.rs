@@ -56,6 +56,22 @@ enum XtaskCommand {
     Fetch(fetch::FetchArgs),
     /// A new plugin crate, ready to build and to pass the conformance suite.
     NewPlugin(NewPluginArgs),
+    /// Write the procedurally generated skill domains (seeded) as JSONL files.
+    GenSkills(GenSkillsArgs),
+}
+
+/// `gen-skills`: where, how many records per domain, and the seed.
+#[derive(Debug, Args)]
+struct GenSkillsArgs {
+    /// The folder to write `<domain>.jsonl` into.
+    #[arg(long, value_name = "DIR", default_value = "data/skills")]
+    out: PathBuf,
+    /// Records per domain (fewer where a domain has fewer distinct instances).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    count: usize,
+    /// The seed of every domain's draw.
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    seed: u64,
 }
 
 /// `conformance`: the plugin, and optionally one architecture and its model config.
@@ -121,6 +137,12 @@ fn run(command: XtaskCommand) -> Result<()> {
         XtaskCommand::Export(args) => hf::export(args),
         XtaskCommand::Fetch(args) => fetch::fetch(args),
         XtaskCommand::NewPlugin(args) => new_plugin_command(&args.name, &args.out),
+        XtaskCommand::GenSkills(args) => {
+            for w in cotune_skills::write_all(&args.out, args.count, args.seed)? {
+                println!("{} {} rows -> {}", w.domain, w.rows, w.path.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -166,6 +166,9 @@ fn bad_run_configs_are_refused_before_any_work() {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for entry in std::fs::read_dir(root().join("data")).unwrap().flatten() {
+        if entry.path().is_dir() {
+            continue;
+        }
         std::fs::copy(entry.path(), data.join(entry.file_name())).unwrap();
     }
     let chemistry = data.join("chemistry.jsonl");

@@ -85,12 +85,71 @@ pub struct DomainRoles {
 /// Words that change how a question is phrased, not which instance it asks about: function
 /// words and instruction verbs.
 const PHRASING_WORDS: &[&str] = &[
-    "a", "an", "the", "of", "in", "into", "to", "is", "are", "was", "be", "what", "which", "who",
-    "how", "many", "much", "does", "do", "did", "give", "write", "compute", "calculate", "find",
-    "convert", "express", "tell", "me", "please", "answer", "question", "say", "state", "name",
-    "there", "has", "have", "for", "as", "with", "by", "from", "that", "this", "its", "it",
-    "and", "or", "on", "at", "result", "value", "equal", "equals", "get", "you", "your", "can",
-    "when", "will", "would", "should", "exactly", "number",
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "into",
+    "to",
+    "is",
+    "are",
+    "was",
+    "be",
+    "what",
+    "which",
+    "who",
+    "how",
+    "many",
+    "much",
+    "does",
+    "do",
+    "did",
+    "give",
+    "write",
+    "compute",
+    "calculate",
+    "find",
+    "convert",
+    "express",
+    "tell",
+    "me",
+    "please",
+    "answer",
+    "question",
+    "say",
+    "state",
+    "name",
+    "there",
+    "has",
+    "have",
+    "for",
+    "as",
+    "with",
+    "by",
+    "from",
+    "that",
+    "this",
+    "its",
+    "it",
+    "and",
+    "or",
+    "on",
+    "at",
+    "result",
+    "value",
+    "equal",
+    "equals",
+    "get",
+    "you",
+    "your",
+    "can",
+    "when",
+    "will",
+    "would",
+    "should",
+    "exactly",
+    "number",
 ];
 
 /// The key under which two questions count as the same instance: the multiset of its content
@@ -334,7 +393,12 @@ pub(crate) fn build(
     for (pool, row) in general_pools.iter().zip(general_rows.iter_mut()) {
         let mut records = pool.records.clone().into_iter();
         let key = |k: &str| format!("general ({k})");
-        general_valid.extend(take(pool, &mut records, field.general_valid, &key("valid"))?);
+        general_valid.extend(take(
+            pool,
+            &mut records,
+            field.general_valid,
+            &key("valid"),
+        )?);
         general_train.extend(take(pool, &mut records, field.general_size, &key("size"))?);
         row.valid = field.general_valid;
         row.train = field.general_size;
@@ -423,5 +487,148 @@ mod tests {
         ] {
             assert_ne!(instance_key(a), instance_key(b), "{a} / {b}");
         }
+    }
+
+    fn roles(server: usize) -> DomainRoles {
+        DomainRoles {
+            server,
+            public_prompts: 10,
+            labelled: 10,
+            prompts: 30,
+            valid: 5,
+            test: 10,
+            llm_valid: 5,
+            llm_test: 5,
+        }
+    }
+
+    fn config(dir: &Path, domains: &[&str], field: FieldRoles) -> DataConfig {
+        DataConfig {
+            dir: dir.to_path_buf(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            public_valid_size: 10,
+            field: Some(field),
+            ..DataConfig::default()
+        }
+    }
+
+    fn skills() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/skills")
+    }
+
+    #[test]
+    fn every_party_holds_only_its_role_with_its_sizes() {
+        let field = FieldRoles {
+            general: vec!["copying".into()],
+            general_size: 40,
+            general_valid: 10,
+            domains: [
+                ("lexicon_a".into(), roles(60)),
+                ("lexicon_c".into(), roles(0)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let c = config(&skills(), &["lexicon_a", "lexicon_c", "lexicon_c"], field);
+        let (b, summary) = Benchmark::build(&c, Path::new("/")).unwrap();
+        // The server: its private corpus of the domains it covers (minus its validation
+        // split), public prompts of every domain without answers, its LLM records.
+        assert_eq!(b.public_train.len() + b.public_valid.len(), 60);
+        assert!(b.public_train.iter().all(|r| r.domain == "lexicon_a"));
+        assert_eq!(b.public_prompts.len(), 20);
+        assert!(b.public_prompts.iter().all(|r| r.answer.is_empty()));
+        assert_eq!((b.llm_valid.len(), b.llm_test.len()), (10, 10));
+        // Devices: a few labelled records, prompts without answers, validation and test.
+        assert_eq!(b.devices.len(), 3);
+        for d in &b.devices {
+            assert_eq!(
+                (d.train.len(), d.prompts.len(), d.valid.len(), d.test.len()),
+                (10, 30, 5, 10)
+            );
+            assert!(d.prompts.iter().all(|r| r.answer.is_empty()));
+            assert!(d
+                .train
+                .iter()
+                .chain(&d.test)
+                .all(|r| r.domain == d.domains[0]));
+        }
+        assert_eq!(b.devices[1].name, "lexicon_c-1");
+        // The general corpus holds no device's or server's domain.
+        assert_eq!((b.general_train.len(), b.general_valid.len()), (40, 10));
+        assert!(b.general_train.iter().all(|r| r.domain == "copying"));
+        assert_eq!(summary.domains.len(), 3);
+        // Every instance has one holder (`check_invariants` ran in `build`); the key is the
+        // paraphrase-blind one.
+        let mut keys = std::collections::HashSet::new();
+        for (_, records) in b.parties() {
+            for r in records {
+                assert!(keys.insert(instance_key(&r.question)), "{}", r.question);
+            }
+        }
+    }
+
+    #[test]
+    fn a_domain_too_small_for_its_roles_names_the_key() {
+        let field = FieldRoles {
+            general: Vec::new(),
+            general_size: 0,
+            general_valid: 0,
+            domains: [("lexicon_a".into(), roles(1_000_000))]
+                .into_iter()
+                .collect(),
+        };
+        let c = config(&skills(), &["lexicon_a"], field.clone());
+        let e = Benchmark::build(&c, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field.domains.lexicon_a.server = 1000000"),
+            "{e}"
+        );
+        let c = config(&skills(), &["lexicon_b"], field);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("\"lexicon_b\""), "{e}");
+    }
+
+    #[test]
+    fn a_paraphrase_in_another_domain_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |d: &str, q: &str, a: &str| {
+            format!("{{\"domain\": \"{d}\", \"question\": \"{q}\", \"answer\": \"{a}\"}}\n")
+        };
+        let mut x = String::new();
+        let mut y = line("y", "Convert 7 kilometres to metres.", "7000");
+        for k in 0..40 {
+            x.push_str(&line(
+                "x",
+                &format!("How many metres are in {k} kilometres?"),
+                "0",
+            ));
+            y.push_str(&line("y", &format!("What is {k} plus 1?"), "1"));
+        }
+        x.push_str(&line("x", "How many metres are in 7 kilometres?", "7000"));
+        std::fs::write(dir.path().join("x.jsonl"), x).unwrap();
+        std::fs::write(dir.path().join("y.jsonl"), y).unwrap();
+        let small = DomainRoles {
+            server: 5,
+            labelled: 5,
+            prompts: 10,
+            test: 5,
+            ..DomainRoles::default()
+        };
+        let field = FieldRoles {
+            general: Vec::new(),
+            general_size: 0,
+            general_valid: 0,
+            domains: [("x".into(), small), ("y".into(), small)]
+                .into_iter()
+                .collect(),
+        };
+        let c = config(dir.path(), &["x", "y"], field);
+        let (_, summary) = Benchmark::build(&c, Path::new("/")).unwrap();
+        let y = summary.domains.iter().find(|d| d.domain == "y").unwrap();
+        assert_eq!(y.cross_domain_removed, 1, "{summary:?}");
+        // "7 plus 1" and "How many metres are in 7 kilometres?" were other instances: kept.
+        assert_eq!(y.file_rows - y.cross_domain_removed, 40);
     }
 }

@@ -11,8 +11,8 @@
 
 mod batch;
 mod config;
-mod field;
 mod error;
+mod field;
 mod gguf_tokenizer;
 mod length;
 mod record;
@@ -22,8 +22,8 @@ mod tokenizer;
 
 pub use batch::{encode_example, length_bucketed_batches, Example};
 pub use config::{DataConfig, Partition};
-pub use field::{instance_key, DomainRoles, FieldRoles};
 pub use error::DataError;
+pub use field::{instance_key, DomainRoles, FieldRoles};
 pub use gguf_tokenizer::{
     tokenizer_json_from_gguf, GGUF_PRE_TOKENIZERS, GPT2_PATTERN, LLAMA3_PATTERN,
 };

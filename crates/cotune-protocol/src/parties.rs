@@ -374,9 +374,14 @@ fn read_prompts(dir: &Path, file: &str) -> anyhow::Result<Vec<QaRecord>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (k, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let r: QaRecord = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not a prompt record", path.display(), k + 1))?;
         if r.question.trim().is_empty() || !r.answer.is_empty() {

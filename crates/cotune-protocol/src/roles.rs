@@ -391,8 +391,8 @@ impl Device {
 }
 
 /// `records`' questions answered by `model` (greedy decoding, in `codec`'s tokens), the
-/// answers as text: what a teacher says on prompts that have no reference. A record whose
-/// answer comes out empty is left out.
+/// answers as text: what a teacher says on prompts that have no reference. An empty answer is
+/// kept (a lone end of sequence): the teacher's distribution still speaks about the prompt.
 pub fn answer_prompts(
     model: &Model,
     codec: &Codec,
@@ -419,13 +419,12 @@ pub fn answer_prompts(
     Ok(records
         .iter()
         .zip(answers)
-        .filter_map(|(r, ids)| {
+        .map(|(r, ids)| {
             let text = tokenizer.decode(&ids);
-            let text = text.lines().next().unwrap_or("").trim().to_string();
-            (!text.is_empty()).then(|| QaRecord {
-                answer: text,
+            QaRecord {
+                answer: text.lines().next().unwrap_or("").trim().to_string(),
                 ..r.clone()
-            })
+            }
         })
         .collect())
 }

@@ -326,6 +326,19 @@ impl ExperimentConfig {
                 ));
             }
         }
+        if let Some(field) = &self.data.field {
+            // The field benchmark has no public file: every domain and general file it names.
+            for name in field.domains.keys().chain(&field.general) {
+                let file = self.data.domain_path(root, name);
+                if !file.is_file() {
+                    return Err((
+                        "data.field".into(),
+                        format!("domain {name:?} has no data file {}", file.display()),
+                    ));
+                }
+            }
+            return Ok(());
+        }
         let public = self.data.public_path(root);
         if !public.is_file() {
             return Err((
