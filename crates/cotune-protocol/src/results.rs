@@ -66,6 +66,9 @@ pub(crate) fn write_results(
         md.push_str("\n## Before co-tuning (round 0, %)\n\n");
         md.push_str(&round_zero_table(first, config));
     }
+    if let Some(first) = records.first().filter(|r| r.round == 0) {
+        md.push_str(&knowledge_flow_table(first, last, config));
+    }
     round_table(&mut md, records);
     uploads_table(&mut md, config, records);
     std::fs::write(run_dir.join("results.md"), md)?;
@@ -217,6 +220,84 @@ pub(crate) fn round_zero_table(record: &RoundRecord, config: &ExperimentConfig) 
         cell(means[5]),
         kept(as_scores(1), as_scores(0))
     ));
+    md
+}
+
+/// Where knowledge went, per device and per direction (EM %): from the LLM to each SLM, what
+/// the teacher knows of the device's domain (the LLM on the server's records of it), what the
+/// proxy keeps at round 0 and at the end, and the student at round 0 and at the end; from the
+/// devices to the LLM, per device domain, the LLM at round 0 and at the end beside what the
+/// domain's proxies and SLMs hold at the end.
+pub(crate) fn knowledge_flow_table(
+    first: &RoundRecord,
+    last: &RoundRecord,
+    config: &ExperimentConfig,
+) -> String {
+    let llm_on = |r: &RoundRecord, domain: &str| -> Option<Scores> {
+        r.llm
+            .as_ref()?
+            .per_domain
+            .iter()
+            .find(|(d, _)| d == domain)
+            .map(|(_, s)| *s)
+    };
+    let em = |s: Option<Scores>| pct(s, |s| s.em);
+    let mut md = format!(
+        "\n## Knowledge flow (EM %, round 0 -> round {})\n\nLLM -> SLM, per device: what the \
+         teacher knows of the device's domain, what the proxy keeps, what the student has.\n\n\
+         | device | domain | LLM (teacher) | proxy round 0 | proxy final | SLM round 0 | SLM \
+         final |\n|---|---|---|---|---|---|---|\n",
+        last.round
+    );
+    for (i, d0) in first.devices.iter().enumerate() {
+        let Some(entry) = config.devices.get(i) else {
+            continue;
+        };
+        let d1 = last.devices.get(i);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            d0.device,
+            entry.domain,
+            em(llm_on(first, &entry.domain)),
+            em(d0.dpm),
+            em(d1.and_then(|d| d.dpm)),
+            em(d0.slm),
+            em(d1.and_then(|d| d.slm)),
+        ));
+    }
+    md.push_str(
+        "\nDevices -> LLM, per device domain: the LLM on the server's records of it, beside what \
+         the domain's proxies and SLMs hold at the end (mean over its devices).\n\n\
+         | domain | LLM round 0 | LLM final | proxies final | SLMs final |\n|---|---|---|---|---|\n",
+    );
+    let mut domains: Vec<&str> = Vec::new();
+    for d in &config.devices {
+        if !domains.contains(&d.domain.as_str()) {
+            domains.push(&d.domain);
+        }
+    }
+    for domain in domains {
+        let mean = |pick: fn(&DeviceRecord) -> Option<Scores>| {
+            let v: Vec<f64> = config
+                .devices
+                .iter()
+                .zip(&last.devices)
+                .filter(|(e, _)| e.domain == domain)
+                .filter_map(|(_, d)| pick(d).map(|s| s.em))
+                .collect();
+            (!v.is_empty()).then(|| Scores {
+                em: v.iter().sum::<f64>() / v.len() as f64,
+                rouge_l: 0.0,
+            })
+        };
+        md.push_str(&format!(
+            "| {domain} | {} | {} | {} | {} |\n",
+            em(llm_on(first, domain)),
+            em(llm_on(last, domain)),
+            em(mean(|d| d.dpm)),
+            em(mean(|d| d.slm)),
+        ));
+    }
     md
 }
 

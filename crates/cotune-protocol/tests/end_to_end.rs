@@ -221,6 +221,9 @@ fn the_field_benchmark_runs_on_prompts_without_answers() {
         let run = run_with(&options(path, &runs, &cache))
             .unwrap_or_else(|e| panic!("{method} {extra}: {e:#}"));
         check_outputs(&run, 1);
+        let results = std::fs::read_to_string(run.join("results.md")).unwrap();
+        assert!(results.contains("## Knowledge flow"), "{results}");
+        assert!(results.contains("| lexicon_c |"), "{results}");
         let records = metrics(&run);
         let first = &records[1].devices;
         match method {
