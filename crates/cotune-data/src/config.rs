@@ -78,11 +78,11 @@ pub struct DataConfig {
     pub max_answer_tokens: usize,
     /// An existing `tokenizer.json` to load instead of training one on the training texts.
     pub tokenizer: Option<PathBuf>,
-    /// The field benchmark's roles ([`crate::FieldRoles`]): when set, every split size is set
+    /// The field benchmark's roles ([`crate::roles::FieldRoles`]): when set, every split size is set
     /// per domain there, and `public_file`, `public_share`, `device_train_size`,
     /// `valid_size`, `test_size` and the LLM sizes above are not used.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<crate::FieldRoles>,
+    pub field: Option<crate::roles::FieldRoles>,
 }
 
 /// How the device domains are distributed over devices.

@@ -17,19 +17,20 @@ mod gguf_tokenizer;
 mod length;
 mod record;
 mod rng;
+mod roles;
 mod split;
 mod tokenizer;
 
 pub use batch::{encode_example, length_bucketed_batches, Example};
 pub use config::{DataConfig, Partition};
 pub use error::DataError;
-pub use field::{instance_key, DomainRoles, FieldRoles};
 pub use gguf_tokenizer::{
     tokenizer_json_from_gguf, GGUF_PRE_TOKENIZERS, GPT2_PATTERN, LLAMA3_PATTERN,
 };
 pub use length::{LengthRow, LengthSummary};
 pub use record::{answer_text, format_prompt, load_jsonl, normalize_question, QaRecord};
 pub use rng::SeededRng;
+pub use roles::{instance_key, DomainRoles, FieldRoles};
 pub use split::{
     device_names, Benchmark, DeviceData, DeviceSummary, DomainShare, DomainSummary, PublicSummary,
     SplitSummary,

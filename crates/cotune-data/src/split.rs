@@ -169,7 +169,7 @@ fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
 }
 
 impl Benchmark {
-    /// Reads the files named by `config` (relative paths from `root`) and splits them.
+    /// The fact-recall split (no `[data.field]`) of the files named by `config`.
     ///
     /// The procedure, every random choice drawn from `config.seed`:
     ///
@@ -198,11 +198,10 @@ impl Benchmark {
     ///    (`llm_valid_size`, then `llm_test_size` per domain, skipping questions the public
     ///    corpus holds), so the server can score its LLM without any device's question.
     /// 7. [`Benchmark::check_invariants`] runs on the result.
-    pub fn build(config: &DataConfig, root: &Path) -> Result<(Benchmark, SplitSummary), DataError> {
-        config.validate()?;
-        if let Some(field) = &config.field {
-            return crate::field::build(config, field, root);
-        }
+    pub(crate) fn build_split(
+        config: &DataConfig,
+        root: &Path,
+    ) -> Result<(Benchmark, SplitSummary), DataError> {
         let (pools, mut domain_rows) = load_domains(config, root)?;
 
         let (names, mixtures) = device_mixtures(config, pools.len());
@@ -337,7 +336,7 @@ impl Benchmark {
     pub fn check_invariants(&self) -> Result<(), DataError> {
         let field = !self.public_prompts.is_empty() || !self.general_train.is_empty();
         let key_of = |q: &str| match field {
-            true => crate::field::instance_key(q),
+            true => crate::roles::instance_key(q),
             false => normalize_question(q),
         };
         let mut holder: HashMap<String, String> = HashMap::new();
