@@ -9,12 +9,11 @@
 use anyhow::Context;
 use cotune_data::SeededRng;
 
-use super::seq_kd::TeacherAnswers;
+use super::seq_kd::{tune_on_teacher_answers, TeacherAnswers};
 use super::{DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup};
 use crate::config::{architecture_of, ExperimentConfig};
 use crate::message::{decode_params, encode_params};
 use crate::recipes::recipe;
-use crate::records::DeviceLosses;
 use crate::roles::{answer_prompts, Device};
 
 /// Distillation of the LLM's answers on the device's own prompts, the LLM shipped whole.
@@ -92,31 +91,13 @@ impl FederatedMethod for LlmKd {
         Ok(())
     }
 
-    /// The SLM tuned on its own examples and the LLM's answers.
+    /// The SLM tuned on its own examples and the LLM's answers, co-plms's SAML passes.
     fn device_step(
         &self,
         round: &Round<'_>,
         device: &mut Device,
         _received: Option<&[u8]>,
     ) -> anyhow::Result<DeviceStep> {
-        let s = round.settings;
-        let seed = round.device_seed(device.index);
-        let mut examples = device.train.clone();
-        examples.extend(
-            device
-                .state_mut::<TeacherAnswers>()?
-                .examples
-                .iter()
-                .cloned(),
-        );
-        let last = device.tune_slm_on(&examples, s.saml_epochs, &s.slm, seed)?;
-        Ok(DeviceStep {
-            losses: DeviceLosses {
-                slm: last,
-                transfer_examples: examples.len() - device.train.len(),
-                ..DeviceLosses::default()
-            },
-            upload: None,
-        })
+        tune_on_teacher_answers(round, device, round.settings.saml_epochs)
     }
 }

@@ -137,24 +137,34 @@ impl FederatedMethod for SeqKd {
         device: &mut Device,
         _received: Option<&[u8]>,
     ) -> anyhow::Result<DeviceStep> {
-        let s = round.settings;
-        let seed = round.device_seed(device.index);
-        let mut examples = device.train.clone();
-        examples.extend(
-            device
-                .state_mut::<TeacherAnswers>()?
-                .examples
-                .iter()
-                .cloned(),
-        );
-        let last = device.tune_slm_on(&examples, s.local_epochs, &s.slm, seed)?;
-        Ok(DeviceStep {
-            losses: DeviceLosses {
-                slm: last,
-                transfer_examples: examples.len() - device.train.len(),
-                ..DeviceLosses::default()
-            },
-            upload: None,
-        })
+        tune_on_teacher_answers(round, device, round.settings.local_epochs)
     }
+}
+
+/// The SLM tuned `epochs` passes on its own examples followed by the teacher's answers it
+/// keeps ([`TeacherAnswers`]); nothing goes up.
+pub(super) fn tune_on_teacher_answers(
+    round: &Round<'_>,
+    device: &mut Device,
+    epochs: usize,
+) -> anyhow::Result<DeviceStep> {
+    let s = round.settings;
+    let seed = round.device_seed(device.index);
+    let mut examples = device.train.clone();
+    examples.extend(
+        device
+            .state_mut::<TeacherAnswers>()?
+            .examples
+            .iter()
+            .cloned(),
+    );
+    let last = device.tune_slm_on(&examples, epochs, &s.slm, seed)?;
+    Ok(DeviceStep {
+        losses: DeviceLosses {
+            slm: last,
+            transfer_examples: examples.len() - device.train.len(),
+            ..DeviceLosses::default()
+        },
+        upload: None,
+    })
 }

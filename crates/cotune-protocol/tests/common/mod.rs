@@ -54,3 +54,31 @@ pub fn check_error(text: &str, expect: &[&str]) {
     }
     assert!(err.contains("bad.toml"), "{err}");
 }
+
+/// A finished run of `rounds` rounds wrote every file a run writes, and they parse.
+pub fn check_outputs(run: &Path, rounds: usize) {
+    let records = metrics(run);
+    assert_eq!(records.len(), rounds + 1, "round 0 plus every round");
+    for file in [
+        "config.resolved.toml",
+        "results.md",
+        "results.csv",
+        "tokenizer.json",
+        "plots/em.svg",
+        "plots/rouge_l.svg",
+    ] {
+        assert!(run.join(file).is_file(), "{} has no {file}", run.display());
+    }
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let width = csv.lines().next().unwrap().split(',').count();
+    assert!(csv.lines().all(|l| l.split(',').count() == width), "{csv}");
+    let last = run.join(format!("predictions/round-{rounds}"));
+    let files: Vec<_> = std::fs::read_dir(&last).unwrap().collect();
+    assert!(!files.is_empty(), "no predictions in {}", last.display());
+    for f in files {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let _: cotune_eval::Prediction = serde_json::from_str(line).unwrap();
+        }
+    }
+}
