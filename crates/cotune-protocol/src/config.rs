@@ -106,6 +106,19 @@ pub enum PromptLabeller {
     Own,
 }
 
+/// Who answers the server's public prompts of `server_prompts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerPromptLabeller {
+    /// Per prompt, the surer of the LLM and the aggregated proxy (the higher mean
+    /// log-probability of its own answer): the LLM keeps its own answers where it knows the
+    /// domain and learns the proxy's where the devices taught it more.
+    #[default]
+    Surer,
+    /// The aggregated proxy on every prompt.
+    Proxy,
+}
+
 /// How the server treats the uploaded DPMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -489,6 +502,9 @@ pub struct RoundSettings {
     /// aggregated proxy), so that the LLM meets the devices' domains (field benchmark).
     #[serde(skip_serializing_if = "is_default")]
     pub server_prompts: usize,
+    /// Who answers the `server_prompts`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub server_prompt_labeller: ServerPromptLabeller,
     /// The server's treatment of uploaded DPMs.
     pub aggregation: Aggregation,
     /// Share of devices taking part in each round (at least one does).
@@ -541,6 +557,7 @@ impl Default for RoundSettings {
             transfer_select: TransferSelect::Random,
             prompt_labeller: PromptLabeller::Proxy,
             server_prompts: 0,
+            server_prompt_labeller: ServerPromptLabeller::Surer,
             aggregation: Aggregation::Fedavg,
             device_fraction: 1.0,
             trim: 0.1,

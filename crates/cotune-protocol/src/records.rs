@@ -48,6 +48,11 @@ pub struct ServerLosses {
     /// Mutual learning with each device's own DPM (per-device aggregation), in device order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_device: Vec<PairLosses>,
+    /// Per domain, how many of the round's server prompts were answered by the proxy rather
+    /// than the LLM (`server_prompt_labeller = "surer"`), and how many there were: where the
+    /// devices' knowledge reached the LLM.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub proxy_answers: std::collections::BTreeMap<String, (usize, usize)>,
 }
 
 /// The server LLM and one device's DPM learning from each other.

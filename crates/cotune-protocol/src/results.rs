@@ -267,8 +267,11 @@ pub(crate) fn knowledge_flow_table(
     }
     md.push_str(
         "\nDevices -> LLM, per device domain: the LLM on the server's records of it, beside what \
-         the domain's proxies and SLMs hold at the end (mean over its devices).\n\n\
-         | domain | LLM round 0 | LLM final | proxies final | SLMs final |\n|---|---|---|---|---|\n",
+         the domain's proxies and SLMs hold at the end (mean over its devices), and how many of \
+         the last round's server prompts of the domain the proxy answered rather than the LLM \
+         (`server_prompt_labeller = \"surer\"`).\n\n\
+         | domain | LLM round 0 | LLM final | proxies final | SLMs final | proxy answered |\n\
+         |---|---|---|---|---|---|\n",
     );
     let mut domains: Vec<&str> = Vec::new();
     for d in &config.devices {
@@ -290,8 +293,12 @@ pub(crate) fn knowledge_flow_table(
                 rouge_l: 0.0,
             })
         };
+        let answered = match last.server_losses.proxy_answers.get(domain) {
+            Some((by_proxy, of)) => format!("{by_proxy} of {of}"),
+            None => "-".to_string(),
+        };
         md.push_str(&format!(
-            "| {domain} | {} | {} | {} | {} |\n",
+            "| {domain} | {} | {} | {} | {} | {answered} |\n",
             em(llm_on(first, domain)),
             em(llm_on(last, domain)),
             em(mean(|d| d.dpm)),

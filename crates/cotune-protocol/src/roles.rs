@@ -429,6 +429,43 @@ pub fn answer_prompts(
         .collect())
 }
 
+/// How sure `model` is of each of `records`' answers: the mean log-probability per answer
+/// token (end of sequence included) in `codec`'s tokens. Higher is surer; 0 is certain.
+pub fn answer_confidence(
+    model: &Model,
+    codec: &Codec,
+    records: &[QaRecord],
+    template: &str,
+    batch_size: usize,
+) -> RoleResult<Vec<f64>> {
+    let examples = codec.encode(records, template);
+    let mut out = Vec::with_capacity(examples.len());
+    for batch in examples.chunks(batch_size.max(1)) {
+        let logits = model.answer_logits(batch)?;
+        for (b, ex) in batch.iter().enumerate() {
+            let total: f64 = ex
+                .answer
+                .iter()
+                .enumerate()
+                .map(|(t, &y)| {
+                    let row = logits.row(b, t);
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let lse = max as f64
+                        + row
+                            .iter()
+                            .map(|&v| ((v - max) as f64).exp())
+                            .sum::<f64>()
+                            .ln();
+                    row.get(y as usize)
+                        .map_or(f64::NEG_INFINITY, |&v| v as f64 - lse)
+                })
+                .sum();
+            out.push(total / ex.answer.len().max(1) as f64);
+        }
+    }
+    Ok(out)
+}
+
 /// A seeded choice of at most `size` of `records` (all of them, in a seeded order, when there
 /// are fewer).
 pub fn choose(records: &[QaRecord], size: usize, seed: u64, stream: &str) -> Vec<QaRecord> {

@@ -58,6 +58,21 @@ fn the_field_benchmark_runs_on_prompts_without_answers() {
                     .collect::<Vec<_>>()
             ),
             "fedmkt" => assert!(records[1].llm.is_some(), "fedmkt trains the LLM"),
+            _ => {}
+        }
+        // co-plms: every one of the round's 20 server prompts was answered by the surer of the
+        // LLM and the proxy, and counted under its domain.
+        if method == "co-plms" {
+            let answers = &records[1].server_losses.proxy_answers;
+            let (won, total) = answers
+                .values()
+                .fold((0, 0), |(w, t), (a, b)| (w + a, t + b));
+            assert_eq!(total, 20, "{answers:?}");
+            assert!(won <= total, "{answers:?}");
+            assert!(results.contains("proxy answered"), "{results}");
+        }
+        match method {
+            "co-plms" | "llm-kd" | "fedmkt" => {}
             _ => assert!(first.iter().all(|d| d.bytes_up == 0)),
         }
     }

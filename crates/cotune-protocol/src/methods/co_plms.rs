@@ -13,7 +13,7 @@ use cotune_host::Example;
 use super::{
     proxies, DeviceSetup, DeviceStep, FederatedMethod, Round, ServerSetup, ServerStep, Upload,
 };
-use crate::config::{Aggregation, PromptLabeller, TransferSet};
+use crate::config::{Aggregation, PromptLabeller, ServerPromptLabeller, TransferSet};
 use crate::records::{DeviceLosses, PairLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{RoundSeed, Stream};
@@ -160,7 +160,7 @@ impl FederatedMethod for CoPlms {
             rule if rule.one_slot() => {
                 let checks = proxies::aggregate(round, server, &uploads, rule)?;
                 let seed = round.server_seed();
-                let extra = server_prompts(round, server, 0)?;
+                let extra = server_prompts(round, server, 0, &mut losses)?;
                 (losses.llm, losses.dpm) = server.mutual_learning(
                     0,
                     &sample,
@@ -196,7 +196,7 @@ impl FederatedMethod for CoPlms {
                     };
                     server.proxies()?.dpms[i].import_params(&params)?;
                     let seed = round.server_seed_with(i);
-                    let extra = server_prompts(round, server, i)?;
+                    let extra = server_prompts(round, server, i, &mut losses)?;
                     let (llm, dpm) = server.mutual_learning(
                         i,
                         &sample,
@@ -232,12 +232,15 @@ impl CoPlms {
     }
 }
 
-/// `server_prompts` of the server's public prompts (a seeded choice per round) answered by
-/// DPM slot `slot` after it learned from the devices: how the LLM meets the devices' domains.
+/// `server_prompts` of the server's public prompts (a seeded choice per round), answered per
+/// `server_prompt_labeller`: by DPM slot `slot` after it learned from the devices, or per
+/// prompt by the surer of it and the LLM. This is how the LLM meets the devices' domains
+/// without unlearning its own. Counts in `losses` who answered what.
 fn server_prompts(
     round: &Round<'_>,
     server: &mut Server,
     slot: usize,
+    losses: &mut ServerLosses,
 ) -> anyhow::Result<Vec<cotune_data::QaRecord>> {
     let (s, data) = (round.settings, round.data);
     if s.server_prompts == 0 || server.public_prompts.is_empty() {
@@ -249,15 +252,41 @@ fn server_prompts(
         round.server_seed().of(Stream::ServerPrompts, slot),
         "server-prompts",
     );
+    let template = &data.prompt_template;
     let proxies = server.proxies()?;
-    crate::roles::answer_prompts(
-        &proxies.dpms[slot],
-        &proxies.codec,
+    let (dpm, codec) = (&proxies.dpms[slot], &proxies.codec);
+    let by_proxy =
+        crate::roles::answer_prompts(dpm, codec, &chosen, template, data.max_answer_tokens, 64)?;
+    if s.server_prompt_labeller == ServerPromptLabeller::Proxy {
+        return Ok(by_proxy);
+    }
+    let proxy_sure = crate::roles::answer_confidence(dpm, codec, &by_proxy, template, 64)?;
+    let (llm, llm_codec) = (&server.llm, &server.llm_codec);
+    let by_llm = crate::roles::answer_prompts(
+        llm,
+        llm_codec,
         &chosen,
-        &data.prompt_template,
+        template,
         data.max_answer_tokens,
         64,
-    )
+    )?;
+    let llm_sure = crate::roles::answer_confidence(llm, llm_codec, &by_llm, template, 64)?;
+    let mut answered = Vec::with_capacity(by_proxy.len());
+    for ((p, l), (ps, ls)) in by_proxy
+        .into_iter()
+        .zip(by_llm)
+        .zip(proxy_sure.into_iter().zip(llm_sure))
+    {
+        let count = losses.proxy_answers.entry(p.domain.clone()).or_default();
+        count.1 += 1;
+        if ps > ls {
+            count.0 += 1;
+            answered.push(p);
+        } else {
+            answered.push(l);
+        }
+    }
+    Ok(answered)
 }
 
 /// Up to `transfer_size` of the device's unlabelled prompts (a seeded choice per round),

@@ -153,3 +153,25 @@ fn the_round_shares_and_the_gate_are_checked() {
         assert_refused(&[(key, value)], key, &[shown]);
     }
 }
+
+#[test]
+fn the_labellers_are_named_values() {
+    let text = std::fs::read_to_string(smoke_path()).unwrap();
+    for (key, good, bad) in [
+        ("train.prompt_labeller", "own", "teacher"),
+        ("train.server_prompt_labeller", "proxy", "llm"),
+    ] {
+        let mut config: toml::Value = toml::from_str(&text).unwrap();
+        set_path(&mut config, key, &toml::Value::String(good.into())).unwrap();
+        ExperimentConfig::parse(&toml::to_string(&config).unwrap(), &smoke_path()).unwrap();
+        set_path(&mut config, key, &toml::Value::String(bad.into())).unwrap();
+        let err = ExperimentConfig::parse(&toml::to_string(&config).unwrap(), &smoke_path())
+            .expect_err(&format!("{key} = {bad:?} should be refused"));
+        let shown = format!("{err:#}");
+        let field = key.rsplit('.').next().unwrap();
+        assert!(
+            shown.contains(bad) && shown.contains(field),
+            "{key} = {bad:?}: {shown}"
+        );
+    }
+}
