@@ -10,6 +10,8 @@
 //! seeds = [0, 1, 2]
 //! pretrain_seed = 0            # optional: the same pre-trained LLM and SLMs for every seed
 //! set = { rounds = 2 }         # optional: dotted keys changed in the base for every run
+//! # optional: the variants the share of the achievable gain is read against
+//! bounds = { lower = "standalone", slm_upper = "llm-kd", llm_upper = "centralized" }
 //!
 //! [[compare.variants]]
 //! name = "co-plms/local"
@@ -49,6 +51,26 @@ pub struct CompareConfig {
     pub set: toml::Table,
     /// The variants, in table order.
     pub variants: Vec<Variant>,
+    /// The variants the gains are read against, for the table of the share of the achievable
+    /// gain each variant recovers.
+    #[serde(default)]
+    pub bounds: Option<Bounds>,
+}
+
+/// The bounds of a comparison, as variant names: a variant's share of the achievable gain is
+/// `(variant - lower) / (upper - lower)`, on the mean SLM EM; for the LLM, the lower bound is
+/// where each run's LLM started (round 0) and the upper one `llm_upper`'s gain over its own
+/// start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// The SLMs' lower bound (e.g. `"standalone"`).
+    pub lower: String,
+    /// The SLMs' upper reference (e.g. `"llm-kd"`).
+    pub slm_upper: String,
+    /// The LLM's upper reference (e.g. `"centralized"`).
+    #[serde(default)]
+    pub llm_upper: Option<String>,
 }
 
 /// One line of the comparison.
@@ -172,6 +194,22 @@ fn plan(file: &Path, root: &Path) -> anyhow::Result<(CompareConfig, Vec<Planned>
                 file.display(),
                 v.name
             );
+        }
+    }
+    if let Some(b) = &compare.bounds {
+        let keys = [
+            ("lower", Some(&b.lower)),
+            ("slm_upper", Some(&b.slm_upper)),
+            ("llm_upper", b.llm_upper.as_ref()),
+        ];
+        for (key, name) in keys {
+            if let Some(name) = name.filter(|n| !compare.variants.iter().any(|v| v.name == **n)) {
+                bail!(
+                    "comparison config {}: `compare.bounds.{key}` = {name:?} is not the name of \
+                     a variant",
+                    file.display()
+                );
+            }
         }
     }
     let base_path = file.parent().unwrap_or(Path::new(".")).join(&compare.base);
@@ -365,7 +403,11 @@ fn csv_cell(values: &[f64]) -> String {
 struct RunSummary {
     devices: Vec<(String, String, Option<Scores>)>,
     llm: Option<Scores>,
+    /// The LLM where it started (round 0).
+    llm_start: Option<Scores>,
     bytes_per_round: f64,
+    /// The SLM's optimiser steps over every round, mean over devices.
+    slm_steps: f64,
 }
 
 fn run_summary(records: &[RoundRecord]) -> Option<RunSummary> {
@@ -380,7 +422,15 @@ fn run_summary(records: &[RoundRecord]) -> Option<RunSummary> {
         .flat_map(|r| r.devices.iter().map(|d| d.bytes_up + d.bytes_down))
         .sum();
     let per = (rounds.len() * last.devices.len()).max(1) as f64;
+    let steps: u64 = rounds
+        .iter()
+        .flat_map(|r| r.devices.iter().map(|d| u64::from(d.losses.slm_steps)))
+        .sum();
     Some(RunSummary {
+        llm_start: records
+            .first()
+            .and_then(|r| r.llm.as_ref().map(|l| l.macro_average)),
+        slm_steps: steps as f64 / last.devices.len().max(1) as f64,
         devices: last
             .devices
             .iter()
@@ -491,12 +541,95 @@ fn summarise(
         }
         md.push('\n');
     }
+    gains_table(&mut md, compare, finished);
     let total: f64 = finished.iter().map(|f| f.3).sum();
     md.push_str(&format!(
         "Wall time of the runs: {:.1} min.\n",
         total / 60.0
     ));
     (md, csv)
+}
+
+/// Each variant's SLM steps and, with `[compare.bounds]`, its share of the achievable gain.
+fn gains_table(
+    md: &mut String,
+    compare: &CompareConfig,
+    finished: &[(usize, u64, Vec<RoundRecord>, f64)],
+) {
+    let runs_of = |vi: usize| -> Vec<RunSummary> {
+        finished
+            .iter()
+            .filter(|(k, ..)| *k == vi)
+            .filter_map(|(_, _, r, _)| run_summary(r))
+            .collect()
+    };
+    let slm_mean = |runs: &[RunSummary]| -> Option<f64> {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| {
+                let em: Vec<f64> = r.devices.iter().filter_map(|x| x.2).map(|s| s.em).collect();
+                (!em.is_empty()).then(|| em.iter().sum::<f64>() / em.len() as f64)
+            })
+            .collect();
+        mean_std(&v).map(|(m, _)| m)
+    };
+    let llm_gain = |runs: &[RunSummary]| -> Option<f64> {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| Some(r.llm?.em - r.llm_start?.em))
+            .collect();
+        mean_std(&v).map(|(m, _)| m)
+    };
+    let index = |name: &str| compare.variants.iter().position(|v| v.name == name);
+    let bounds = compare.bounds.as_ref();
+    let slm_range = bounds.and_then(|b| {
+        let lower = slm_mean(&runs_of(index(&b.lower)?))?;
+        Some((lower, slm_mean(&runs_of(index(&b.slm_upper)?))? - lower))
+    });
+    let llm_range = bounds
+        .and_then(|b| b.llm_upper.as_deref())
+        .and_then(|u| llm_gain(&runs_of(index(u)?)));
+    let share = |gain: Option<f64>, range: Option<f64>| match (gain, range) {
+        (Some(g), Some(r)) if r.abs() > 1e-9 => format!("{:.0}%", 100.0 * g / r),
+        _ => "-".to_string(),
+    };
+    md.push_str(
+        "## Steps and gains (EM)\n\nSLM steps: the SLM's optimiser steps over every round, \
+         mean over devices and seeds. SLM share: (variant - lower bound) / (upper reference - \
+         lower bound) on the SLM average. LLM gain: final minus round 0, macro average; LLM \
+         share: that gain over the LLM upper reference's.",
+    );
+    if let Some(b) = bounds {
+        md.push_str(&format!(
+            " Bounds: lower `{}`, SLM upper `{}`, LLM upper `{}`.",
+            b.lower,
+            b.slm_upper,
+            b.llm_upper.as_deref().unwrap_or("-")
+        ));
+    }
+    md.push_str(
+        "\n\n| variant | SLM steps | SLM average | SLM share | LLM gain | LLM share |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (vi, v) in compare.variants.iter().enumerate() {
+        let runs = runs_of(vi);
+        let steps: Vec<f64> = runs.iter().map(|r| r.slm_steps).collect();
+        let slm = slm_mean(&runs);
+        let gain = llm_gain(&runs);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            v.name,
+            mean_std(&steps).map_or("-".into(), |(m, _)| format!("{m:.0}")),
+            slm.map_or("-".into(), |m| format!("{:.2}", 100.0 * m)),
+            share(
+                slm.zip(slm_range).map(|(m, (lower, _))| m - lower),
+                slm_range.map(|r| r.1)
+            ),
+            gain.map_or("-".into(), |g| format!("{:+.2}", 100.0 * g)),
+            share(gain, llm_range),
+        ));
+    }
+    md.push('\n');
 }
 
 fn human_bytes(b: f64) -> String {
@@ -547,6 +680,7 @@ mod tests {
             pretrain_seed: None,
             set: toml::Table::new(),
             variants: vec![variant("reference"), variant("gru")],
+            bounds: None,
         };
         let finished = vec![
             (0, 0, vec![record("gpt2/gpt2", 0.15)], 1.0),
@@ -555,6 +689,97 @@ mod tests {
         let (md, _) = summarise(&compare, "test", &finished);
         assert!(md.contains("| geography (gpt2/gpt2, gru/gru) |"), "{md}");
         assert!(md.contains("| gru | co-plms | 19.50 ± 0.00 |"), "{md}");
+    }
+
+    #[test]
+    fn the_share_of_the_gain_is_read_between_the_bounds() {
+        // Two devices; the LLM starts at 10 EM in every run.
+        let run = |slm: [f64; 2], llm: f64, steps: u32| {
+            let device = |em: f64| crate::records::DeviceRecord {
+                device: format!("d{em}"),
+                slm_architecture: "gpt2/gpt2".into(),
+                participated: true,
+                slm: Some(Scores { em, rouge_l: em }),
+                dpm: None,
+                losses: crate::records::DeviceLosses {
+                    slm_steps: steps,
+                    ..Default::default()
+                },
+                bytes_up: 1,
+                bytes_down: 1,
+                wire: None,
+            };
+            let llm_at = |em: f64| crate::records::LlmRecord {
+                macro_average: Scores { em, rouge_l: em },
+                per_domain: Vec::new(),
+            };
+            let record = |round: usize, em: [f64; 2], llm: f64| RoundRecord {
+                round,
+                method: "m".into(),
+                devices: vec![device(em[0]), device(em[1])],
+                llm: Some(llm_at(llm)),
+                server_losses: Default::default(),
+                uploads: None,
+                seconds: 0.0,
+                alignment_seconds: None,
+            };
+            vec![record(0, [0.0, 0.0], 0.10), record(1, slm, llm)]
+        };
+        let variant = |name: &str| Variant {
+            name: name.into(),
+            method: "m".into(),
+            set: toml::Table::new(),
+        };
+        let compare = CompareConfig {
+            name: "c".into(),
+            base: "b.toml".into(),
+            seeds: vec![0],
+            pretrain_seed: None,
+            set: toml::Table::new(),
+            variants: ["low", "method", "upper", "central"].map(variant).to_vec(),
+            bounds: Some(Bounds {
+                lower: "low".into(),
+                slm_upper: "upper".into(),
+                llm_upper: Some("central".into()),
+            }),
+        };
+        let finished = vec![
+            (0, 0, run([0.10, 0.10], 0.10, 7), 1.0),
+            (1, 0, run([0.20, 0.40], 0.16, 30), 1.0),
+            (2, 0, run([0.50, 0.50], 0.10, 30), 1.0),
+            (3, 0, run([0.10, 0.10], 0.30, 0), 1.0),
+        ];
+        let (md, _) = summarise(&compare, "test", &finished);
+        // SLM: (30 - 10) / (50 - 10) = 50%; LLM: +6 of centralized's +20 = 30%.
+        assert!(
+            md.contains("| method | 30 | 30.00 | 50% | +6.00 | 30% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| upper | 30 | 50.00 | 100% | +0.00 | 0% |"),
+            "{md}"
+        );
+        assert!(md.contains("| low | 7 | 10.00 | 0% |"), "{md}");
+        assert!(md.contains("Bounds: lower `low`"), "{md}");
+    }
+
+    #[test]
+    fn bounds_must_name_variants() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("b.toml"), "").unwrap();
+        let file = tmp.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[compare]\nname = \"c\"\nbase = \"b.toml\"\nseeds = [0]\n\
+             bounds = { lower = \"standalone\", slm_upper = \"llm-kd\" }\n\
+             [[compare.variants]]\nname = \"standalone\"\nmethod = \"standalone\"\n",
+        )
+        .unwrap();
+        let err = plan(&file, tmp.path()).err().expect("refused").to_string();
+        assert!(
+            err.contains("compare.bounds.slm_upper") && err.contains("\"llm-kd\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct DeviceLosses {
     pub dpm: Option<EpochReport>,
     /// Size of the device-side transfer set this round.
     pub transfer_examples: usize,
+    /// The SLM's optimiser steps this round, every phase together: the budget a method spends.
+    #[serde(default)]
+    pub slm_steps: u32,
 }
 
 /// The server's losses in one round.

@@ -190,7 +190,9 @@ impl DeviceRuntime {
             ),
             false => None,
         };
+        let steps_before = dev.slm_step;
         let mut step = method.device_step(round, dev, broadcast)?;
+        step.losses.slm_steps += dev.slm_step.wrapping_sub(steps_before);
         let prepared = match (&reference, step.upload.as_mut()) {
             (Some(reference), Some(bytes)) => Some(
                 crate::uploads::prepare_upload(
@@ -222,13 +224,16 @@ impl DeviceRuntime {
         download: &[u8],
         losses: &mut DeviceLosses,
     ) -> anyhow::Result<()> {
+        let steps_before = self.device.slm_step;
         self.method.implementation().device_receive(
             round,
             &mut self.device,
             broadcast,
             download,
             losses,
-        )
+        )?;
+        losses.slm_steps += self.device.slm_step.wrapping_sub(steps_before);
+        Ok(())
     }
 
     /// The models scored every round: `(who, model, tokenizer)`, the SLM with `with_slms`.
