@@ -1,6 +1,7 @@
 //! `centralized`: the devices send their training records to the server and the LLM is tuned on
-//! all of them. Privacy broken on purpose: an upper bound for the LLM, not a method to deploy.
-//! The SLMs do not change.
+//! all of them, beside the same seeded sample of the server's own corpus that co-plms's LLM
+//! learns on each round (so that it keeps what it knew). Privacy broken on purpose: an upper
+//! bound for the LLM, not a method to deploy. The SLMs do not change.
 
 use anyhow::Context;
 use cotune_data::QaRecord;
@@ -57,6 +58,10 @@ impl FederatedMethod for Centralized {
                 .with_context(|| format!("the records of device {}", u.device))?;
             all.extend(round.encode_for_llm(&records));
         }
+        all.extend(server.public_sample(
+            s.server_public_sample,
+            round.server_seed().of(Stream::PublicSample, 0),
+        ));
         let seed = round.server_seed();
         let mut last = None;
         let bar = Progress::new("server LLM on all device data", s.local_epochs);
