@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cotune_net::{ClientConfig, DevCerts, DeviceClient, NetError, Pull};
+use cotune_net::{ClientConfig, DeviceClient, NetError, PartyFiles, Pull};
 use cotune_protocol::records::DeviceLosses;
 use cotune_protocol::roles::DeviceSteps;
 use cotune_protocol::{CheckScope, DeviceData, DeviceRuntime, ExperimentConfig};
@@ -21,9 +21,12 @@ use crate::{Part, Payload, Phase, ReportMeta, TaskMeta};
 pub struct DeviceOptions {
     /// The server, `https://host:port`.
     pub server: String,
-    /// This device's index in the config (its certificate is `device-<i>.pem`).
+    /// The name the server's certificate must carry; `None`: the host of `server`.
+    pub server_name: Option<String>,
+    /// This device's index in the config (its certificate names it).
     pub device: usize,
-    /// The folder of `cargo xtask certs`: `ca.pem`, `device-<i>.pem`, `device-<i>.key`.
+    /// The device's certificate folder (`ca.pem`, `device.pem`, `device.key`): the
+    /// `device-<i>/` folder of `cargo xtask certs`, or the folder holding it.
     pub certs: PathBuf,
     /// The device's own folder: config, setup, models, state, predictions, cache.
     pub dir: PathBuf,
@@ -49,13 +52,29 @@ pub fn run_device(options: &DeviceOptions) -> anyhow::Result<()> {
 
 async fn device_loop(options: &DeviceOptions) -> anyhow::Result<()> {
     let i = options.device;
-    let tls = DevCerts::in_dir(&options.certs, i + 1).device_tls(i)?;
-    let mut client = DeviceClient::connect(ClientConfig::new(options.server.clone(), tls)).await?;
+    let files = PartyFiles::find_device(&options.certs, i)?;
+    let tls = files.read()?;
+    // The certificate must be this device's (both of its names: the server checks the same).
+    let der = cotune_net::certs::pem_der(&tls.cert_pem, &files.cert)?;
+    let named = cotune_net::identity_of_certificate(&der)
+        .with_context(|| format!("reading {}", files.cert.display()))?;
+    if named.device as usize != i {
+        anyhow::bail!(
+            "the certificate {} names device {}, not --device {i}",
+            files.cert.display(),
+            named.device
+        );
+    }
+    let mut config = ClientConfig::new(options.server.clone(), tls);
+    if let Some(name) = &options.server_name {
+        config.domain = name.clone();
+    }
+    let mut client = DeviceClient::connect(config).await?;
     if client.device() as usize != i {
         anyhow::bail!(
-            "the certificate device-{i}.pem in {} names device {}, not --device {i}",
-            options.certs.display(),
-            client.device()
+            "the server reads device {} from {}, not --device {i}",
+            client.device(),
+            files.cert.display()
         );
     }
     progress!("device {i}: connected to {}", options.server);

@@ -59,7 +59,7 @@ mod device;
 mod payload;
 mod server;
 
-pub use commands::{device_command, serve_command, split_command};
+pub use commands::{certs_command, device_command, serve_command, split_command};
 pub use device::{run_device, DeviceOptions};
 pub use payload::{Part, Payload};
 pub use server::{serve, NetFleet, ServeOptions};

@@ -12,8 +12,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use cotune_host::NamedTensor;
 use cotune_net::{
-    DevCerts, DeviceTask, NetServer, RoundOutcome, RoundSpec, ServerConfig, ServerState,
-    StateConfig, Validator,
+    DeviceTask, NetServer, PartyFiles, RevocationList, RoundOutcome, RoundSpec, ServerConfig,
+    ServerState, StateConfig, TlsFiles, Validator,
 };
 
 use cotune_protocol::config::{architecture_of, DeployConfig};
@@ -34,8 +34,12 @@ pub struct ServeOptions {
     pub run: RunOptions,
     /// The address to listen on (port 0: any free port, see `address_file`).
     pub listen: SocketAddr,
-    /// The folder of `cargo xtask certs`: `ca.pem`, `server.pem`, `server.key`.
+    /// The server's certificate folder (`ca.pem`, `server.pem`, `server.key`): the `server/`
+    /// folder of `cargo xtask certs`, or the folder holding it.
     pub certs: PathBuf,
+    /// The revocation list; `None`: `revoked.txt` in the server's certificate folder (a
+    /// missing file revokes nothing).
+    pub revoked: Option<PathBuf>,
     /// A file to write the address the server listens on into, once it does.
     pub address_file: Option<PathBuf>,
     /// The server's own data folder (`cargo xtask split`'s `server/`); without it the server
@@ -44,10 +48,26 @@ pub struct ServeOptions {
 }
 
 /// Runs the server side of `options.run` for device processes and returns its run folder.
+///
+/// The certificates and the revocation list are read first, so a mistake in them is reported
+/// before the server sets up its models.
 pub fn serve(options: &ServeOptions) -> anyhow::Result<PathBuf> {
+    server_files(options)?;
     cotune_protocol::run_with_fleet(&options.run, options.data.as_deref(), &|start| {
         Ok(Box::new(NetFleet::start(start, options)?) as Box<dyn Fleet>)
     })
+}
+
+/// The server's TLS files and its revocation list's path, both checked.
+fn server_files(options: &ServeOptions) -> anyhow::Result<(TlsFiles, PathBuf)> {
+    let files = PartyFiles::find_server(&options.certs)?;
+    let tls = files.read()?;
+    let revoked = match &options.revoked {
+        Some(path) => path.clone(),
+        None => files.dir.join(cotune_net::revoke::REVOKED_FILE),
+    };
+    RevocationList::read(&revoked)?;
+    Ok((tls, revoked))
 }
 
 /// A download a device missed (it was dropped or away), sent with its next task.
@@ -179,11 +199,10 @@ impl NetFleet {
             .enable_all()
             .build()
             .context("starting the network runtime")?;
-        let tls = DevCerts::in_dir(&options.certs, n).server_tls()?;
-        let server = rt.block_on(NetServer::start(
-            ServerConfig::new(options.listen, tls),
-            state.clone(),
-        ))?;
+        let (tls, revoked) = server_files(options)?;
+        let mut server_config = ServerConfig::new(options.listen, tls);
+        server_config.revoked = Some(revoked);
+        let server = rt.block_on(NetServer::start(server_config, state.clone()))?;
         let addr = server.local_addr();
         if let Some(file) = &options.address_file {
             std::fs::write(file, addr.to_string())

@@ -154,6 +154,21 @@ fn comparable(records: &[RoundRecord]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `cotune-run` with `args` to success, for its output.
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn certs(dir: &Path, devices: usize) -> PathBuf {
     let out = dir.join("certs");
     cotune_net::make_dev_certs(&out, devices).unwrap();
@@ -403,40 +418,93 @@ fn every_party_reads_only_its_own_folder_and_the_numbers_are_those_of_one_proces
         &format!("[data]\ndir = {:?}", hidden.display().to_string()),
     );
 
-    let certs = certs(dir, 2);
+    // The certificates as docs/deployment.md makes them for a server the devices reach by
+    // name: a certificate naming only server.cotune.test, each party's folder its own; one more
+    // device added later with the kept CA key, and revoked.
+    let certs = dir.join("certs");
+    run_ok(&[
+        "certs",
+        "--out",
+        certs.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--server-name",
+        "server.cotune.test",
+    ]);
+    run_ok(&[
+        "certs",
+        "add-device",
+        "--ca",
+        certs.join("ca").to_str().unwrap(),
+        "--device",
+        "2",
+    ]);
+    std::fs::write(certs.join("server/revoked.txt"), "# lost\ndevice 2\n").unwrap();
     let runs = dir.join("runs");
     let mut args = serve_args(
         &config,
         "127.0.0.1:0",
-        &certs,
+        &certs.join("server"),
         &runs,
         &dir.join("server-cache"),
     );
     args.extend(["--data".into(), parts.join("server").display().to_string()]);
     let (mut server, addr) = serve(dir, &args, "server");
+    let server_url = format!("https://{addr}");
+    // Each device dials 127.0.0.1 and checks the certificate against the server's name.
+    let party = |i: usize, name: Option<&str>, own: &str| {
+        let mut args = vec![
+            "device".to_string(),
+            "--server".into(),
+            server_url.clone(),
+            "--device".into(),
+            i.to_string(),
+            "--certs".into(),
+            certs.join(format!("device-{i}")).display().to_string(),
+            "--dir".into(),
+            dir.join(own).display().to_string(),
+            "--data".into(),
+            parts
+                .join(format!("device-{}", i.min(1)))
+                .display()
+                .to_string(),
+        ];
+        if let Some(name) = name {
+            args.extend(["--server-name".into(), name.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args, &dir.join(format!("{own}.log")), &[])
+    };
     let mut devices: Vec<Proc> = (0..2)
-        .map(|i| {
-            let own = dir.join(format!("device-{i}"));
-            let server_url = format!("https://{addr}");
-            Proc::spawn(
-                &[
-                    "device",
-                    "--server",
-                    &server_url,
-                    "--device",
-                    &i.to_string(),
-                    "--certs",
-                    certs.to_str().unwrap(),
-                    "--dir",
-                    own.to_str().unwrap(),
-                    "--data",
-                    parts.join(format!("device-{i}")).to_str().unwrap(),
-                ],
-                &dir.join(format!("device-{i}.log")),
-                &[],
-            )
-        })
+        .map(|i| party(i, Some("server.cotune.test"), &format!("device-{i}")))
         .collect();
+    // Without --server-name the device checks the certificate against 127.0.0.1: it stops at
+    // once, naming both names. The revoked device is refused by the server.
+    let mut unnamed = party(0, None, "unnamed");
+    let mut revoked = party(2, Some("server.cotune.test"), "revoked");
+    assert!(!unnamed.wait(120).success());
+    for expect in [
+        "not valid for name \"127.0.0.1\"",
+        "server.cotune.test",
+        "--server-name",
+    ] {
+        assert!(
+            unnamed.log().contains(expect),
+            "{expect}: {}",
+            unnamed.log()
+        );
+    }
+    assert!(!revoked.wait(120).success());
+    assert!(
+        revoked
+            .log()
+            .contains("the certificate of device 2 (serial ")
+            && revoked
+                .log()
+                .contains("revoked.txt line 2 revokes device 2"),
+        "{}",
+        revoked.log()
+    );
     assert!(server.wait(600).success(), "{}", server.log());
     for d in &mut devices {
         assert!(d.wait(60).success(), "{}", d.log());
@@ -819,7 +887,102 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
     let missing = tmp.path().join("no-certs");
     let missing = missing.to_str().unwrap();
     let not_a_run = tmp.path().to_str().unwrap();
+    let good = certs(tmp.path(), 2);
+    let good_server = good.join("server");
+    let good_server = good_server.to_str().unwrap();
+    let device_1 = good.join("device-1");
+    let device_1 = device_1.to_str().unwrap();
+    let bad_list = tmp.path().join("revoked.txt");
+    std::fs::write(&bad_list, "device 1\ndevice x\n").unwrap();
+    let bad_list = bad_list.to_str().unwrap();
     for (args, expect) in [
+        (
+            vec![
+                "serve",
+                smoke,
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+                good_server,
+                "--revoked",
+                bad_list,
+            ],
+            format!("{bad_list}: line 2: \"device x\" names device \"x\", not a device number"),
+        ),
+        (
+            vec![
+                "serve",
+                smoke,
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+                missing,
+            ],
+            format!("neither it nor {missing}/server/server.pem exists"),
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "0",
+                "--certs",
+                device_1,
+                "--dir",
+                missing,
+            ],
+            format!("the certificate {device_1}/device.pem names device 1, not --device 0"),
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "0",
+                "--certs",
+                device_1,
+                "--server-name",
+                "bad name",
+            ],
+            "invalid value 'bad name' for '--server-name <NAME>': neither a DNS name nor an IP \
+             address"
+                .to_string(),
+        ),
+        (
+            vec![
+                "certs",
+                "--out",
+                missing,
+                "--devices",
+                "1",
+                "--server-name",
+                "10.0.0.1",
+            ],
+            "invalid value '10.0.0.1' for '--server-name <NAME>': an IP address: give it with \
+             --server-ip"
+                .to_string(),
+        ),
+        (
+            vec!["certs", "--out", good.to_str().unwrap(), "--devices", "1"],
+            "the folder already holds a CA".to_string(),
+        ),
+        (
+            vec!["certs", "add-device", "--ca", missing, "--device", "1"],
+            format!("neither it nor {missing}/ca/ca.key exists"),
+        ),
+        (
+            vec![
+                "certs",
+                "add-device",
+                "--ca",
+                good.to_str().unwrap(),
+                "--device",
+                "1",
+            ],
+            "device-1: it exists; a device's key is never written over".to_string(),
+        ),
         (
             vec!["serve", smoke, "--certs", missing],
             "the following required arguments were not provided:\n  --listen <ADDR>".to_string(),
@@ -861,7 +1024,7 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
                 "--dir",
                 missing,
             ],
-            "no-certs/ca.pem".to_string(),
+            "no-certs/device-0/device.pem".to_string(),
         ),
         (
             vec!["device", "--bogus"],
