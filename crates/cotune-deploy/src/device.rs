@@ -393,8 +393,12 @@ fn handle(
             report.losses = step.losses;
             report.examples = examples;
             report.prepared = prepared.map(|p| (p.norm, p.clipped, p.attacked));
+            let fault = test_fault(meta.round);
+            if fault.as_deref() == Some("examples") {
+                report.examples = 1_000_000_000;
+            }
             if let Some(mut upload) = step.upload {
-                if let Some(kind) = test_fault(meta.round) {
+                if let Some(kind) = fault.filter(|k| k != "examples") {
                     upload = apply_fault(&kind, upload)?;
                 }
                 out.put(Part::Upload, upload);
@@ -419,25 +423,37 @@ fn handle(
     Ok(out.encode())
 }
 
-/// A test hook: `COTUNE_DEVICE_FAULT=<kind>:<round>` makes this process's first step upload of
-/// that round bad (`nan`, `shape`, `norm`) or stalls the step for two minutes (`stall`), so
-/// the tests can show what the server does with it. Used once per process.
+/// A test hook: `COTUNE_DEVICE_FAULT=<kind>:<round>[,<kind>:<round>...]` makes this process's
+/// first step upload of each round named bad (a parameter set's `nan`, `shape`, `norm`; FedMKT
+/// knowledge that covers one example too few, `topk-short`), claims a billion training
+/// examples (`examples`), or stalls the step for two minutes (`stall`), so the tests can show
+/// what the server does with it. Each fault is used once per process.
 fn test_fault(round: usize) -> Option<String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static USED: AtomicBool = AtomicBool::new(false);
+    static USED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
     let spec = std::env::var("COTUNE_DEVICE_FAULT").ok()?;
-    let (kind, at) = spec.split_once(':')?;
-    if at.parse::<usize>().ok()? != round || USED.swap(true, Ordering::SeqCst) {
-        return None;
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, entry) in spec.split(',').enumerate() {
+        let Some((kind, at)) = entry.split_once(':') else {
+            continue;
+        };
+        if at.parse::<usize>().ok() == Some(round) && !used.contains(&k) {
+            used.push(k);
+            progress!("test fault {kind} in round {round}");
+            return Some(kind.to_string());
+        }
     }
-    progress!("test fault {kind} in round {round}");
-    Some(kind.to_string())
+    None
 }
 
 fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     if kind == "stall" {
         std::thread::sleep(Duration::from_secs(120));
         return Ok(upload);
+    }
+    if kind == "topk-short" {
+        let mut knowledge = cotune_protocol::fedmkt::decode_topk(&upload)?;
+        knowledge.pop();
+        return Ok(cotune_protocol::fedmkt::encode_topk(&knowledge));
     }
     let mut params = cotune_protocol::message::decode_params(&upload)?;
     let Some(first) = params.first_mut() else {

@@ -278,7 +278,14 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
         "server",
     );
     // Devices 1-3 each send one bad upload first: NaN, an oversize update, a wrong shape.
-    let faults = [None, Some("nan:1"), Some("norm:2"), Some("shape:1")];
+    // Device 1 claims a billion training examples in round 2: FedAvg weighs it as the 40 the
+    // config gives a device (which it holds), so the numbers stay those of one process.
+    let faults = [
+        None,
+        Some("nan:1,examples:2"),
+        Some("norm:2"),
+        Some("shape:1"),
+    ];
     let mut devices: Vec<Proc> = faults
         .iter()
         .enumerate()
@@ -313,14 +320,40 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     let (one, deployed) = (metrics(&alone), metrics(&run));
     assert_eq!(deployed.len(), 3);
     assert_eq!(comparable(&one), comparable(&deployed));
-    // The predictions are the same files too.
+    assert!(
+        server.log().contains(
+            "device 1 says it has 1000000000 training examples; weighed as 40 (the config \
+             gives a device at most 40)"
+        ),
+        "{}",
+        server.log()
+    );
+    // The predictions are the same files too, each device's in a folder of its own.
     for r in 0..=2 {
-        for name in ["geography-slm", "chemistry-dpm", "acronyms-slm", "llm"] {
+        for (device, name) in [
+            (Some(0), "geography-slm"),
+            (Some(1), "chemistry-dpm"),
+            (Some(2), "acronyms-slm"),
+            (None, "llm"),
+        ] {
             let file = format!("predictions/round-{r}/{name}.jsonl");
+            let deployed = match device {
+                Some(i) => format!("predictions/round-{r}/device-{i}/{name}.jsonl"),
+                None => file.clone(),
+            };
             assert_eq!(
                 std::fs::read_to_string(alone.join(&file)).unwrap(),
-                std::fs::read_to_string(run.join(&file)).unwrap(),
-                "{file}"
+                std::fs::read_to_string(run.join(&deployed)).unwrap(),
+                "{deployed}"
+            );
+        }
+        // Nothing a device sends lands outside its folder.
+        for entry in std::fs::read_dir(run.join(format!("predictions/round-{r}"))).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            assert!(
+                entry.path().is_dir() || name.starts_with("llm"),
+                "predictions/round-{r}/{name}"
             );
         }
     }
@@ -624,6 +657,9 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
     // send_predictions = false: the devices kept their prediction files.
     assert!(run.join("predictions/round-1/llm.jsonl").is_file());
     assert!(!run.join("predictions/round-1/geography-slm.jsonl").exists());
+    for i in 0..2 {
+        assert!(!run.join(format!("predictions/round-1/device-{i}")).exists());
+    }
     assert!(dir
         .join("device-0/predictions/round-1/geography-slm.jsonl")
         .is_file());
@@ -654,7 +690,14 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     let runs = dir.join("runs");
     let first_args = serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache);
     let (server, addr) = serve(dir, &first_args, "server");
-    let mut devices: Vec<Proc> = (0..2).map(|i| device(dir, &addr, i, &certs, &[])).collect();
+    // Device 1's first knowledge upload of round 2 (after the restart) covers one example too
+    // few: refused and recorded, it sends a good one; the server's step never sees it.
+    let mut devices: Vec<Proc> = (0..2)
+        .map(|i| {
+            let fault = [("COTUNE_DEVICE_FAULT", "topk-short:2")];
+            device(dir, &addr, i, &certs, &fault[..i])
+        })
+        .collect();
     let run = wait_for(600, "round 1's checkpoint", || {
         let run = std::fs::read_dir(&runs).ok()?.next()?.ok()?.path();
         let state = std::fs::read_to_string(run.join("state/state.json")).ok()?;
@@ -674,7 +717,15 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     for d in &mut devices {
         assert!(d.wait(60).success(), "{}", d.log());
     }
-    assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
+    let deployed = metrics(&run);
+    assert_eq!(comparable(&metrics(&alone)), comparable(&deployed));
+    let refusals = &deployed[2].devices[1].wire.as_ref().unwrap().refusals;
+    assert!(
+        refusals.len() == 1
+            && refusals[0].contains("step: validation: the knowledge upload covers")
+            && refusals[0].contains("examples, the round's public sample has"),
+        "{refusals:?}"
+    );
     // A new run finds device 0's folder holding this one's state: refused by name.
     let (_server, addr) = serve(dir, &first_args, "server-new-run");
     let mut stale = device(dir, &addr, 0, &certs, &[]);
