@@ -249,18 +249,8 @@ fn device_command(args: DeviceArgs) -> Result<()> {
 }
 
 fn certs_command(args: CertsArgs) -> Result<()> {
-    let made = cotune_net::make_dev_certs(&args.out, args.devices)?;
-    println!(
-        "wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and {} \
-         device certificates to {}:",
-        args.devices,
-        args.out.display()
-    );
-    for file in [&made.ca, &made.server_cert, &made.server_key]
-        .into_iter()
-        .chain(made.devices.iter().flat_map(|(c, k)| [c, k]))
-    {
-        println!("  {}", file.display());
+    for line in cotune_deploy::certs_command(&args)? {
+        println!("{line}");
     }
     Ok(())
 }

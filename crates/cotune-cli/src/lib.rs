@@ -17,7 +17,7 @@
 // not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
@@ -44,10 +44,13 @@ pub enum Command {
     /// It stops by itself when the run has finished, and at once on a TLS or authentication
     /// failure.
     Device(DeviceArgs),
-    /// A development CA, a server certificate and one client certificate per device, as PEM.
+    /// A CA, a server certificate and one client certificate per device, as PEM, each party in
+    /// a folder of its own; or `certs add-device`: one more device's certificate later.
     ///
-    /// The server certificate names localhost, 127.0.0.1 and ::1. Each call makes a new CA:
-    /// certificates of two calls do not trust each other.
+    /// Writes ca/ (the CA's certificate and its kept key), server/ and device-<i>/ under --out;
+    /// private keys with mode 0600. The server certificate names --server-name and --server-ip,
+    /// by default localhost, 127.0.0.1 and ::1. Each call makes a new CA: certificates of two
+    /// calls do not trust each other.
     Certs(CertsArgs),
     /// Write each party's data into its own folder, for `serve --data` and `device --data`.
     Split(SplitArgs),
@@ -114,9 +117,15 @@ pub struct ServeArgs {
     /// free port; see --address-file).
     #[arg(long, value_name = "ADDR", value_parser = socket_address)]
     pub listen: SocketAddr,
-    /// The folder of `certs`: ca.pem, server.pem and server.key.
+    /// The server's certificate folder (ca.pem, server.pem, server.key): the server/ folder
+    /// `certs` wrote, or the folder holding it.
     #[arg(long, value_name = "DIR")]
     pub certs: PathBuf,
+    /// The revocation list: lines `device <I>` or `serial <HEX>`, read again whenever it
+    /// changes [default: revoked.txt in the server's certificate folder; none: nothing
+    /// revoked].
+    #[arg(long, value_name = "FILE")]
+    pub revoked: Option<PathBuf>,
     /// Continue the run in RUN_DIR from its last completed round, with the config it saved;
     /// the devices reconnect by themselves.
     #[arg(long, value_name = "RUN_DIR")]
@@ -143,15 +152,19 @@ impl ServeArgs {
 /// `device`: which device, the server it dials, its certificates and its folders.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct DeviceArgs {
-    /// The server's address, https://HOST:PORT (the host its certificate names).
+    /// The server's address, https://HOST:PORT.
     #[arg(long, value_name = "URL", value_parser = server_url)]
     pub server: String,
-    /// This device's index among the config's devices, from 0 (its certificate is
-    /// device-<I>.pem).
+    /// The name the server's certificate must carry, a DNS name or an IP address (when the
+    /// address dialled is not a name the certificate carries) [default: the HOST of --server].
+    #[arg(long, value_name = "NAME", value_parser = server_name)]
+    pub server_name: Option<String>,
+    /// This device's index among the config's devices, from 0 (its certificate names it).
     // Negative numbers reach the parser, so `-1` is refused as a value of --device.
     #[arg(long, value_name = "I", allow_negative_numbers = true)]
     pub device: usize,
-    /// The folder with ca.pem, device-<I>.pem and device-<I>.key (from `certs`).
+    /// The device's certificate folder (ca.pem, device.pem, device.key): the device-<I>/ folder
+    /// `certs` wrote, or the folder holding it.
     #[arg(long, value_name = "DIR")]
     pub certs: PathBuf,
     /// The device's own folder: the config it was sent, its setup, its state, its predictions
@@ -174,15 +187,92 @@ impl DeviceArgs {
     }
 }
 
-/// `certs`: where the files go and for how many devices.
+/// `certs`: where the files go, for how many devices, and the server's names; or
+/// `certs add-device`.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CertsArgs {
-    /// The folder to write ca.pem, server.pem, server.key and device-<i>.pem/.key into.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    /// `add-device`: one more device's certificate, from the CA a first call kept.
+    #[command(subcommand)]
+    pub command: Option<CertsCommand>,
+    /// The folder to write ca/, server/ and device-<i>/ into (it must not hold a CA yet).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: Option<PathBuf>,
     /// How many device certificates to make (device-0 to device-<N-1>), at least 1.
-    #[arg(long, value_name = "N", value_parser = device_count, allow_negative_numbers = true)]
-    pub devices: usize,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = device_count,
+        allow_negative_numbers = true,
+        required = true
+    )]
+    pub devices: Option<usize>,
+    /// A DNS name the server certificate carries, the host devices dial (repeatable)
+    /// [default: with no --server-ip either, localhost, 127.0.0.1 and ::1].
+    #[arg(long = "server-name", value_name = "NAME", value_parser = dns_name)]
+    pub server_names: Vec<String>,
+    /// An IP address the server certificate carries (repeatable).
+    #[arg(long = "server-ip", value_name = "IP")]
+    pub server_ips: Vec<IpAddr>,
+}
+
+/// What `certs` does besides making a new CA.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum CertsCommand {
+    /// A certificate for one more device, signed with the CA key a first `certs` kept.
+    ///
+    /// Writes device-<I>/ (ca.pem, device.pem, device.key) beside the CA's folder, or under
+    /// --out; refuses a device folder that exists.
+    AddDevice(AddDeviceArgs),
+}
+
+/// `certs add-device`: the CA, the device, where its folder goes.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct AddDeviceArgs {
+    /// The CA's folder (ca.pem, ca.key): the ca/ folder `certs` wrote, or the folder holding
+    /// it.
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// The new device's index.
+    #[arg(long, value_name = "I", allow_negative_numbers = true)]
+    pub device: u32,
+    /// Where device-<I>/ goes [default: the folder holding the CA's folder].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// What a parsed `certs` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertsAction<'a> {
+    /// A new CA, the server's certificate for these names and `devices` devices' in `out`.
+    Make {
+        /// `--out`.
+        out: &'a Path,
+        /// `--devices`.
+        devices: usize,
+        /// `--server-name`, possibly none.
+        server_names: &'a [String],
+        /// `--server-ip`, possibly none.
+        server_ips: &'a [IpAddr],
+    },
+    /// `add-device`.
+    AddDevice(&'a AddDeviceArgs),
+}
+
+impl CertsArgs {
+    /// What to do; an error only for arguments clap would not have let through.
+    pub fn action(&self) -> Result<CertsAction<'_>, String> {
+        match (&self.command, &self.out, self.devices) {
+            (Some(CertsCommand::AddDevice(add)), _, _) => Ok(CertsAction::AddDevice(add)),
+            (None, Some(out), Some(devices)) => Ok(CertsAction::Make {
+                out,
+                devices,
+                server_names: &self.server_names,
+                server_ips: &self.server_ips,
+            }),
+            _ => Err("certs needs --out and --devices, or add-device".to_string()),
+        }
+    }
 }
 
 /// `split`: the config whose data is split, and where the parties' folders go.
@@ -252,6 +342,48 @@ fn server_url(value: &str) -> Result<String, String> {
     match value.strip_prefix("https://") {
         Some(rest) if !rest.is_empty() && !rest.starts_with(':') => Ok(value.to_string()),
         _ => Err("not a server address of the form https://HOST:PORT".to_string()),
+    }
+}
+
+/// A DNS name: dot-separated labels of letters, digits and hyphens (not at either end of a
+/// label), each at most 63 characters, at most 253 in all; not an IP address.
+fn is_dns_name(value: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !value.is_empty()
+        && value.len() <= 253
+        && value.parse::<IpAddr>().is_err()
+        && value.split('.').all(label)
+        // The last label of a name is never all digits (that would be an address).
+        && !value
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `certs --server-name`: a DNS name (addresses go to --server-ip).
+fn dns_name(value: &str) -> Result<String, String> {
+    if value.parse::<IpAddr>().is_ok() {
+        return Err("an IP address: give it with --server-ip".to_string());
+    }
+    match is_dns_name(value) {
+        true => Ok(value.to_string()),
+        false => {
+            Err("not a DNS name (letters, digits and hyphens in dot-separated labels)".to_string())
+        }
+    }
+}
+
+/// `device --server-name`: a DNS name or an IP address.
+fn server_name(value: &str) -> Result<String, String> {
+    match value.parse::<IpAddr>().is_ok() || is_dns_name(value) {
+        true => Ok(value.to_string()),
+        false => Err("neither a DNS name nor an IP address".to_string()),
     }
 }
 
@@ -328,6 +460,7 @@ mod tests {
                 &[
                     "--listen",
                     "--certs",
+                    "--revoked",
                     "--resume",
                     "--address-file",
                     "--data",
@@ -338,6 +471,8 @@ mod tests {
                 "device",
                 &[
                     "--server",
+                    "--server-name",
+                    "the HOST of --server",
                     "--device",
                     "--certs",
                     "--dir",
@@ -345,7 +480,17 @@ mod tests {
                     "--data",
                 ],
             ),
-            ("certs", &["--out", "--devices", "at least 1"]),
+            (
+                "certs",
+                &[
+                    "--out",
+                    "--devices",
+                    "at least 1",
+                    "--server-name",
+                    "--server-ip",
+                    "add-device",
+                ],
+            ),
             ("split", &["--config", "--out"]),
             ("score", &["<FILE>", "--per-line"]),
         ] {
@@ -424,6 +569,8 @@ mod tests {
             "addr",
             "--data",
             "server-data",
+            "--revoked",
+            "revoked.txt",
         ]);
         let Command::Serve(serve) = parse(&args).unwrap() else {
             panic!("not serve");
@@ -436,6 +583,7 @@ mod tests {
         assert_eq!(serve.folders.cache_dir.as_deref(), Some(Path::new("cd")));
         assert_eq!(serve.address_file.as_deref(), Some(Path::new("addr")));
         assert_eq!(serve.data.as_deref(), Some(Path::new("server-data")));
+        assert_eq!(serve.revoked.as_deref(), Some(Path::new("revoked.txt")));
         // --config instead of the position; --resume alone.
         let by_flag = parse(&[
             "serve", "--config", "c.toml", "--listen", "[::1]:1", "--certs", "d",
@@ -500,13 +648,23 @@ mod tests {
         assert_eq!(device.certs, Path::new("certs"));
         assert_eq!(device.dir(Path::new("/r")), Path::new("/r/runs/device-2"));
         assert_eq!(device.data, None);
+        assert_eq!(device.server_name, None);
         let mut args = DEVICE.to_vec();
         args.extend(["--dir", "mine", "--data", "device-data"]);
+        args.extend(["--server-name", "server.example.org"]);
         let Command::Device(device) = parse(&args).unwrap() else {
             panic!("not device");
         };
         assert_eq!(device.dir(Path::new("/r")), Path::new("mine"));
         assert_eq!(device.data.as_deref(), Some(Path::new("device-data")));
+        assert_eq!(device.server_name.as_deref(), Some("server.example.org"));
+        // An address is a name a certificate can carry too.
+        let mut args = DEVICE.to_vec();
+        args.extend(["--server-name", "::1"]);
+        assert!(matches!(
+            parse(&args),
+            Ok(Command::Device(d)) if d.server_name.as_deref() == Some("::1")
+        ));
     }
 
     #[test]
@@ -547,16 +705,31 @@ mod tests {
             &["--certs <DIR>"],
         );
         refused(&["device", "--bogus"], &["'--bogus'"]);
+        let mut args = DEVICE.to_vec();
+        args.extend(["--server-name", "not a name"]);
+        refused(
+            &args,
+            &[
+                "invalid value 'not a name' for '--server-name <NAME>'",
+                "neither a DNS name nor an IP address",
+            ],
+        );
     }
 
     #[test]
     fn certs_needs_a_folder_and_at_least_one_device() {
+        let Command::Certs(certs) = parse(&["certs", "--out", "c", "--devices", "3"]).unwrap()
+        else {
+            panic!("not certs");
+        };
         assert_eq!(
-            parse(&["certs", "--out", "c", "--devices", "3"]).unwrap(),
-            Command::Certs(CertsArgs {
-                out: "c".into(),
-                devices: 3
-            })
+            certs.action().unwrap(),
+            CertsAction::Make {
+                out: Path::new("c"),
+                devices: 3,
+                server_names: &[],
+                server_ips: &[],
+            }
         );
         refused(
             &["certs", "--out", "c", "--devices", "0"],
@@ -571,6 +744,122 @@ mod tests {
         refused(
             &["certs", "--out", "c", "--devices", "-2"],
             &["invalid value '-2' for '--devices <N>'"],
+        );
+    }
+
+    #[test]
+    fn certs_takes_the_server_s_names_and_addresses_and_checks_them() {
+        let Command::Certs(certs) = parse(&[
+            "certs",
+            "--out",
+            "c",
+            "--devices",
+            "2",
+            "--server-name",
+            "server.example.org",
+            "--server-name",
+            "cotune-1",
+            "--server-ip",
+            "192.0.2.10",
+            "--server-ip",
+            "2001:db8::1",
+        ])
+        .unwrap() else {
+            panic!("not certs");
+        };
+        let CertsAction::Make {
+            server_names,
+            server_ips,
+            ..
+        } = certs.action().unwrap()
+        else {
+            panic!("not make");
+        };
+        assert_eq!(server_names, ["server.example.org", "cotune-1"]);
+        assert_eq!(
+            server_ips,
+            [
+                "192.0.2.10".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        let make = ["certs", "--out", "c", "--devices", "1"];
+        for (flag, value, expect) in [
+            (
+                "--server-name",
+                "192.0.2.10",
+                "an IP address: give it with --server-ip",
+            ),
+            ("--server-name", "bad name", "not a DNS name"),
+            ("--server-name", "x-.example.org", "not a DNS name"),
+            ("--server-name", "a..b", "not a DNS name"),
+            ("--server-name", "*.example.org", "not a DNS name"),
+            (
+                "--server-ip",
+                "server.example.org",
+                "invalid IP address syntax",
+            ),
+        ] {
+            let mut args = make.to_vec();
+            args.extend([flag, value]);
+            refused(
+                &args,
+                &[&format!("invalid value '{value}' for '{flag} <"), expect],
+            );
+        }
+    }
+
+    #[test]
+    fn certs_add_device_needs_the_ca_and_the_device() {
+        let Command::Certs(certs) =
+            parse(&["certs", "add-device", "--ca", "c/ca", "--device", "4"]).unwrap()
+        else {
+            panic!("not certs");
+        };
+        assert_eq!(
+            certs.action().unwrap(),
+            CertsAction::AddDevice(&AddDeviceArgs {
+                ca: "c/ca".into(),
+                device: 4,
+                out: None,
+            })
+        );
+        let Command::Certs(certs) = parse(&[
+            "certs",
+            "add-device",
+            "--ca",
+            "c",
+            "--device",
+            "0",
+            "--out",
+            "elsewhere",
+        ])
+        .unwrap() else {
+            panic!("not certs");
+        };
+        assert!(matches!(
+            certs.action(),
+            Ok(CertsAction::AddDevice(a)) if a.out.as_deref() == Some(Path::new("elsewhere"))
+        ));
+        refused(&["certs", "add-device", "--device", "1"], &["--ca <DIR>"]);
+        refused(&["certs", "add-device", "--ca", "c"], &["--device <I>"]);
+        refused(
+            &["certs", "add-device", "--ca", "c", "--device", "-1"],
+            &["invalid value '-1' for '--device <I>'"],
+        );
+        // A new CA's flags do not mix with add-device.
+        refused(
+            &[
+                "certs",
+                "--out",
+                "c",
+                "add-device",
+                "--ca",
+                "c",
+                "--device",
+                "1",
+            ],
+            &["add-device"],
         );
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cotune_net::{ClientConfig, DevCerts, DeviceClient, NetError, Pull};
+use cotune_net::{ClientConfig, DeviceClient, NetError, PartyFiles, Pull};
 use cotune_protocol::records::DeviceLosses;
 use cotune_protocol::roles::DeviceSteps;
 use cotune_protocol::{CheckScope, DeviceData, DeviceRuntime, ExperimentConfig};
@@ -21,9 +21,12 @@ use crate::{Part, Payload, Phase, ReportMeta, TaskMeta};
 pub struct DeviceOptions {
     /// The server, `https://host:port`.
     pub server: String,
-    /// This device's index in the config (its certificate is `device-<i>.pem`).
+    /// The name the server's certificate must carry; `None`: the host of `server`.
+    pub server_name: Option<String>,
+    /// This device's index in the config (its certificate names it).
     pub device: usize,
-    /// The folder of `cargo xtask certs`: `ca.pem`, `device-<i>.pem`, `device-<i>.key`.
+    /// The device's certificate folder (`ca.pem`, `device.pem`, `device.key`): the
+    /// `device-<i>/` folder of `cargo xtask certs`, or the folder holding it.
     pub certs: PathBuf,
     /// The device's own folder: config, setup, models, state, predictions, cache.
     pub dir: PathBuf,
@@ -49,13 +52,29 @@ pub fn run_device(options: &DeviceOptions) -> anyhow::Result<()> {
 
 async fn device_loop(options: &DeviceOptions) -> anyhow::Result<()> {
     let i = options.device;
-    let tls = DevCerts::in_dir(&options.certs, i + 1).device_tls(i)?;
-    let mut client = DeviceClient::connect(ClientConfig::new(options.server.clone(), tls)).await?;
+    let files = PartyFiles::find_device(&options.certs, i)?;
+    let tls = files.read()?;
+    // The certificate must be this device's (both of its names: the server checks the same).
+    let der = cotune_net::certs::pem_der(&tls.cert_pem, &files.cert)?;
+    let named = cotune_net::identity_of_certificate(&der)
+        .with_context(|| format!("reading {}", files.cert.display()))?;
+    if named.device as usize != i {
+        anyhow::bail!(
+            "the certificate {} names device {}, not --device {i}",
+            files.cert.display(),
+            named.device
+        );
+    }
+    let mut config = ClientConfig::new(options.server.clone(), tls);
+    if let Some(name) = &options.server_name {
+        config.domain = name.clone();
+    }
+    let mut client = DeviceClient::connect(config).await?;
     if client.device() as usize != i {
         anyhow::bail!(
-            "the certificate device-{i}.pem in {} names device {}, not --device {i}",
-            options.certs.display(),
-            client.device()
+            "the server reads device {} from {}, not --device {i}",
+            client.device(),
+            files.cert.display()
         );
     }
     progress!("device {i}: connected to {}", options.server);
@@ -374,8 +393,12 @@ fn handle(
             report.losses = step.losses;
             report.examples = examples;
             report.prepared = prepared.map(|p| (p.norm, p.clipped, p.attacked));
+            let fault = test_fault(meta.round);
+            if fault.as_deref() == Some("examples") {
+                report.examples = 1_000_000_000;
+            }
             if let Some(mut upload) = step.upload {
-                if let Some(kind) = test_fault(meta.round) {
+                if let Some(kind) = fault.filter(|k| k != "examples") {
                     upload = apply_fault(&kind, upload)?;
                 }
                 out.put(Part::Upload, upload);
@@ -400,25 +423,37 @@ fn handle(
     Ok(out.encode())
 }
 
-/// A test hook: `COTUNE_DEVICE_FAULT=<kind>:<round>` makes this process's first step upload of
-/// that round bad (`nan`, `shape`, `norm`) or stalls the step for two minutes (`stall`), so
-/// the tests can show what the server does with it. Used once per process.
+/// A test hook: `COTUNE_DEVICE_FAULT=<kind>:<round>[,<kind>:<round>...]` makes this process's
+/// first step upload of each round named bad (a parameter set's `nan`, `shape`, `norm`; FedMKT
+/// knowledge that covers one example too few, `topk-short`), claims a billion training
+/// examples (`examples`), or stalls the step for two minutes (`stall`), so the tests can show
+/// what the server does with it. Each fault is used once per process.
 fn test_fault(round: usize) -> Option<String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static USED: AtomicBool = AtomicBool::new(false);
+    static USED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
     let spec = std::env::var("COTUNE_DEVICE_FAULT").ok()?;
-    let (kind, at) = spec.split_once(':')?;
-    if at.parse::<usize>().ok()? != round || USED.swap(true, Ordering::SeqCst) {
-        return None;
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, entry) in spec.split(',').enumerate() {
+        let Some((kind, at)) = entry.split_once(':') else {
+            continue;
+        };
+        if at.parse::<usize>().ok() == Some(round) && !used.contains(&k) {
+            used.push(k);
+            progress!("test fault {kind} in round {round}");
+            return Some(kind.to_string());
+        }
     }
-    progress!("test fault {kind} in round {round}");
-    Some(kind.to_string())
+    None
 }
 
 fn apply_fault(kind: &str, upload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     if kind == "stall" {
         std::thread::sleep(Duration::from_secs(120));
         return Ok(upload);
+    }
+    if kind == "topk-short" {
+        let mut knowledge = cotune_protocol::fedmkt::decode_topk(&upload)?;
+        knowledge.pop();
+        return Ok(cotune_protocol::fedmkt::encode_topk(&knowledge));
     }
     let mut params = cotune_protocol::message::decode_params(&upload)?;
     let Some(first) = params.first_mut() else {

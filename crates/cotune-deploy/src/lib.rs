@@ -26,12 +26,18 @@
 //!    method's broadcast, and for a device that missed an earlier download that download
 //!    (applied first). The device runs the method's device step (DST, SAML for `co-plms`),
 //!    prepares its upload as `[privacy]` / `[attack]` say, saves its state, and uploads the
-//!    method's message with its losses. The server checks every upload before accepting it
-//!    (names and shapes against the round's DPM, finite values, `deploy.max_update_norm`,
-//!    size); then the server's step runs on the accepted uploads exactly as in one process.
+//!    method's message with its losses. The server checks every upload before accepting it,
+//!    against what the method's `expected_uploads` says it must be (a DPM's names and shapes,
+//!    finite values and `deploy.max_update_norm`; FedMKT's knowledge on the round's sample;
+//!    centralized's records; nothing), so that an accepted upload cannot fail the server's
+//!    step; then the server's step runs on the accepted uploads exactly as in one process,
+//!    FedAvg weighing each by the training-set size its device declares clamped to the
+//!    config's.
 //! 2. **receive** (every connected device that was not dropped from the step): the download
 //!    holds the device's message from the server's step; the device applies it, evaluates its
-//!    models on its test split, saves its state and uploads the scores and prediction files.
+//!    models on its test split, saves its state and uploads the scores and, with
+//!    `deploy.send_predictions`, its prediction files (kept in `predictions/round-<r>/device-<i>/`,
+//!    capped in number and size; refused when not asked for).
 //!
 //! The first task a device gets carries the config and the messages of the method's server
 //! setup for it; the device builds its SLM (pre-training it when the config says so), runs the
@@ -59,7 +65,7 @@ mod device;
 mod payload;
 mod server;
 
-pub use commands::{device_command, serve_command, split_command};
+pub use commands::{certs_command, device_command, serve_command, split_command};
 pub use device::{run_device, DeviceOptions};
 pub use payload::{Part, Payload};
 pub use server::{serve, NetFleet, ServeOptions};
@@ -126,7 +132,8 @@ pub(crate) struct ReportMeta {
     pub round: usize,
     pub device: usize,
     pub losses: DeviceLosses,
-    /// Its local training examples (FedAvg's weight).
+    /// Its local training examples: FedAvg's weight, clamped by the server to what the config
+    /// gives a device.
     pub examples: usize,
     /// What preparing the upload measured: `(norm, clipped, attacked)`.
     pub prepared: Option<(f64, bool, bool)>,

@@ -58,8 +58,10 @@ fn run(args: RunArgs, root: PathBuf) -> anyhow::Result<PathBuf> {
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<()> {
-    cotune_net::make_dev_certs(&args.out, args.devices)?;
-    print_folder(args.out)
+    for line in cotune_deploy::certs_command(&args)? {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn score(args: ScoreArgs) -> anyhow::Result<()> {

@@ -10,18 +10,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cotune_host::NamedTensor;
 use cotune_net::{
-    DevCerts, DeviceTask, NetServer, RoundOutcome, RoundSpec, ServerConfig, ServerState,
-    StateConfig, Validator,
+    DeviceTask, NetServer, PartyFiles, RevocationList, RoundOutcome, RoundSpec, ServerConfig,
+    ServerState, StateConfig, TlsFiles, Validator,
 };
 
-use cotune_protocol::config::{architecture_of, DeployConfig};
-use cotune_protocol::message::decode_params;
+use cotune_protocol::config::{architecture_of, train_records_bound, DeployConfig};
 use cotune_protocol::methods::{DeviceStep, Method, Round};
 use cotune_protocol::records::{DeviceLosses, Scores, WireRecord};
 use cotune_protocol::roles::{DeviceSteps, Server};
-use cotune_protocol::uploads::{check_like, first_non_finite, update_norm, Prepared};
+use cotune_protocol::uploads::{check_upload, ExpectedUpload, Prepared};
 use cotune_protocol::{DeviceReport, Fleet, FleetStart, RunOptions, WorkDone};
 
 use crate::payload::is_plain_file_name;
@@ -34,8 +32,12 @@ pub struct ServeOptions {
     pub run: RunOptions,
     /// The address to listen on (port 0: any free port, see `address_file`).
     pub listen: SocketAddr,
-    /// The folder of `cargo xtask certs`: `ca.pem`, `server.pem`, `server.key`.
+    /// The server's certificate folder (`ca.pem`, `server.pem`, `server.key`): the `server/`
+    /// folder of `cargo xtask certs`, or the folder holding it.
     pub certs: PathBuf,
+    /// The revocation list; `None`: `revoked.txt` in the server's certificate folder (a
+    /// missing file revokes nothing).
+    pub revoked: Option<PathBuf>,
     /// A file to write the address the server listens on into, once it does.
     pub address_file: Option<PathBuf>,
     /// The server's own data folder (`cargo xtask split`'s `server/`); without it the server
@@ -44,10 +46,26 @@ pub struct ServeOptions {
 }
 
 /// Runs the server side of `options.run` for device processes and returns its run folder.
+///
+/// The certificates and the revocation list are read first, so a mistake in them is reported
+/// before the server sets up its models.
 pub fn serve(options: &ServeOptions) -> anyhow::Result<PathBuf> {
+    server_files(options)?;
     cotune_protocol::run_with_fleet(&options.run, options.data.as_deref(), &|start| {
         Ok(Box::new(NetFleet::start(start, options)?) as Box<dyn Fleet>)
     })
+}
+
+/// The server's TLS files and its revocation list's path, both checked.
+fn server_files(options: &ServeOptions) -> anyhow::Result<(TlsFiles, PathBuf)> {
+    let files = PartyFiles::find_server(&options.certs)?;
+    let tls = files.read()?;
+    let revoked = match &options.revoked {
+        Some(path) => path.clone(),
+        None => files.dir.join(cotune_net::revoke::REVOKED_FILE),
+    };
+    RevocationList::read(&revoked)?;
+    Ok((tls, revoked))
 }
 
 /// A download a device missed (it was dropped or away), sent with its next task.
@@ -57,15 +75,25 @@ struct Pending {
     download: Vec<u8>,
 }
 
+/// The most prediction files a device's receive upload may hold (a device sends one per model
+/// it scores: its SLM's and its DPM's).
+pub const MAX_PREDICTION_FILES: usize = 4;
+
+/// The most bytes of prediction files a device's receive upload may hold, all files together.
+pub const MAX_PREDICTION_BYTES: usize = 64 << 20;
+
 /// What the validator checks the uploads of the open phase against.
 #[derive(Default)]
 struct Expected {
     net_round: u64,
     phase: Option<Phase>,
     round: usize,
-    /// Per device, the DPM its step started from (methods with a proxy).
-    references: BTreeMap<usize, Vec<NamedTensor>>,
+    /// Step: per participant, what its step's message must be (the method's
+    /// `expected_uploads`).
+    uploads: BTreeMap<usize, ExpectedUpload>,
     max_norm: Option<f64>,
+    /// Receive: whether prediction files may come with the scores (`deploy.send_predictions`).
+    send_predictions: bool,
 }
 
 /// The devices of a run, in their own processes.
@@ -84,6 +112,9 @@ pub struct NetFleet {
     method: Method,
     /// Each device's SLM as `plugin/architecture`, from the config.
     labels: Vec<String>,
+    /// Per device, the most training records the config gives it: FedAvg's weight is the
+    /// size a device declares, clamped to this.
+    train_bounds: Vec<usize>,
     /// Per device, its setup: the messages of the method's server setup for it.
     setups: Vec<Payload>,
     /// Devices that have uploaded once: they hold their setup.
@@ -179,11 +210,10 @@ impl NetFleet {
             .enable_all()
             .build()
             .context("starting the network runtime")?;
-        let tls = DevCerts::in_dir(&options.certs, n).server_tls()?;
-        let server = rt.block_on(NetServer::start(
-            ServerConfig::new(options.listen, tls),
-            state.clone(),
-        ))?;
+        let (tls, revoked) = server_files(options)?;
+        let mut server_config = ServerConfig::new(options.listen, tls);
+        server_config.revoked = Some(revoked);
+        let server = rt.block_on(NetServer::start(server_config, state.clone()))?;
         let addr = server.local_addr();
         if let Some(file) = &options.address_file {
             std::fs::write(file, addr.to_string())
@@ -207,6 +237,11 @@ impl NetFleet {
             fresh: start.fresh,
             method: Method::of(config)?,
             labels,
+            train_bounds: config
+                .devices
+                .iter()
+                .map(|d| train_records_bound(&config.data, Some(&d.domain)))
+                .collect(),
             setups: Vec::new(),
             ready,
             pending,
@@ -233,18 +268,19 @@ impl NetFleet {
     ) -> anyhow::Result<Vec<(usize, WorkDone)>> {
         self.new_round();
         let r = round.number;
-        let references: BTreeMap<usize, Vec<NamedTensor>> = self
+        let uploads: BTreeMap<usize, ExpectedUpload> = self
             .method
             .implementation()
-            .upload_references(round, server)?
+            .expected_uploads(round, server, received)?
             .into_iter()
             .collect();
         *lock(&self.expected) = Expected {
             net_round: net_round(r, Phase::Step),
             phase: Some(Phase::Step),
             round: r,
-            references,
+            uploads,
             max_norm: self.settings.max_update_norm,
+            send_predictions: false,
         };
         let mut tasks = BTreeMap::new();
         for &i in round.participants {
@@ -277,7 +313,18 @@ impl NetFleet {
                 losses: meta.losses,
                 upload: p.get(&Part::Upload).map(<[u8]>::to_vec),
             };
-            out.push((i, (step, meta.examples, prepared)));
+            // FedAvg's weight: the training-set size the device declares, clamped to what the
+            // config gives a device (and to at least one), never a larger claim.
+            let bound = self.train_bounds[i];
+            let examples = fedavg_weight(meta.examples, bound);
+            if examples != meta.examples {
+                progress!(
+                    "  round {r} step: device {i} says it has {} training examples; weighed as \
+                     {examples} (the config gives a device at most {bound})",
+                    meta.examples
+                );
+            }
+            out.push((i, (step, examples, prepared)));
         }
         let uploaded: BTreeSet<usize> = out.iter().map(|(i, _)| *i).collect();
         self.dropped = round
@@ -341,8 +388,9 @@ impl NetFleet {
             net_round: net_round(r, Phase::Receive),
             phase: Some(Phase::Receive),
             round: r,
-            references: BTreeMap::new(),
+            uploads: BTreeMap::new(),
             max_norm: None,
+            send_predictions: self.settings.send_predictions,
         };
         let mut tasks = BTreeMap::new();
         for &i in targets {
@@ -369,15 +417,20 @@ impl NetFleet {
             }
             false => self.run_phase(r, Phase::Receive, tasks, deadline)?,
         };
-        let dir = self.run_dir.join(format!("predictions/round-{r}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut out = Vec::new();
         for (i, p) in &reports {
             let meta: ReportMeta = serde_json::from_str(&p.meta)?;
             self.wire.entry(*i).or_default().device_seconds += meta.seconds;
             self.evals.insert(*i, (meta.slm, meta.dpm));
+            // Each device's files in a folder of its own, so no device names another's; only
+            // when asked for (the validator refuses them otherwise).
+            let dir = self
+                .run_dir
+                .join(format!("predictions/round-{r}/device-{i}"));
             for (part, bytes) in p.parts() {
-                if let Part::Prediction(file) = part {
+                if let (Part::Prediction(file), true) = (part, self.settings.send_predictions) {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
                     let path = dir.join(file);
                     std::fs::write(&path, bytes)
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -676,6 +729,13 @@ fn device_states(report: &cotune_net::RoundReport) -> String {
         .join(", ")
 }
 
+/// FedAvg's weight of a device that declares `claimed` training examples when the config gives a
+/// device at most `bound`: the claim clamped to `1..=bound` (at least 1, so that zero claims
+/// cannot leave the average without weight).
+fn fedavg_weight(claimed: usize, bound: usize) -> usize {
+    claimed.min(bound).max(1)
+}
+
 /// The server's check of an upload before it is accepted.
 fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), String> {
     let p = Payload::decode(bytes, "the upload")?;
@@ -713,21 +773,72 @@ fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), Str
             ));
         }
     }
-    if let (Phase::Step, Some(reference)) = (meta.phase, e.references.get(&(device as usize))) {
-        let Some(message) = p.get(&Part::Upload) else {
-            return Err("the step's upload holds no DPM parameters".to_string());
-        };
-        let set = decode_params(message).map_err(|err| err.to_string())?;
-        check_like(&set, reference)?;
-        if let Some((name, k, v)) = first_non_finite(&set) {
-            return Err(format!("non-finite value {v} at {name}[{k}]"));
-        }
-        if let Some(max) = e.max_norm {
-            let norm = update_norm(&set, reference);
-            if norm.is_nan() || norm > max {
+    match meta.phase {
+        Phase::Step => {
+            let Some(expected) = e.uploads.get(&(device as usize)) else {
                 return Err(format!(
-                    "update norm {norm:.4} is above deploy.max_update_norm = {max}"
+                    "device {device} is not a participant of round {} step",
+                    e.round
                 ));
+            };
+            check_upload(expected, p.get(&Part::Upload), e.max_norm)
+        }
+        Phase::Receive => check_predictions(&p, e.send_predictions),
+    }
+}
+
+/// A receive upload's prediction files: none unless `deploy.send_predictions`; at most
+/// [`MAX_PREDICTION_FILES`] of at most [`MAX_PREDICTION_BYTES`] together; each JSON lines of
+/// objects.
+fn check_predictions(p: &Payload, send_predictions: bool) -> Result<(), String> {
+    let files: Vec<(&str, &[u8])> = p
+        .parts()
+        .filter_map(|(part, bytes)| match part {
+            Part::Prediction(name) => Some((name.as_str(), bytes)),
+            _ => None,
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    if !send_predictions {
+        return Err(format!(
+            "the upload holds {} prediction files ({}), and deploy.send_predictions = false \
+             keeps them on the devices",
+            files.len(),
+            files.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if files.len() > MAX_PREDICTION_FILES {
+        return Err(format!(
+            "the upload holds {} prediction files, more than the {MAX_PREDICTION_FILES} a \
+             device sends",
+            files.len()
+        ));
+    }
+    let total: usize = files.iter().map(|f| f.1.len()).sum();
+    if total > MAX_PREDICTION_BYTES {
+        return Err(format!(
+            "the upload's prediction files hold {total} bytes, more than the \
+             {MAX_PREDICTION_BYTES} accepted"
+        ));
+    }
+    for (name, bytes) in files {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|err| format!("prediction file {name} is not UTF-8 text: {err}"))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "prediction file {name} line {} is not a JSON object",
+                        n + 1
+                    ))
+                }
             }
         }
     }
@@ -737,6 +848,7 @@ fn validate(e: &Expected, device: u32, net: u64, bytes: &[u8]) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cotune_host::NamedTensor;
     use cotune_protocol::message::encode_params;
 
     fn report(
@@ -763,15 +875,178 @@ mod tests {
         p.encode()
     }
 
+    /// Round 2's step: device 1 uploads a parameter set, device 0 nothing, device 2 top-k
+    /// knowledge on two examples, device 3 records.
     fn expected() -> Expected {
         let reference = vec![NamedTensor::new("w", vec![2], vec![0.0, 0.0])];
         Expected {
             net_round: 4,
             phase: Some(Phase::Step),
             round: 2,
-            references: [(1, reference)].into_iter().collect(),
+            uploads: [
+                (0, ExpectedUpload::Nothing),
+                (1, ExpectedUpload::Params(reference)),
+                (
+                    2,
+                    ExpectedUpload::Knowledge {
+                        answer_lens: vec![1, 2],
+                        max_k: 3,
+                    },
+                ),
+                (3, ExpectedUpload::Records { max_records: 5 }),
+            ]
+            .into_iter()
+            .collect(),
             max_norm: Some(1.0),
+            send_predictions: false,
         }
+    }
+
+    /// A step upload of `device` holding `message`.
+    fn step_with(device: usize, message: Vec<u8>) -> Vec<u8> {
+        let mut p = Payload::decode(&report(Phase::Step, 2, device, None), "test").unwrap();
+        p.put(Part::Upload, message);
+        p.encode()
+    }
+
+    #[test]
+    fn knowledge_and_records_are_checked_like_parameters() {
+        use cotune_protocol::fedmkt::{encode_topk, ExampleTopK};
+        let e = expected();
+        let entry = |positions: usize| ExampleTopK {
+            ids: vec![1; positions * 3],
+            logits: vec![0.5; positions * 3],
+            rest: vec![-1.0; positions],
+        };
+        let good = encode_topk(&[entry(1), entry(2)]);
+        assert_eq!(validate(&e, 2, 4, &step_with(2, good.clone())), Ok(()));
+        // A malformed knowledge upload is refused by what is wrong, never reaching the step.
+        let short = encode_topk(&[entry(1)]);
+        let err = validate(&e, 2, 4, &step_with(2, short)).unwrap_err();
+        assert!(
+            err.contains("covers 1 examples, the round's public sample has 2"),
+            "{err}"
+        );
+        let err = validate(&e, 2, 4, &step_with(2, good[..good.len() - 3].to_vec())).unwrap_err();
+        assert!(err.starts_with("the knowledge upload:"), "{err}");
+        let err = validate(&e, 2, 4, &report(Phase::Step, 2, 2, None)).unwrap_err();
+        assert!(err.contains("the method expects top-k knowledge"), "{err}");
+        // Parameters where knowledge is expected, and the other way round.
+        let params = encode_params(&[NamedTensor::new("w", vec![2], vec![0.5, 0.5])]);
+        let err = validate(&e, 2, 4, &step_with(2, params)).unwrap_err();
+        assert!(err.starts_with("the knowledge upload:"), "{err}");
+        let err = validate(&e, 1, 4, &step_with(1, good)).unwrap_err();
+        assert!(err.contains("magic"), "{err}");
+        // Records.
+        let records = br#"[{"domain":"d","question":"q?","answer":"a"}]"#.to_vec();
+        assert_eq!(validate(&e, 3, 4, &step_with(3, records)), Ok(()));
+        let err = validate(&e, 3, 4, &step_with(3, b"[1, 2]".to_vec())).unwrap_err();
+        assert!(err.contains("not a JSON list of records"), "{err}");
+        // A message from a method whose step sends none.
+        let err = validate(&e, 0, 4, &step_with(0, b"x".to_vec())).unwrap_err();
+        assert!(err.contains("the method's device step sends none"), "{err}");
+        // A device the server expects nothing from.
+        let err = validate(&e, 7, 4, &report(Phase::Step, 2, 7, None)).unwrap_err();
+        assert!(
+            err.contains("device 7 is not a participant of round 2 step"),
+            "{err}"
+        );
+    }
+
+    /// A receive upload of device 1 with `files`.
+    fn receive_with(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut p = Payload::decode(&report(Phase::Receive, 2, 1, None), "test").unwrap();
+        for (name, bytes) in files {
+            p.put(Part::Prediction(name.to_string()), bytes.to_vec());
+        }
+        p.encode()
+    }
+
+    fn receiving(send_predictions: bool) -> Expected {
+        Expected {
+            net_round: 5,
+            phase: Some(Phase::Receive),
+            round: 2,
+            uploads: BTreeMap::new(),
+            max_norm: None,
+            send_predictions,
+        }
+    }
+
+    #[test]
+    fn prediction_files_come_only_when_asked_for_within_their_caps() {
+        let line: &[u8] = b"{\"prediction\":\"a\",\"reference\":\"a\"}\n";
+        let on = receiving(true);
+        assert_eq!(
+            validate(&on, 1, 5, &receive_with(&[("geo-slm.jsonl", line)])),
+            Ok(())
+        );
+        assert_eq!(validate(&on, 1, 5, &receive_with(&[])), Ok(()));
+        // Not asked for: refused, naming the files and the setting.
+        let err = validate(
+            &receiving(false),
+            1,
+            5,
+            &receive_with(&[("geo-slm.jsonl", line)]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "holds 1 prediction files (geo-slm.jsonl), and deploy.send_predictions = false"
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            validate(&receiving(false), 1, 5, &receive_with(&[])),
+            Ok(())
+        );
+        // Too many files, too many bytes, not JSON lines.
+        let names: Vec<String> = (0..=MAX_PREDICTION_FILES)
+            .map(|k| format!("f{k}.jsonl"))
+            .collect();
+        let many: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), line)).collect();
+        let err = validate(&on, 1, 5, &receive_with(&many)).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "holds {} prediction files, more than the {MAX_PREDICTION_FILES}",
+                MAX_PREDICTION_FILES + 1
+            )),
+            "{err}"
+        );
+        let big = vec![b' '; MAX_PREDICTION_BYTES / 2 + 1];
+        let err = validate(
+            &on,
+            1,
+            5,
+            &receive_with(&[("a.jsonl", &big), ("b.jsonl", &big)]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "hold {} bytes, more than the {MAX_PREDICTION_BYTES} accepted",
+                big.len() * 2
+            )),
+            "{err}"
+        );
+        let err = validate(&on, 1, 5, &receive_with(&[("a.jsonl", b"{}\n[1]\n")])).unwrap_err();
+        assert!(
+            err.contains("prediction file a.jsonl line 2 is not a JSON object"),
+            "{err}"
+        );
+        let err = validate(&on, 1, 5, &receive_with(&[("a.jsonl", &[0xff, 0xfe])])).unwrap_err();
+        assert!(
+            err.contains("prediction file a.jsonl is not UTF-8"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fedavg_weighs_a_device_by_its_claim_clamped_to_the_config() {
+        assert_eq!(fedavg_weight(37, 40), 37);
+        assert_eq!(fedavg_weight(40, 40), 40);
+        assert_eq!(fedavg_weight(1_000_000_000, 40), 40);
+        assert_eq!(fedavg_weight(0, 40), 1);
+        assert_eq!(fedavg_weight(5, 0), 1);
     }
 
     #[test]

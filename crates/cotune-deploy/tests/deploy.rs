@@ -154,6 +154,21 @@ fn comparable(records: &[RoundRecord]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `cotune-run` with `args` to success, for its output.
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn certs(dir: &Path, devices: usize) -> PathBuf {
     let out = dir.join("certs");
     cotune_net::make_dev_certs(&out, devices).unwrap();
@@ -263,7 +278,14 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
         "server",
     );
     // Devices 1-3 each send one bad upload first: NaN, an oversize update, a wrong shape.
-    let faults = [None, Some("nan:1"), Some("norm:2"), Some("shape:1")];
+    // Device 1 claims a billion training examples in round 2: FedAvg weighs it as the 40 the
+    // config gives a device (which it holds), so the numbers stay those of one process.
+    let faults = [
+        None,
+        Some("nan:1,examples:2"),
+        Some("norm:2"),
+        Some("shape:1"),
+    ];
     let mut devices: Vec<Proc> = faults
         .iter()
         .enumerate()
@@ -298,14 +320,40 @@ fn four_device_processes_give_the_metrics_of_one_process_and_bad_uploads_and_cer
     let (one, deployed) = (metrics(&alone), metrics(&run));
     assert_eq!(deployed.len(), 3);
     assert_eq!(comparable(&one), comparable(&deployed));
-    // The predictions are the same files too.
+    assert!(
+        server.log().contains(
+            "device 1 says it has 1000000000 training examples; weighed as 40 (the config \
+             gives a device at most 40)"
+        ),
+        "{}",
+        server.log()
+    );
+    // The predictions are the same files too, each device's in a folder of its own.
     for r in 0..=2 {
-        for name in ["geography-slm", "chemistry-dpm", "acronyms-slm", "llm"] {
+        for (device, name) in [
+            (Some(0), "geography-slm"),
+            (Some(1), "chemistry-dpm"),
+            (Some(2), "acronyms-slm"),
+            (None, "llm"),
+        ] {
             let file = format!("predictions/round-{r}/{name}.jsonl");
+            let deployed = match device {
+                Some(i) => format!("predictions/round-{r}/device-{i}/{name}.jsonl"),
+                None => file.clone(),
+            };
             assert_eq!(
                 std::fs::read_to_string(alone.join(&file)).unwrap(),
-                std::fs::read_to_string(run.join(&file)).unwrap(),
-                "{file}"
+                std::fs::read_to_string(run.join(&deployed)).unwrap(),
+                "{deployed}"
+            );
+        }
+        // Nothing a device sends lands outside its folder.
+        for entry in std::fs::read_dir(run.join(format!("predictions/round-{r}"))).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            assert!(
+                entry.path().is_dir() || name.starts_with("llm"),
+                "predictions/round-{r}/{name}"
             );
         }
     }
@@ -403,40 +451,93 @@ fn every_party_reads_only_its_own_folder_and_the_numbers_are_those_of_one_proces
         &format!("[data]\ndir = {:?}", hidden.display().to_string()),
     );
 
-    let certs = certs(dir, 2);
+    // The certificates as docs/deployment.md makes them for a server the devices reach by
+    // name: a certificate naming only server.cotune.test, each party's folder its own; one more
+    // device added later with the kept CA key, and revoked.
+    let certs = dir.join("certs");
+    run_ok(&[
+        "certs",
+        "--out",
+        certs.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--server-name",
+        "server.cotune.test",
+    ]);
+    run_ok(&[
+        "certs",
+        "add-device",
+        "--ca",
+        certs.join("ca").to_str().unwrap(),
+        "--device",
+        "2",
+    ]);
+    std::fs::write(certs.join("server/revoked.txt"), "# lost\ndevice 2\n").unwrap();
     let runs = dir.join("runs");
     let mut args = serve_args(
         &config,
         "127.0.0.1:0",
-        &certs,
+        &certs.join("server"),
         &runs,
         &dir.join("server-cache"),
     );
     args.extend(["--data".into(), parts.join("server").display().to_string()]);
     let (mut server, addr) = serve(dir, &args, "server");
+    let server_url = format!("https://{addr}");
+    // Each device dials 127.0.0.1 and checks the certificate against the server's name.
+    let party = |i: usize, name: Option<&str>, own: &str| {
+        let mut args = vec![
+            "device".to_string(),
+            "--server".into(),
+            server_url.clone(),
+            "--device".into(),
+            i.to_string(),
+            "--certs".into(),
+            certs.join(format!("device-{i}")).display().to_string(),
+            "--dir".into(),
+            dir.join(own).display().to_string(),
+            "--data".into(),
+            parts
+                .join(format!("device-{}", i.min(1)))
+                .display()
+                .to_string(),
+        ];
+        if let Some(name) = name {
+            args.extend(["--server-name".into(), name.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args, &dir.join(format!("{own}.log")), &[])
+    };
     let mut devices: Vec<Proc> = (0..2)
-        .map(|i| {
-            let own = dir.join(format!("device-{i}"));
-            let server_url = format!("https://{addr}");
-            Proc::spawn(
-                &[
-                    "device",
-                    "--server",
-                    &server_url,
-                    "--device",
-                    &i.to_string(),
-                    "--certs",
-                    certs.to_str().unwrap(),
-                    "--dir",
-                    own.to_str().unwrap(),
-                    "--data",
-                    parts.join(format!("device-{i}")).to_str().unwrap(),
-                ],
-                &dir.join(format!("device-{i}.log")),
-                &[],
-            )
-        })
+        .map(|i| party(i, Some("server.cotune.test"), &format!("device-{i}")))
         .collect();
+    // Without --server-name the device checks the certificate against 127.0.0.1: it stops at
+    // once, naming both names. The revoked device is refused by the server.
+    let mut unnamed = party(0, None, "unnamed");
+    let mut revoked = party(2, Some("server.cotune.test"), "revoked");
+    assert!(!unnamed.wait(120).success());
+    for expect in [
+        "not valid for name \"127.0.0.1\"",
+        "server.cotune.test",
+        "--server-name",
+    ] {
+        assert!(
+            unnamed.log().contains(expect),
+            "{expect}: {}",
+            unnamed.log()
+        );
+    }
+    assert!(!revoked.wait(120).success());
+    assert!(
+        revoked
+            .log()
+            .contains("the certificate of device 2 (serial ")
+            && revoked
+                .log()
+                .contains("revoked.txt line 2 revokes device 2"),
+        "{}",
+        revoked.log()
+    );
     assert!(server.wait(600).success(), "{}", server.log());
     for d in &mut devices {
         assert!(d.wait(60).success(), "{}", d.log());
@@ -556,6 +657,9 @@ fn a_stalled_device_is_dropped_at_the_deadline_killed_restarted_and_rejoins() {
     // send_predictions = false: the devices kept their prediction files.
     assert!(run.join("predictions/round-1/llm.jsonl").is_file());
     assert!(!run.join("predictions/round-1/geography-slm.jsonl").exists());
+    for i in 0..2 {
+        assert!(!run.join(format!("predictions/round-1/device-{i}")).exists());
+    }
     assert!(dir
         .join("device-0/predictions/round-1/geography-slm.jsonl")
         .is_file());
@@ -586,7 +690,14 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     let runs = dir.join("runs");
     let first_args = serve_args(&config, "127.0.0.1:0", &certs, &runs, &cache);
     let (server, addr) = serve(dir, &first_args, "server");
-    let mut devices: Vec<Proc> = (0..2).map(|i| device(dir, &addr, i, &certs, &[])).collect();
+    // Device 1's first knowledge upload of round 2 (after the restart) covers one example too
+    // few: refused and recorded, it sends a good one; the server's step never sees it.
+    let mut devices: Vec<Proc> = (0..2)
+        .map(|i| {
+            let fault = [("COTUNE_DEVICE_FAULT", "topk-short:2")];
+            device(dir, &addr, i, &certs, &fault[..i])
+        })
+        .collect();
     let run = wait_for(600, "round 1's checkpoint", || {
         let run = std::fs::read_dir(&runs).ok()?.next()?.ok()?.path();
         let state = std::fs::read_to_string(run.join("state/state.json")).ok()?;
@@ -606,7 +717,15 @@ fn a_server_killed_between_rounds_continues_to_the_metrics_of_an_uninterrupted_r
     for d in &mut devices {
         assert!(d.wait(60).success(), "{}", d.log());
     }
-    assert_eq!(comparable(&metrics(&alone)), comparable(&metrics(&run)));
+    let deployed = metrics(&run);
+    assert_eq!(comparable(&metrics(&alone)), comparable(&deployed));
+    let refusals = &deployed[2].devices[1].wire.as_ref().unwrap().refusals;
+    assert!(
+        refusals.len() == 1
+            && refusals[0].contains("step: validation: the knowledge upload covers")
+            && refusals[0].contains("examples, the round's public sample has"),
+        "{refusals:?}"
+    );
     // A new run finds device 0's folder holding this one's state: refused by name.
     let (_server, addr) = serve(dir, &first_args, "server-new-run");
     let mut stale = device(dir, &addr, 0, &certs, &[]);
@@ -819,7 +938,102 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
     let missing = tmp.path().join("no-certs");
     let missing = missing.to_str().unwrap();
     let not_a_run = tmp.path().to_str().unwrap();
+    let good = certs(tmp.path(), 2);
+    let good_server = good.join("server");
+    let good_server = good_server.to_str().unwrap();
+    let device_1 = good.join("device-1");
+    let device_1 = device_1.to_str().unwrap();
+    let bad_list = tmp.path().join("revoked.txt");
+    std::fs::write(&bad_list, "device 1\ndevice x\n").unwrap();
+    let bad_list = bad_list.to_str().unwrap();
     for (args, expect) in [
+        (
+            vec![
+                "serve",
+                smoke,
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+                good_server,
+                "--revoked",
+                bad_list,
+            ],
+            format!("{bad_list}: line 2: \"device x\" names device \"x\", not a device number"),
+        ),
+        (
+            vec![
+                "serve",
+                smoke,
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+                missing,
+            ],
+            format!("neither it nor {missing}/server/server.pem exists"),
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "0",
+                "--certs",
+                device_1,
+                "--dir",
+                missing,
+            ],
+            format!("the certificate {device_1}/device.pem names device 1, not --device 0"),
+        ),
+        (
+            vec![
+                "device",
+                "--server",
+                "https://127.0.0.1:1",
+                "--device",
+                "0",
+                "--certs",
+                device_1,
+                "--server-name",
+                "bad name",
+            ],
+            "invalid value 'bad name' for '--server-name <NAME>': neither a DNS name nor an IP \
+             address"
+                .to_string(),
+        ),
+        (
+            vec![
+                "certs",
+                "--out",
+                missing,
+                "--devices",
+                "1",
+                "--server-name",
+                "10.0.0.1",
+            ],
+            "invalid value '10.0.0.1' for '--server-name <NAME>': an IP address: give it with \
+             --server-ip"
+                .to_string(),
+        ),
+        (
+            vec!["certs", "--out", good.to_str().unwrap(), "--devices", "1"],
+            "the folder already holds a CA".to_string(),
+        ),
+        (
+            vec!["certs", "add-device", "--ca", missing, "--device", "1"],
+            format!("neither it nor {missing}/ca/ca.key exists"),
+        ),
+        (
+            vec![
+                "certs",
+                "add-device",
+                "--ca",
+                good.to_str().unwrap(),
+                "--device",
+                "1",
+            ],
+            "device-1: it exists; a device's key is never written over".to_string(),
+        ),
         (
             vec!["serve", smoke, "--certs", missing],
             "the following required arguments were not provided:\n  --listen <ADDR>".to_string(),
@@ -861,7 +1075,7 @@ fn bad_command_lines_are_refused_with_the_flag_and_value() {
                 "--dir",
                 missing,
             ],
-            "no-certs/ca.pem".to_string(),
+            "no-certs/device-0/device.pem".to_string(),
         ),
         (
             vec!["device", "--bogus"],

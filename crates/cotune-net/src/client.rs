@@ -60,7 +60,8 @@ pub struct Faults {
 pub struct ClientConfig {
     /// The server's URI, `https://host:port`.
     pub server: String,
-    /// The name the server's certificate must carry (`localhost` for the development one).
+    /// The name the server's certificate must carry (a DNS name or an IP address): the
+    /// device's `--server-name`, by default the host of `server`.
     pub domain: String,
     /// The CA that signed the server's certificate.
     pub ca_pem: String,
@@ -85,12 +86,14 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `server` with the device's TLS files: domain `localhost`, 1 MiB chunks,
-    /// keepalive every 60 s, backoff from 100 ms doubling to 20 s for up to 5 minutes.
+    /// Defaults for `server` with the device's TLS files: the server's certificate checked
+    /// against the host of `server` ([`host_of`]), 1 MiB chunks, keepalive every 60 s, backoff
+    /// from 100 ms doubling to 20 s for up to 5 minutes.
     pub fn new(server: impl Into<String>, tls: TlsFiles) -> ClientConfig {
+        let server = server.into();
         ClientConfig {
-            server: server.into(),
-            domain: "localhost".to_string(),
+            domain: host_of(&server).unwrap_or_else(|| "localhost".to_string()),
+            server,
             ca_pem: tls.ca_pem,
             identity: Some((tls.cert_pem, tls.key_pem)),
             heartbeat_interval: None,
@@ -103,6 +106,18 @@ impl ClientConfig {
             faults: Faults::default(),
         }
     }
+}
+
+/// The host of a server address `https://HOST:PORT` (an IPv6 address without its brackets),
+/// or `None` when it has none.
+pub fn host_of(server: &str) -> Option<String> {
+    let uri: tonic::transport::Uri = server.parse().ok()?;
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// What the server answered to PullTask.
@@ -292,6 +307,13 @@ impl DeviceClient {
     pub async fn connect(config: ClientConfig) -> Result<DeviceClient, NetError> {
         check_chunk_size(config.chunk_size)?;
         check_keepalive(config.keepalive_interval)?;
+        if rustls::pki_types::ServerName::try_from(config.domain.as_str()).is_err() {
+            return Err(NetError::Config {
+                field: "server name",
+                value: format!("{:?}", config.domain),
+                reason: "is neither a DNS name nor an IP address",
+            });
+        }
         let mut tls = ClientTlsConfig::new()
             .domain_name(config.domain.clone())
             .ca_certificate(Certificate::from_pem(&config.ca_pem));
@@ -370,7 +392,15 @@ impl DeviceClient {
     }
 
     fn classify(&self, call: &'static str, round: u64, status: &Status) -> Next {
-        if let Some(cause) = tls_cause(status) {
+        if let Some(mut cause) = tls_cause(status) {
+            if cause.contains("not valid for name") {
+                cause.push_str(&format!(
+                    " (this device checks the server's certificate against the name {}: \
+                     --server-name, by default the host of --server; `certs --server-name` \
+                     and `--server-ip` choose the names the certificate carries)",
+                    self.config.domain
+                ));
+            }
             return Next::Stop(NetError::Tls {
                 server: self.link.server.clone(),
                 cause,

@@ -21,6 +21,9 @@ pub enum NetError {
     /// rcgen could not make a certificate or key.
     #[error("cannot make the {what}: {cause}")]
     MakeCertificate { what: String, cause: rcgen::Error },
+    /// A certificate or key file is not what it should be.
+    #[error("{}: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
     /// A client certificate does not name a device (`CN=cotune-device-<i>`).
     #[error("the client certificate does not name a cotune device: {reason}")]
     CertificateIdentity { reason: String },

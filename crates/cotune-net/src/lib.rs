@@ -2,19 +2,25 @@
 //! (the cloud, with the LLM) and its devices (the edge, with the small models).
 //!
 //! Payloads are opaque bytes here; the runner decides what a task, a download and an upload
-//! mean. The crate has four parts: [`certs`] (development certificates and the identity a
-//! device certificate carries), [`state`] (the server's sessions and rounds, which the runner
+//! mean. The crate has five parts: [`certs`] (certificates, their folders and the identity a
+//! device certificate carries), [`revoke`] (the server's revocation list), [`state`] (the server's sessions and rounds, which the runner
 //! drives), [`server`] (the gRPC service) and [`client`] (a device).
 //!
 //! # Identities and mutual TLS
 //!
-//! Both sides trust one CA. The server presents a certificate for `localhost`, `127.0.0.1` and
-//! `::1` (the development one; a deployment uses its host name). It requires a client
-//! certificate signed by that CA: a connection without one, or with one from another CA, fails
-//! in the TLS handshake. A device is identified by its certificate's common name
-//! `cotune-device-<i>` ([`certs::device_of_certificate`]), read by the server from the verified
-//! connection, never from a message. [`make_dev_certs`] writes `ca.pem`, `server.pem`,
-//! `server.key`, `device-<i>.pem` and `device-<i>.key`.
+//! Both sides trust one CA. The server presents a certificate for the names devices dial
+//! (`localhost`, `127.0.0.1` and `::1` for the development one; [`make_certs`] with
+//! [`ServerNames`] for others), and a device checks it against its `domain`
+//! ([`ClientConfig::domain`]: `--server-name`, by default the host of the server's address). A
+//! name the certificate does not carry stops the device at once with an error naming both. The
+//! server requires a client certificate signed by that CA: a connection without one, or with
+//! one from another CA, fails in the TLS handshake. A device is identified by its certificate,
+//! read by the server from the verified connection, never from a message: its common name
+//! `cotune-device-<i>` and its URI name `urn:cotune:device:<i>` must agree
+//! ([`certs::device_of_certificate`]). A certificate or device on the server's revocation list
+//! ([`revoke`]) is refused on every call with `PERMISSION_DENIED`. [`make_certs`] writes each
+//! party's files into a folder of its own (`ca/`, `server/`, `device-<i>/`), keys with mode
+//! 0600, and keeps the CA key so that [`add_device`] can issue a certificate later.
 //!
 //! # The RPCs (`proto/cotune_net.proto`, service `cotune.net.v1.Cotune`)
 //!
@@ -78,6 +84,7 @@
 pub mod certs;
 pub mod client;
 mod error;
+pub mod revoke;
 pub mod server;
 pub mod state;
 
@@ -89,9 +96,13 @@ pub mod proto {
 
 use std::time::Duration;
 
-pub use certs::{device_of_certificate, make_dev_certs, DevCerts, TlsFiles};
-pub use client::{Backoff, ClientConfig, ClientStats, DeviceClient, Pull, TaskAssignment};
+pub use certs::{
+    add_device, device_of_certificate, identity_of_certificate, make_certs, make_dev_certs,
+    DevCerts, DeviceIdentity, PartyFiles, ServerNames, TlsFiles,
+};
+pub use client::{host_of, Backoff, ClientConfig, ClientStats, DeviceClient, Pull, TaskAssignment};
 pub use error::NetError;
+pub use revoke::{RevocationList, Revocations};
 pub use server::{NetServer, ServerConfig};
 pub use state::{
     DeviceRound, DeviceState, DeviceTask, RoundOutcome, RoundReport, RoundSpec, ServerState,

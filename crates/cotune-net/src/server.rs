@@ -13,9 +13,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::certs::{device_of_certificate, TlsFiles};
+use crate::certs::{identity_of_certificate, TlsFiles};
 use crate::proto::cotune_server::{Cotune, CotuneServer};
 use crate::proto::{self};
+use crate::revoke::Revocations;
 use crate::state::{net_log, ChunkAccepted, Refusal, ServerState};
 use crate::{
     check_chunk_size, check_keepalive, wire_len, NetError, DEFAULT_CHUNK_BYTES, MAX_MESSAGE_BYTES,
@@ -35,10 +36,13 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// The revocation list ([`crate::revoke`]): read at start (an error if it does not parse;
+    /// a missing file revokes nothing) and again whenever it changes. `None`: nothing revoked.
+    pub revoked: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
-    /// Defaults: 1 MiB chunks, keepalive every 60 s with a 20 s timeout.
+    /// Defaults: 1 MiB chunks, keepalive every 60 s with a 20 s timeout, no revocation list.
     pub fn new(addr: SocketAddr, tls: TlsFiles) -> ServerConfig {
         ServerConfig {
             addr,
@@ -46,6 +50,7 @@ impl ServerConfig {
             chunk_size: DEFAULT_CHUNK_BYTES,
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
+            revoked: None,
         }
     }
 }
@@ -65,6 +70,10 @@ impl NetServer {
     ) -> Result<NetServer, NetError> {
         check_chunk_size(config.chunk_size)?;
         check_keepalive(config.keepalive_interval)?;
+        let revocations = match &config.revoked {
+            Some(path) => Revocations::load(path)?,
+            None => Revocations::none(),
+        };
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|cause| NetError::Bind {
@@ -86,6 +95,7 @@ impl NetServer {
         let service = CotuneServer::new(CotuneService {
             state,
             chunk_size: config.chunk_size,
+            revocations,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -158,17 +168,29 @@ impl Drop for NetServer {
 struct CotuneService {
     state: Arc<ServerState>,
     chunk_size: usize,
+    revocations: Revocations,
 }
 
-/// The device the verified client certificate names.
-fn device_of<T>(request: &Request<T>) -> Result<u32, Status> {
-    let certs = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
-    let first = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
-    device_of_certificate(first.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
+impl CotuneService {
+    /// The device the verified client certificate names (its common name and its URI name
+    /// agreeing), unless the certificate or the device is revoked.
+    fn device_of<T>(&self, request: &Request<T>) -> Result<u32, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
+        let first = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
+        let id = identity_of_certificate(first.as_ref()).map_err(|e| {
+            net_log!("refused a call: {e}");
+            Status::unauthenticated(e.to_string())
+        })?;
+        if let Some(reason) = self.revocations.refusal(&id) {
+            net_log!("refused a call: {reason}");
+            return Err(Status::permission_denied(reason));
+        }
+        Ok(id.device)
+    }
 }
 
 fn status_of(refusal: Refusal) -> Status {
@@ -189,7 +211,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterReply>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         let instance = request.get_ref().instance;
         let session = self.state.register(device, instance).map_err(|r| {
             net_log!("register of device {device} refused: {}", r.reason());
@@ -206,7 +228,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatReply>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         self.state
             .heartbeat(device, request.get_ref().session)
             .map_err(status_of)?;
@@ -217,7 +239,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<proto::PullTaskRequest>,
     ) -> Result<Response<proto::PullTaskReply>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         let reply = self
             .state
             .pull_task(device, request.get_ref().session)
@@ -231,7 +253,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<proto::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         let req = request.into_inner();
         let (payload, sha256) = self
             .state
@@ -268,7 +290,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<proto::UploadStatusRequest>,
     ) -> Result<Response<proto::UploadStatusReply>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         let req = request.get_ref();
         let reply = self
             .state
@@ -281,7 +303,7 @@ impl Cotune for CotuneService {
         &self,
         request: Request<Streaming<proto::UploadChunk>>,
     ) -> Result<Response<proto::UploadReply>, Status> {
-        let device = device_of(&request)?;
+        let device = self.device_of(&request)?;
         let mut stream = request.into_inner();
         let mut held = 0;
         let mut round = None;

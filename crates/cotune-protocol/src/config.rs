@@ -791,6 +791,24 @@ pub(crate) fn checkpoint_architecture(
     })
 }
 
+/// The most training records a device holds under `data`: `device_train_size`, or on the
+/// field benchmark the labelled records per device of `domain` (of any domain when `None`).
+/// What a deployment bounds a device's claims by (FedAvg's weight, centralized's records).
+pub fn train_records_bound(data: &DataConfig, domain: Option<&str>) -> usize {
+    match &data.field {
+        Some(field) => match domain.and_then(|d| field.domains.get(d)) {
+            Some(roles) => roles.labelled,
+            None => field
+                .domains
+                .values()
+                .map(|r| r.labelled)
+                .max()
+                .unwrap_or(0),
+        },
+        None => data.device_train_size,
+    }
+}
+
 /// The architecture of `entry` on `plugin`: the one named, else the one that loads its
 /// checkpoint, else the plugin's first.
 pub fn architecture_of(entry: &ModelEntry, plugin: &Plugin) -> String {

@@ -12,6 +12,11 @@
 //!   so applying them to the uploads or to the updates gives the same DPM. `krum` picks one
 //!   upload: the one whose squared distances to its `n - f - 2` nearest others sum lowest
 //!   (Blanchard et al., 2017), which tolerates `f` arbitrary uploads when `n > 2f + 2`.
+//!
+//! [`ExpectedUpload`] and [`check_upload`] are what a deployment checks every upload against
+//! before accepting it over the network, whatever its kind (a parameter set, FedMKT's
+//! knowledge, centralized's records, or nothing): an upload that passes cannot fail the
+//! server's step.
 
 use cotune_data::SeededRng;
 use cotune_host::NamedTensor;
@@ -282,6 +287,164 @@ pub fn krum(sets: &[Vec<NamedTensor>], byzantine: usize) -> Result<usize, String
         .expect("at least three uploads"))
 }
 
+/// What a device's upload of a round must be, as the server knows before it arrives
+/// ([`crate::FederatedMethod::expected_uploads`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpectedUpload {
+    /// No message: the method's device step sends none.
+    Nothing,
+    /// A parameter set with the names and shapes of this reference (the DPM the device's step
+    /// started from), every value finite.
+    Params(Vec<NamedTensor>),
+    /// Top-k answer distributions ([`crate::fedmkt::encode_topk`]), one per example of the
+    /// round's public sample as the device encodes it: example `e` covers `answer_lens[e]`
+    /// positions with `k` entries each, `1 <= k <= max_k`; every logit finite, every remaining
+    /// mass finite or minus infinity.
+    Knowledge {
+        /// Per example of the sample, its answer's length in the device's tokens.
+        answer_lens: Vec<usize>,
+        /// `train.top_k`.
+        max_k: usize,
+    },
+    /// The device's training records as a JSON list of question-answer records, at most
+    /// `max_records` of them, none blank.
+    Records {
+        /// The most training records a device holds under the config.
+        max_records: usize,
+    },
+}
+
+impl ExpectedUpload {
+    /// The kind in words, for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExpectedUpload::Nothing => "no message",
+            ExpectedUpload::Params(_) => "a DPM's parameters",
+            ExpectedUpload::Knowledge { .. } => "top-k knowledge",
+            ExpectedUpload::Records { .. } => "training records",
+        }
+    }
+}
+
+/// Checks a device's step message (`None`: it sent none) against what the server expects;
+/// `max_norm` bounds a parameter set's update (`deploy.max_update_norm`). The error names what
+/// is wrong and where.
+pub fn check_upload(
+    expected: &ExpectedUpload,
+    message: Option<&[u8]>,
+    max_norm: Option<f64>,
+) -> Result<(), String> {
+    let Some(bytes) = message else {
+        return match expected {
+            ExpectedUpload::Nothing => Ok(()),
+            ExpectedUpload::Params(_) => {
+                Err("the step's upload holds no DPM parameters".to_string())
+            }
+            other => Err(format!(
+                "the step's upload holds no message; the method expects {}",
+                other.kind()
+            )),
+        };
+    };
+    match expected {
+        ExpectedUpload::Nothing => Err(format!(
+            "the step's upload holds a message of {} bytes; the method's device step sends none",
+            bytes.len()
+        )),
+        ExpectedUpload::Params(reference) => {
+            let set = decode_params(bytes).map_err(|err| err.to_string())?;
+            check_like(&set, reference)?;
+            if let Some((name, k, v)) = first_non_finite(&set) {
+                return Err(format!("non-finite value {v} at {name}[{k}]"));
+            }
+            if let Some(max) = max_norm {
+                let norm = update_norm(&set, reference);
+                if norm.is_nan() || norm > max {
+                    return Err(format!(
+                        "update norm {norm:.4} is above deploy.max_update_norm = {max}"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        ExpectedUpload::Knowledge { answer_lens, max_k } => {
+            check_knowledge(bytes, answer_lens, *max_k)
+        }
+        ExpectedUpload::Records { max_records } => check_records(bytes, *max_records),
+    }
+}
+
+fn check_knowledge(bytes: &[u8], answer_lens: &[usize], max_k: usize) -> Result<(), String> {
+    let entries =
+        crate::fedmkt::decode_topk(bytes).map_err(|err| format!("the knowledge upload: {err}"))?;
+    if entries.len() != answer_lens.len() {
+        return Err(format!(
+            "the knowledge upload covers {} examples, the round's public sample has {}",
+            entries.len(),
+            answer_lens.len()
+        ));
+    }
+    for (e, (entry, &len)) in entries.iter().zip(answer_lens).enumerate() {
+        let positions = entry.positions();
+        if positions != len {
+            return Err(format!(
+                "knowledge of example {e} covers {positions} answer positions, the example has \
+                 {len}"
+            ));
+        }
+        if positions == 0 {
+            continue;
+        }
+        let k = entry.ids.len() / positions;
+        if k == 0 || k > max_k {
+            return Err(format!(
+                "knowledge of example {e} has k = {k} entries per position, expected 1 to \
+                 train.top_k = {max_k}"
+            ));
+        }
+        if let Some(i) = entry.logits.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "knowledge of example {e} has the non-finite logit {} at position {}",
+                entry.logits[i],
+                i / k
+            ));
+        }
+        if let Some(t) = entry
+            .rest
+            .iter()
+            .position(|v| v.is_nan() || *v == f32::INFINITY)
+        {
+            return Err(format!(
+                "knowledge of example {e} has the remaining mass {} at position {t} (finite or \
+                 -inf expected)",
+                entry.rest[t]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_records(bytes: &[u8], max_records: usize) -> Result<(), String> {
+    let records: Vec<cotune_data::QaRecord> = serde_json::from_slice(bytes)
+        .map_err(|err| format!("the records upload is not a JSON list of records: {err}"))?;
+    if records.len() > max_records {
+        return Err(format!(
+            "the records upload holds {} records, more than the {max_records} a device's \
+             training set holds under the config",
+            records.len()
+        ));
+    }
+    if let Some(i) = records
+        .iter()
+        .position(|r| r.question.trim().is_empty() || r.answer.trim().is_empty())
+    {
+        return Err(format!(
+            "record {i} of the records upload has a blank question or answer"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +564,83 @@ mod tests {
             first_non_finite(&set(&[1.0, f32::INFINITY])),
             Some(("w".to_string(), 0, f32::INFINITY))
         );
+    }
+
+    #[test]
+    fn every_kind_of_upload_is_checked_and_what_is_wrong_is_named() {
+        use crate::fedmkt::{encode_topk, ExampleTopK};
+        let check = |e: &ExpectedUpload, m: Option<&[u8]>| check_upload(e, m, Some(1.0));
+        let err = |e: &ExpectedUpload, m: Option<&[u8]>| check(e, m).unwrap_err();
+
+        // Nothing.
+        let nothing = ExpectedUpload::Nothing;
+        assert_eq!(check(&nothing, None), Ok(()));
+        assert!(err(&nothing, Some(b"x")).contains("1 bytes; the method's device step sends none"));
+
+        // Parameters.
+        let reference = vec![NamedTensor::new("w", vec![2], vec![0.0, 0.0])];
+        let params = ExpectedUpload::Params(reference);
+        let good = encode_params(&[NamedTensor::new("w", vec![2], vec![0.5, 0.5])]);
+        assert_eq!(check(&params, Some(&good)), Ok(()));
+        assert!(err(&params, None).contains("holds no DPM parameters"));
+        let nan = encode_params(&[NamedTensor::new("w", vec![2], vec![f32::NAN, 0.0])]);
+        assert!(err(&params, Some(&nan)).contains("non-finite value NaN at w[0]"));
+        let big = encode_params(&[NamedTensor::new("w", vec![2], vec![3.0, 4.0])]);
+        assert!(err(&params, Some(&big)).contains("update norm 5.0000 is above"));
+        assert!(err(&params, Some(b"not-params-at-all")).contains("magic"));
+
+        // Knowledge: two examples of 2 and 1 answer positions, k at most 2.
+        let knowledge = ExpectedUpload::Knowledge {
+            answer_lens: vec![2, 1],
+            max_k: 2,
+        };
+        let entry = |positions: usize, k: usize, logit: f32, rest: f32| ExampleTopK {
+            ids: (0..(positions * k) as u32).collect(),
+            logits: vec![logit; positions * k],
+            rest: vec![rest; positions],
+        };
+        let good = encode_topk(&[entry(2, 2, 1.0, -1.0), entry(1, 2, 1.0, f32::NEG_INFINITY)]);
+        assert_eq!(check(&knowledge, Some(&good)), Ok(()));
+        for (entries, expect) in [
+            (
+                vec![entry(2, 2, 1.0, 0.0)],
+                "covers 1 examples, the round's public sample has 2",
+            ),
+            (
+                vec![entry(2, 2, 1.0, 0.0), entry(3, 2, 1.0, 0.0)],
+                "knowledge of example 1 covers 3 answer positions, the example has 1",
+            ),
+            (
+                vec![entry(2, 3, 1.0, 0.0), entry(1, 2, 1.0, 0.0)],
+                "example 0 has k = 3 entries per position, expected 1 to train.top_k = 2",
+            ),
+            (
+                vec![entry(2, 0, 1.0, 0.0), entry(1, 2, 1.0, 0.0)],
+                "example 0 has k = 0 entries",
+            ),
+            (
+                vec![entry(2, 2, 1.0, 0.0), entry(1, 2, f32::NAN, 0.0)],
+                "example 1 has the non-finite logit NaN at position 0",
+            ),
+            (
+                vec![entry(2, 2, 1.0, f32::INFINITY), entry(1, 2, 1.0, 0.0)],
+                "example 0 has the remaining mass inf at position 0",
+            ),
+        ] {
+            let e = err(&knowledge, Some(&encode_topk(&entries)));
+            assert!(e.contains(expect), "{expect}: {e}");
+        }
+        assert!(err(&knowledge, Some(&good[..good.len() - 1])).starts_with("the knowledge upload:"));
+        assert!(err(&knowledge, None).contains("the method expects top-k knowledge"));
+
+        // Records.
+        let records = ExpectedUpload::Records { max_records: 2 };
+        let one = br#"[{"domain":"d","question":"q?","answer":"a"}]"#;
+        assert_eq!(check(&records, Some(one)), Ok(()));
+        let three = br#"[{"domain":"d","question":"q","answer":"a"},{"domain":"d","question":"q","answer":"a"},{"domain":"d","question":"q","answer":"a"}]"#;
+        assert!(err(&records, Some(three)).contains("holds 3 records, more than the 2"));
+        let blank = br#"[{"domain":"d","question":" ","answer":"a"}]"#;
+        assert!(err(&records, Some(blank)).contains("record 0 of the records upload has a blank"));
+        assert!(err(&records, Some(b"{}")).contains("not a JSON list of records"));
     }
 }

@@ -11,6 +11,7 @@ use crate::progress::Progress;
 use crate::records::ServerLosses;
 use crate::roles::{Device, Server};
 use crate::seed::Stream;
+use crate::uploads::ExpectedUpload;
 
 /// The LLM trained on every device's data.
 pub struct Centralized;
@@ -30,6 +31,21 @@ impl FederatedMethod for Centralized {
 
     fn trains_slms(&self) -> bool {
         false
+    }
+
+    /// Each device's training records, at most as many as the config gives a device.
+    fn expected_uploads(
+        &self,
+        round: &Round<'_>,
+        _server: &Server,
+        _broadcast: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<(usize, ExpectedUpload)>> {
+        let max_records = crate::config::train_records_bound(round.data, None);
+        Ok(round
+            .participants
+            .iter()
+            .map(|&d| (d, ExpectedUpload::Records { max_records }))
+            .collect())
     }
 
     /// The device's training records, as JSON.

@@ -19,6 +19,7 @@ use crate::records::{DeviceLosses, ServerLosses};
 use crate::roles::{Device, Server};
 use crate::seed::Stream;
 use crate::tokens::{bridge, Codec};
+use crate::uploads::ExpectedUpload;
 
 /// Federated mutual knowledge transfer.
 pub struct Fedmkt;
@@ -60,6 +61,35 @@ impl FederatedMethod for Fedmkt {
             return Ok(Some(serde_json::to_vec(&records)?));
         }
         Ok(Some(encode_examples(&sample(round, server))))
+    }
+
+    /// Each device's top-k knowledge on the broadcast sample, as the device encodes it.
+    fn expected_uploads(
+        &self,
+        round: &Round<'_>,
+        _server: &Server,
+        broadcast: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<(usize, ExpectedUpload)>> {
+        let received = broadcast.context("fedmkt sends the public sample")?;
+        round
+            .participants
+            .iter()
+            .map(|&d| {
+                let codec = round
+                    .codecs
+                    .slms
+                    .get(d)
+                    .with_context(|| format!("no tokenizer for device {d}"))?;
+                let examples = sample_for(round, codec, received)?;
+                Ok((
+                    d,
+                    ExpectedUpload::Knowledge {
+                        answer_lens: examples.iter().map(|e| e.answer.len()).collect(),
+                        max_k: round.settings.top_k,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Local tuning, then the SLM's knowledge on the public examples.

@@ -36,13 +36,14 @@ mod standalone;
 use std::fmt;
 
 use cotune_data::{DataConfig, QaRecord};
-use cotune_host::{Example, NamedTensor};
+use cotune_host::Example;
 
 use crate::config::{Aggregation, ExperimentConfig, Plugins, PrivacyConfig, RoundSettings};
 use crate::records::{DeviceLosses, ServerLosses, UploadChecks};
 use crate::roles::{Device, Server};
 use crate::seed::{Party, RoundSeed};
 use crate::tokens::Codecs;
+use crate::uploads::ExpectedUpload;
 
 /// Every method `method = "..."` accepts, in the order tables list them.
 pub static REGISTRY: &[&dyn FederatedMethod] = &[
@@ -109,20 +110,33 @@ pub trait FederatedMethod: Sync {
         Ok(())
     }
 
-    /// What the server checks each participant's upload of this round against before
-    /// accepting it over the network (the parameters its step started from), for uploads that
-    /// are parameter sets: `(device, parameters)`. By default, for a method with a proxy, the
-    /// server's DPM slot of each device.
-    fn upload_references(
+    /// What each participant's upload of this round must be, as the server knows it before the
+    /// uploads arrive: what a deployment checks every upload against before accepting it
+    /// ([`crate::uploads::check_upload`]), so that an upload it accepts cannot fail
+    /// [`server_step`](Self::server_step). `broadcast` is the round's
+    /// [`broadcast`](Self::broadcast). By default, for a method with a proxy, a parameter set
+    /// like the server's DPM slot of the device; otherwise no message. A method whose device
+    /// step sends anything else says what.
+    fn expected_uploads(
         &self,
         round: &Round<'_>,
         server: &Server,
-    ) -> anyhow::Result<Vec<(usize, Vec<NamedTensor>)>> {
+        _broadcast: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<(usize, ExpectedUpload)>> {
         match self.uses_dpm() {
-            true => {
-                proxies::references(self.aggregation(round.settings), server, round.participants)
-            }
-            false => Ok(Vec::new()),
+            true => Ok(proxies::references(
+                self.aggregation(round.settings),
+                server,
+                round.participants,
+            )?
+            .into_iter()
+            .map(|(d, r)| (d, ExpectedUpload::Params(r)))
+            .collect()),
+            false => Ok(round
+                .participants
+                .iter()
+                .map(|&d| (d, ExpectedUpload::Nothing))
+                .collect()),
         }
     }
 
