@@ -30,6 +30,9 @@ use rcgen::{
 
 use crate::NetError;
 
+/// The revocation list's name in the server's certificate folder.
+pub const REVOKED_FILE: &str = "revoked.txt";
+
 /// The common-name prefix of a device certificate; the device index follows it.
 pub const DEVICE_CN_PREFIX: &str = "cotune-device-";
 
@@ -235,7 +238,7 @@ impl DevCerts {
 
     /// The server's revocation list (`server/revoked.txt`; it need not exist).
     pub fn revoked(&self) -> PathBuf {
-        self.server.dir.join(crate::revoke::REVOKED_FILE)
+        self.server.dir.join(REVOKED_FILE)
     }
 
     /// The server's TLS files, read.

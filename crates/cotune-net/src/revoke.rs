@@ -21,8 +21,9 @@ use crate::certs::DeviceIdentity;
 use crate::state::net_log;
 use crate::NetError;
 
-/// The revocation list's name in the server's certificate folder.
-pub const REVOKED_FILE: &str = "revoked.txt";
+/// The revocation list's name in the server's certificate folder (defined beside the folder
+/// layout, in `certs`).
+pub use crate::certs::REVOKED_FILE;
 
 /// How often a running server looks at the file for a change, at most.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);

@@ -39,8 +39,9 @@ fn without_times(records: Vec<RoundRecord>) -> Vec<RoundRecord> {
 /// loss, and the bytes each device sent and received (`tests/fixtures/smoke/<method>.jsonl`,
 /// recorded on an x86-64 CPU with AVX2 and FMA by the runner before its renovation). A change
 /// that moves any number fails here; one that means to (a new seed stream, another data split)
-/// records the files anew from a run of `configs/smoke.toml` per method, with `seconds` zeroed,
-/// and says why in its commit.
+/// records the files anew from a run of `configs/smoke.toml` per method, with `seconds` zeroed
+/// (`COTUNE_PIN_OUT=<folder> cargo test -p cotune-protocol --test end_to_end every_method`
+/// writes them there), and says why in its commit.
 ///
 /// Same config and seed give bit-identical numbers on the same machine (the resume test checks
 /// that exactly); across CPUs the kernels pick other instruction sets (AVX-512 against AVX2),
@@ -51,8 +52,20 @@ fn check_pinned(method: &str, records: Vec<RoundRecord>) {
     let path = root().join(format!(
         "crates/cotune-protocol/tests/fixtures/smoke/{method}.jsonl"
     ));
-    let pinned = cotune_protocol::records::read_metrics(&path).unwrap();
     let got = without_times(records);
+    // Recording anew: `COTUNE_PIN_OUT=<folder>` writes what this run got there, one file per
+    // method, instead of comparing (to be reviewed and copied over the pinned files).
+    if let Some(dir) = std::env::var_os("COTUNE_PIN_OUT") {
+        let lines: Vec<String> = got
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::path::Path::new(&dir).join(format!("{method}.jsonl"));
+        std::fs::write(out, lines.join("\n") + "\n").unwrap();
+        return;
+    }
+    let pinned = cotune_protocol::records::read_metrics(&path).unwrap();
     assert_eq!(got.len(), pinned.len(), "{method}: rounds");
     for (g, p) in got.iter().zip(&pinned) {
         let (gv, pv) = (
