@@ -353,7 +353,12 @@ pub fn run_comparison(
             .with_context(|| format!("comparison run {}", p.folder))?;
         }
         let records = read_metrics(&metrics)?;
-        finished.push((p.variant, p.seed, records, t.elapsed().as_secs_f64()));
+        // A run finished before a `--resume` counts its rounds' own wall time.
+        let seconds = match t.elapsed().as_secs_f64() {
+            s if s < 1.0 => records.iter().map(|r| r.seconds).sum(),
+            s => s,
+        };
+        finished.push((p.variant, p.seed, records, seconds));
     }
     let split = planned
         .first()
@@ -589,15 +594,18 @@ fn gains_table(
     let llm_range = bounds
         .and_then(|b| b.llm_upper.as_deref())
         .and_then(|u| llm_gain(&runs_of(index(u)?)));
+    // No share where the upper reference gained nothing over the lower bound: there is no
+    // achievable gain to recover.
     let share = |gain: Option<f64>, range: Option<f64>| match (gain, range) {
-        (Some(g), Some(r)) if r.abs() > 1e-9 => format!("{:.0}%", 100.0 * g / r),
+        (Some(g), Some(r)) if r > 1e-9 => format!("{:.0}%", 100.0 * g / r + 0.0),
         _ => "-".to_string(),
     };
     md.push_str(
         "## Steps and gains (EM)\n\nSLM steps: the SLM's optimiser steps over every round, \
          mean over devices and seeds. SLM share: (variant - lower bound) / (upper reference - \
          lower bound) on the SLM average. LLM gain: final minus round 0, macro average; LLM \
-         share: that gain over the LLM upper reference's.",
+         share: that gain over the LLM upper reference's (- where the upper reference gained \
+         nothing).",
     );
     if let Some(b) = bounds {
         md.push_str(&format!(
