@@ -439,29 +439,15 @@ pub fn answer_confidence(
     batch_size: usize,
 ) -> RoleResult<Vec<f64>> {
     let examples = codec.encode(records, template);
+    // The gate's reference score is this mean log-probability.
+    let score = cotune_distill::Gate {
+        signal: cotune_distill::GateSignal::Reference,
+        sharpness: 1.0,
+    };
     let mut out = Vec::with_capacity(examples.len());
     for batch in examples.chunks(batch_size.max(1)) {
         let logits = model.answer_logits(batch)?;
-        for (b, ex) in batch.iter().enumerate() {
-            let total: f64 = ex
-                .answer
-                .iter()
-                .enumerate()
-                .map(|(t, &y)| {
-                    let row = logits.row(b, t);
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let lse = max as f64
-                        + row
-                            .iter()
-                            .map(|&v| ((v - max) as f64).exp())
-                            .sum::<f64>()
-                            .ln();
-                    row.get(y as usize)
-                        .map_or(f64::NEG_INFINITY, |&v| v as f64 - lse)
-                })
-                .sum();
-            out.push(total / ex.answer.len().max(1) as f64);
-        }
+        out.extend(score.scores(batch, &logits));
     }
     Ok(out)
 }
