@@ -760,9 +760,9 @@ mod tests {
             "--server-name",
             "cotune-1",
             "--server-ip",
-            "192.0.2.10",
+            "127.0.0.2",
             "--server-ip",
-            "2001:db8::1",
+            "::1",
         ])
         .unwrap() else {
             panic!("not certs");
@@ -779,15 +779,15 @@ mod tests {
         assert_eq!(
             server_ips,
             [
-                "192.0.2.10".parse::<IpAddr>().unwrap(),
-                "2001:db8::1".parse().unwrap()
+                "127.0.0.2".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
             ]
         );
         let make = ["certs", "--out", "c", "--devices", "1"];
         for (flag, value, expect) in [
             (
                 "--server-name",
-                "192.0.2.10",
+                "127.0.0.2",
                 "an IP address: give it with --server-ip",
             ),
             ("--server-name", "bad name", "not a DNS name"),

@@ -60,6 +60,7 @@ macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("[cotune] {}", format!($($arg)*)) };
 }
 
+mod accept;
 mod commands;
 mod device;
 mod payload;

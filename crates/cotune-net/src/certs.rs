@@ -724,7 +724,7 @@ mod tests {
     #[test]
     fn bad_server_names_are_refused_by_value() {
         for (name, expect) in [
-            ("10.0.0.1", "is an IP address"),
+            ("127.0.0.2", "is an IP address"),
             ("bad name", "is not a DNS name"),
             ("*.example.org", "is not a DNS name"),
             ("", "is not a DNS name"),
