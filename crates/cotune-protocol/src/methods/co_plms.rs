@@ -271,13 +271,31 @@ fn server_prompts(
         64,
     )?;
     let llm_sure = crate::roles::answer_confidence(llm, llm_codec, &by_llm, template, 64)?;
+    Ok(surer_answers(
+        by_proxy,
+        by_llm,
+        &proxy_sure,
+        &llm_sure,
+        &mut losses.proxy_answers,
+    ))
+}
+
+/// Per prompt, the proxy's answer where it is strictly surer of it than the LLM of its own,
+/// else the LLM's; counted per domain in `counts` as (answered by the proxy, prompts).
+fn surer_answers(
+    by_proxy: Vec<cotune_data::QaRecord>,
+    by_llm: Vec<cotune_data::QaRecord>,
+    proxy_sure: &[f64],
+    llm_sure: &[f64],
+    counts: &mut std::collections::BTreeMap<String, (usize, usize)>,
+) -> Vec<cotune_data::QaRecord> {
     let mut answered = Vec::with_capacity(by_proxy.len());
     for ((p, l), (ps, ls)) in by_proxy
         .into_iter()
         .zip(by_llm)
-        .zip(proxy_sure.into_iter().zip(llm_sure))
+        .zip(proxy_sure.iter().zip(llm_sure))
     {
-        let count = losses.proxy_answers.entry(p.domain.clone()).or_default();
+        let count = counts.entry(p.domain.clone()).or_default();
         count.1 += 1;
         if ps > ls {
             count.0 += 1;
@@ -286,7 +304,7 @@ fn server_prompts(
             answered.push(l);
         }
     }
-    Ok(answered)
+    answered
 }
 
 /// Up to `transfer_size` of the device's unlabelled prompts (a seeded choice per round),
@@ -362,4 +380,34 @@ fn transfer_set(
         }
     }
     Ok((slm_side, dpm_side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cotune_data::QaRecord;
+
+    #[test]
+    fn each_prompt_takes_the_surer_answer_and_is_counted_under_its_domain() {
+        let record = |domain: &str, answer: &str| QaRecord {
+            domain: domain.into(),
+            question: format!("q {answer}"),
+            answer: answer.into(),
+        };
+        let by_proxy = vec![record("a", "p0"), record("a", "p1"), record("c", "p2")];
+        let by_llm = vec![record("a", "l0"), record("a", "l1"), record("c", "l2")];
+        let mut counts = std::collections::BTreeMap::new();
+        // The proxy is surer on the first and the third prompt; a tie goes to the LLM.
+        let got = surer_answers(
+            by_proxy,
+            by_llm,
+            &[-0.1, -0.5, -0.2],
+            &[-0.3, -0.5, -2.0],
+            &mut counts,
+        );
+        let answers: Vec<&str> = got.iter().map(|r| r.answer.as_str()).collect();
+        assert_eq!(answers, ["p0", "l1", "p2"]);
+        assert_eq!(counts["a"], (1, 2));
+        assert_eq!(counts["c"], (1, 1));
+    }
 }
